@@ -1,0 +1,237 @@
+//! The `tmac` command-line tool. stdout carries only generated text (or the data asked for);
+//! everything else goes to stderr.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Instant;
+use tmac::{Compute, LoadOptions, Model, SamplerParams, Session, SessionOptions, Step};
+
+const USAGE: &str = "\
+usage: tmac <command> [args]
+
+commands:
+  run MODEL [options]        generate text
+  info MODEL                 print architecture, shapes, tensor types, size, tokenizer
+  tokenize MODEL -i TEXT     print token ids (special tokens in TEXT are recognised)
+
+run options (llama2.c style):
+  -i PROMPT     prompt text (default: empty)
+  -n N          number of tokens to generate (default 256; capped by the context)
+  -t T          temperature, 0 = greedy (default 0.8)
+  -p P          top-p, 1 = off (default 0.95)
+  -k K          top-k, 0 = off (default 40)
+  -s SEED       random seed (default: time-based; printed to stderr)
+  -c N          context length in tokens (default: the model's, at most 2048)
+  --min-p P     min-p, 0 = off (default 0.05)
+  --repeat-penalty R   1 = off (default 1.0)
+  --chat        wrap the prompt in the model's chat template
+  -y SYSTEM     system message for --chat
+  --f32         reference path: all weights dequantized to f32
+  -h            this help
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("run") => run(&args[1..]),
+        Some("info") => info(&args[1..]),
+        Some("tokenize") => tokenize(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => Err(format!("expected a command\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tmac: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parsed `run` flags.
+struct RunArgs {
+    model: String,
+    prompt: String,
+    steps: usize,
+    sampler: SamplerParams,
+    seed_given: bool,
+    n_ctx: usize,
+    chat: bool,
+    system: Option<String>,
+    compute: Compute,
+}
+
+fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("{flag}: '{v}' is not a valid number"))
+}
+
+fn parse_run(args: &[String]) -> Result<RunArgs, String> {
+    let mut a = RunArgs {
+        model: String::new(),
+        prompt: String::new(),
+        steps: 256,
+        sampler: SamplerParams::default(),
+        seed_given: false,
+        n_ctx: 0,
+        chat: false,
+        system: None,
+        compute: Compute::default(),
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "-h" | "--help" => return Err(USAGE.to_string()),
+            "-i" => a.prompt = val()?.clone(),
+            "-n" => a.steps = parse_num(arg, val()?)?,
+            "-t" => a.sampler.temperature = parse_num(arg, val()?)?,
+            "-p" => a.sampler.top_p = parse_num(arg, val()?)?,
+            "-k" => a.sampler.top_k = parse_num(arg, val()?)?,
+            "-s" => {
+                a.sampler.seed = parse_num(arg, val()?)?;
+                a.seed_given = true;
+            }
+            "-c" => a.n_ctx = parse_num(arg, val()?)?,
+            "--min-p" => a.sampler.min_p = parse_num(arg, val()?)?,
+            "--repeat-penalty" => a.sampler.repeat_penalty = parse_num(arg, val()?)?,
+            "-y" => a.system = Some(val()?.clone()),
+            "--chat" => a.chat = true,
+            "--f32" => a.compute = Compute::F32,
+            s if s.starts_with('-') => return Err(format!("unknown option {s}\n\n{USAGE}")),
+            s if a.model.is_empty() => a.model = s.to_string(),
+            s => return Err(format!("unexpected argument '{s}'")),
+        }
+    }
+    if a.model.is_empty() {
+        return Err(format!("run: no model given\n\n{USAGE}"));
+    }
+    if !a.seed_given {
+        a.sampler.seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    }
+    a.sampler.validate()?;
+    Ok(a)
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let a = parse_run(args)?;
+    let t0 = Instant::now();
+    let model = Model::load(&a.model, &LoadOptions { compute: a.compute }).map_err(|e| e.to_string())?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let opts = SessionOptions { n_ctx: a.n_ctx, sampler: a.sampler.clone() };
+    let mut s = Session::new(model, &opts).map_err(|e| e.to_string())?;
+
+    let t1 = Instant::now();
+    let n_prompt = if a.chat {
+        let mut n = 0;
+        if let Some(sys) = &a.system {
+            n += s.prompt_chat("system", sys).map_err(|e| e.to_string())?;
+        }
+        n + s.prompt_chat("user", &a.prompt).map_err(|e| e.to_string())?
+    } else {
+        s.prompt(&a.prompt).map_err(|e| e.to_string())?
+    };
+    if n_prompt == 0 {
+        // an empty prompt without BOS: start from the BOS token if the vocabulary has one
+        let bos = s.model.vocab.bos.ok_or("empty prompt and the model has no BOS token")?;
+        s.feed(&[bos]).map_err(|e| e.to_string())?;
+    }
+    let prefill_s = t1.elapsed().as_secs_f64();
+
+    let t2 = Instant::now();
+    let mut out = std::io::stdout().lock();
+    let mut generated = 0;
+    let mut reason = tmac::StopReason::Limit;
+    while generated < a.steps {
+        match s.next().map_err(|e| e.to_string())? {
+            Step::Token { text, .. } => {
+                generated += 1;
+                out.write_all(text.as_bytes()).and_then(|_| out.flush()).map_err(|e| e.to_string())?;
+            }
+            Step::Done { reason: r, text } => {
+                out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+                reason = r;
+                break;
+            }
+        }
+    }
+    if reason == tmac::StopReason::Limit {
+        out.write_all(s.finish().as_bytes()).map_err(|e| e.to_string())?;
+    }
+    writeln!(out).and_then(|_| out.flush()).map_err(|e| e.to_string())?;
+    let gen_s = t2.elapsed().as_secs_f64();
+    eprintln!(
+        "tmac: load {load_s:.2} s | prompt {n_prompt} tokens, {:.1} tok/s | generated {generated} tokens, {:.1} tok/s | stop: {} | seed {}",
+        n_prompt as f64 / prefill_s.max(1e-9),
+        generated as f64 / gen_s.max(1e-9),
+        reason.as_str(),
+        a.sampler.seed
+    );
+    Ok(())
+}
+
+fn load_for_inspection(args: &[String]) -> Result<std::sync::Arc<Model>, String> {
+    let path = args.first().ok_or_else(|| format!("no model given\n\n{USAGE}"))?;
+    Model::load(path, &LoadOptions::default()).map_err(|e| e.to_string())
+}
+
+fn info(args: &[String]) -> Result<(), String> {
+    let m = load_for_inspection(args)?;
+    let c = &m.cfg;
+    let v = &m.vocab;
+    println!("file:          {} ({:.1} MiB, {:?})", args[0], m.file_size as f64 / 1048576.0, m.format);
+    println!("architecture:  {}", c.arch_name);
+    println!(
+        "shape:         embd {} | ffn {} | layers {} | heads {} (kv {}) | head dim {} | vocab {}",
+        c.n_embd, c.n_ff, c.n_layer, c.n_head, c.n_head_kv, c.head_dim, c.n_vocab
+    );
+    println!(
+        "context:       {} trained, {} by default | rope base {} dim {} | rms eps {:e} | act {:?}",
+        c.n_ctx_train,
+        m.default_context(),
+        c.rope_base,
+        c.rope_dim,
+        c.rms_eps,
+        c.act
+    );
+    let types: Vec<String> = m.tensor_types.iter().map(|(t, n)| format!("{t} x{n}")).collect();
+    println!("tensor types:  {}", types.join(", "));
+    println!(
+        "compute:       {} ({:.1} MiB of weights per token)",
+        m.weights.layers[0].wq.kind(),
+        m.weight_bytes() as f64 / 1048576.0
+    );
+    let tok = |id: Option<u32>| id.map_or("none".to_string(), |i| format!("{i} {:?}", String::from_utf8_lossy(v.text(i))));
+    println!(
+        "tokenizer:     {:?}, {} tokens | bos {} (add {}) | eos {} | chat template {}",
+        v.model,
+        v.len(),
+        tok(v.bos),
+        v.add_bos,
+        tok(v.eos),
+        v.chat.name()
+    );
+    Ok(())
+}
+
+fn tokenize(args: &[String]) -> Result<(), String> {
+    let mut text = None;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-i" => text = Some(it.next().ok_or("-i needs a value")?.clone()),
+            _ => rest.push(a.clone()),
+        }
+    }
+    let text = text.ok_or("tokenize: give the text with -i")?;
+    let m = load_for_inspection(&rest)?;
+    let ids = m.vocab.encode(&text, true, true);
+    let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+    println!("{}", ids.join(" "));
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! Model file formats. `Bytes` is where a model's bytes live (a read-only memory map, or memory
+//! the embedding application owns); one reader per format parses them without copying.
+
+pub mod gguf;
+pub mod reader;
+
+use crate::error::{Error, ErrorKind, Result};
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The bytes of a model file, shared by every handle that uses it.
+pub enum Bytes {
+    Map(memmap2::Mmap),
+    Static(&'static [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Bytes {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Map(m) => m,
+            Bytes::Static(s) => s,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// Map `path` read-only. The map is shared: several models may hold it.
+pub fn map_file(path: &Path) -> Result<Arc<Bytes>> {
+    let file = File::open(path).map_err(|e| {
+        Error::new(ErrorKind::Io, format!("{}: cannot open: {e}", path.display()))
+    })?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Err(Error::format(format!("{}: file is empty", path.display())));
+    }
+    // SAFETY: the map is read-only and private to this process. memmap2 marks this unsafe
+    // because another process truncating or rewriting the file while it is mapped is undefined
+    // behaviour; the README tells users not to modify a model file while it is loaded, as
+    // every mmap-based loader (llama.cpp included) must.
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|e| Error::new(ErrorKind::Io, format!("{}: cannot map: {e}", path.display())))?;
+    Ok(Arc::new(Bytes::Map(map)))
+}
+
+/// The file formats tmac recognises, by their first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Gguf,
+}
+
+pub fn detect(bytes: &[u8]) -> Result<Kind> {
+    match bytes.get(..4) {
+        Some(m) if m == gguf::MAGIC => Ok(Kind::Gguf),
+        Some(m) => Err(Error::format(format!("unknown model format (first bytes {m:02x?})"))),
+        None => Err(Error::format("file too short to be a model")),
+    }
+}

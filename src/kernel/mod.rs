@@ -1,0 +1,3 @@
+//! Compute kernels. `f32` is the portable reference for full-precision weights.
+
+pub mod f32;

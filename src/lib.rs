@@ -1,0 +1,31 @@
+//! tmac: low-bit LLM inference for small CPUs with T-MAC lookup-table kernels.
+//!
+//! The safe Rust API: load a [`Model`] once, open one or more [`Session`]s on it, feed a prompt
+//! and pull tokens. The C API in `capi` is a thin layer over exactly this.
+//!
+//! ```no_run
+//! use tmac::{Model, LoadOptions, Session, SessionOptions, Step};
+//! let model = Model::load("model.gguf", &LoadOptions::default())?;
+//! let mut s = Session::new(model, &SessionOptions::default())?;
+//! s.prompt("The capital of France is")?;
+//! while let Step::Token { text, .. } = s.next()? {
+//!     print!("{text}");
+//! }
+//! # Ok::<(), tmac::Error>(())
+//! ```
+
+pub mod error;
+pub mod format;
+pub mod kernel;
+pub mod math;
+pub mod model;
+pub mod quant;
+pub mod sampler;
+pub mod tokenizer;
+
+pub use error::{Error, ErrorKind, Result};
+pub use model::{Compute, LoadOptions, Model, Session, SessionOptions, Step, StopReason};
+pub use sampler::SamplerParams;
+
+/// The crate version, from Cargo.toml.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,158 @@
+//! Transcendental functions in portable Rust, so that a model gives bit-identical logits on
+//! every CPU. The platform libm (`f32::exp`, `sin`, `powf`) may round differently on x86 and
+//! ARM; these are evaluated in f64 with fixed operation order and rounded once to f32, which
+//! also makes them as accurate as a correctly rounded libm in practice.
+
+const LN2: f64 = std::f64::consts::LN_2;
+
+/// 2^k for integer k in the normal f64 range.
+fn exp2i(k: i64) -> f64 {
+    f64::from_bits(((k.clamp(-1022, 1023) + 1023) as u64) << 52)
+}
+
+/// e^x in f64: x = k ln2 + r, |r| <= ln2/2, Taylor series of e^r to degree 14.
+pub fn exp64(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    if x < -708.0 {
+        return 0.0; // below the normal range; subnormal results are not needed here
+    }
+    if x > 709.0 {
+        return f64::INFINITY;
+    }
+    let k = (x / LN2).round();
+    let r = x - k * LN2;
+    let mut sum = 1.0;
+    let mut term = 1.0;
+    for i in 1..=14 {
+        term *= r / i as f64;
+        sum += term;
+    }
+    sum * exp2i(k as i64)
+}
+
+/// e^x for f32.
+pub fn exp(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    if x > 88.8 {
+        return f32::INFINITY;
+    }
+    if x < -104.0 {
+        return 0.0;
+    }
+    exp64(x as f64) as f32
+}
+
+/// Natural log in f64 for x > 0: x = m 2^e with m in [sqrt(1/2), sqrt(2)),
+/// ln m = 2 atanh((m-1)/(m+1)) summed as an odd series.
+pub fn ln64(x: f64) -> f64 {
+    if x.is_nan() || x < 0.0 {
+        return f64::NAN;
+    }
+    if x == 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if x.is_infinite() {
+        return x;
+    }
+    let bits = x.to_bits();
+    let (mut m, mut e) = if (bits >> 52) & 0x7FF == 0 {
+        // subnormal: scale into the normal range first
+        let y = x * exp2i(60);
+        let b = y.to_bits();
+        (f64::from_bits((b & !(0x7FF << 52)) | (1023 << 52)), ((b >> 52) & 0x7FF) as i64 - 1023 - 60)
+    } else {
+        (f64::from_bits((bits & !(0x7FF << 52)) | (1023 << 52)), ((bits >> 52) & 0x7FF) as i64 - 1023)
+    };
+    if m > std::f64::consts::SQRT_2 {
+        m /= 2.0;
+        e += 1;
+    }
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let mut term = s;
+    let mut sum = 0.0;
+    for i in 0..20 {
+        sum += term / (2 * i + 1) as f64;
+        term *= s2;
+    }
+    2.0 * sum + e as f64 * LN2
+}
+
+/// base^e in f64 for base > 0.
+pub fn pow64(base: f64, e: f64) -> f64 {
+    exp64(e * ln64(base))
+}
+
+/// (sin x, cos x) for f32 x, computed in f64: reduce by pi/2, then Taylor series on
+/// |r| <= pi/4.
+pub fn sin_cos(x: f32) -> (f32, f32) {
+    let x = x as f64;
+    if !x.is_finite() {
+        return (f32::NAN, f32::NAN);
+    }
+    // pi/2 split in two parts so k * PIO2_HI is exact for |k| < 2^20
+    const PIO2_HI: f64 = 1.570_796_326_794_896_558_e0;
+    const PIO2_LO: f64 = 6.123_233_995_736_766e-17;
+    let k = (x / std::f64::consts::FRAC_PI_2).round();
+    let r = (x - k * PIO2_HI) - k * PIO2_LO;
+    let r2 = r * r;
+    let (mut s, mut c) = (r, 1.0);
+    let (mut ts, mut tc) = (r, 1.0);
+    for i in 1..=11 {
+        ts *= -r2 / ((2 * i) * (2 * i + 1)) as f64;
+        tc *= -r2 / ((2 * i - 1) * (2 * i)) as f64;
+        s += ts;
+        c += tc;
+    }
+    let (s, c) = match (k as i64).rem_euclid(4) {
+        0 => (s, c),
+        1 => (c, -s),
+        2 => (-s, -c),
+        _ => (-c, s),
+    };
+    (s as f32, c as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ulps(a: f32, b: f32) -> u32 {
+        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+    }
+
+    #[test]
+    fn exp_matches_libm_within_one_ulp() {
+        let mut x = -100.0f32;
+        while x < 88.0 {
+            assert!(ulps(exp(x), x.exp()) <= 1, "exp({x}) = {} vs {}", exp(x), x.exp());
+            x += 0.0137;
+        }
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(exp(-200.0), 0.0);
+        assert!(exp(100.0).is_infinite());
+    }
+
+    #[test]
+    fn ln_and_pow() {
+        for &v in &[1e-300, 1e-5, 0.3, 1.0, 2.0, 10_000.0, 500_000.0, 1e300] {
+            assert!((ln64(v) - v.ln()).abs() <= 1e-15 * v.ln().abs().max(1.0), "ln {v}");
+        }
+        let a = pow64(100_000.0, -2.0 / 64.0) as f32;
+        assert!(ulps(a, 100_000f32.powf(-2.0 / 64.0)) <= 1);
+    }
+
+    #[test]
+    fn sin_cos_match_libm() {
+        let mut x = -9000.0f32;
+        while x < 9000.0 {
+            let (s, c) = sin_cos(x);
+            assert!((s - x.sin()).abs() <= 1e-6 && (c - x.cos()).abs() <= 1e-6, "{x}");
+            x += 1.37;
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The transformer forward pass for one token, in the order llama.cpp's graph computes it.
+
+use super::config::{Activation, Config};
+use super::weights::Weights;
+use crate::error::{Error, Result};
+use crate::kernel::f32 as kf32;
+use crate::math;
+
+/// Keys and values of every past position: [layer][pos][kv_dim].
+pub struct KvCache {
+    k: Vec<f32>,
+    v: Vec<f32>,
+    kv_dim: usize,
+    pub n_ctx: usize,
+}
+
+impl KvCache {
+    pub fn new(cfg: &Config, n_ctx: usize) -> KvCache {
+        let n = cfg.n_layer * n_ctx * cfg.kv_dim();
+        KvCache { k: vec![0.0; n], v: vec![0.0; n], kv_dim: cfg.kv_dim(), n_ctx }
+    }
+    pub fn bytes(cfg: &Config, n_ctx: usize) -> usize {
+        2 * 4 * cfg.n_layer * n_ctx * cfg.kv_dim()
+    }
+    fn at(&self, layer: usize, pos: usize) -> usize {
+        (layer * self.n_ctx + pos) * self.kv_dim
+    }
+}
+
+/// Activation buffers, allocated once per session.
+pub struct Scratch {
+    x: Vec<f32>,    // (n_embd) residual stream
+    xb: Vec<f32>,   // (n_embd) normed input
+    q: Vec<f32>,    // (q_dim)
+    k: Vec<f32>,    // (kv_dim)
+    v: Vec<f32>,    // (kv_dim)
+    attn: Vec<f32>, // (q_dim) attention output
+    att: Vec<f32>,  // (n_ctx) scores of one head
+    d: Vec<f32>,    // (n_embd) projection output
+    hb: Vec<f32>,   // (n_ff) gate
+    hb2: Vec<f32>,  // (n_ff) up
+    pub logits: Vec<f32>, // (n_vocab)
+}
+
+impl Scratch {
+    pub fn new(cfg: &Config, n_ctx: usize) -> Scratch {
+        let z = |n| vec![0f32; n];
+        Scratch {
+            x: z(cfg.n_embd),
+            xb: z(cfg.n_embd),
+            q: z(cfg.q_dim()),
+            k: z(cfg.kv_dim()),
+            v: z(cfg.kv_dim()),
+            attn: z(cfg.q_dim()),
+            att: z(n_ctx),
+            d: z(cfg.n_embd),
+            hb: z(cfg.n_ff),
+            hb2: z(cfg.n_ff),
+            logits: z(cfg.n_vocab),
+        }
+    }
+}
+
+/// out = x / sqrt(mean(x^2) + eps) * w, with ggml's f64 sum of squares.
+pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    let ss: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let mean = (ss / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((o, &xi), &wi) in out.iter_mut().zip(x).zip(w) {
+        *o = xi * scale * wi;
+    }
+}
+
+/// In-place rmsnorm.
+fn rmsnorm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
+    let src = x.to_vec();
+    rmsnorm(x, &src, w, eps);
+}
+
+/// Softmax in place: max-subtracted, f64 sum, as ggml's soft_max.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f64;
+    for v in x.iter_mut() {
+        *v = math::exp(*v - max);
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// RoPE as ggml applies it to `llama` GGUFs ("normal" mode): adjacent pairs (x[2i], x[2i+1])
+/// of each head rotate by pos * base^(-2i/rope_dim), the angle stepped in f32 as ggml does.
+pub fn rope(x: &mut [f32], head_dim: usize, rope_dim: usize, pos: usize, theta_scale: f32, freqs: Option<&[f32]>) {
+    for head in x.chunks_exact_mut(head_dim) {
+        let mut theta = pos as f32;
+        for i in (0..rope_dim).step_by(2) {
+            let t = freqs.map_or(theta, |f| theta / f[i / 2]);
+            let (sin, cos) = math::sin_cos(t);
+            let (a, b) = (head[i], head[i + 1]);
+            head[i] = a * cos - b * sin;
+            head[i + 1] = a * sin + b * cos;
+            theta *= theta_scale;
+        }
+    }
+}
+
+pub fn theta_scale(cfg: &Config) -> f32 {
+    math::pow64(cfg.rope_base as f64, -2.0 / cfg.rope_dim as f64) as f32
+}
+
+/// Run token `token` at position `pos`; when `want_logits`, fill `s.logits`.
+pub fn forward(
+    cfg: &Config,
+    w: &Weights,
+    file: &[u8],
+    kv: &mut KvCache,
+    s: &mut Scratch,
+    token: u32,
+    pos: usize,
+    want_logits: bool,
+) -> Result<()> {
+    if pos >= kv.n_ctx {
+        return Err(Error::new(crate::error::ErrorKind::ContextFull, "context is full"));
+    }
+    if token as usize >= w.tok_embd.rows {
+        return Err(Error::invalid(format!("token id {token} is outside the vocabulary")));
+    }
+    let (hd, kvd) = (cfg.head_dim, cfg.kv_dim());
+    let kv_mul = cfg.n_head / cfg.n_head_kv;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let ts = theta_scale(cfg);
+    w.tok_embd.row(file, token as usize, &mut s.x)?;
+
+    for (l, layer) in w.layers.iter().enumerate() {
+        // attention
+        rmsnorm(&mut s.xb, &s.x, &layer.attn_norm, cfg.rms_eps);
+        layer.wq.forward(&s.xb, &mut s.q);
+        layer.wk.forward(&s.xb, &mut s.k);
+        layer.wv.forward(&s.xb, &mut s.v);
+        let freqs = w.rope_freqs.as_deref();
+        rope(&mut s.q, hd, cfg.rope_dim, pos, ts, freqs);
+        rope(&mut s.k, hd, cfg.rope_dim, pos, ts, freqs);
+        let at = kv.at(l, pos);
+        kv.k[at..at + kvd].copy_from_slice(&s.k);
+        kv.v[at..at + kvd].copy_from_slice(&s.v);
+
+        let base = kv.at(l, 0);
+        for h in 0..cfg.n_head {
+            let q = &s.q[h * hd..(h + 1) * hd];
+            let kvh = (h / kv_mul) * hd;
+            let att = &mut s.att[..=pos];
+            for (t, a) in att.iter_mut().enumerate() {
+                let k = &kv.k[base + t * kvd + kvh..][..hd];
+                *a = kf32::dot(q, k) * scale;
+            }
+            softmax(att);
+            let out = &mut s.attn[h * hd..(h + 1) * hd];
+            out.fill(0.0);
+            for (t, &a) in att.iter().enumerate() {
+                kf32::axpy(a, &kv.v[base + t * kvd + kvh..][..hd], out);
+            }
+        }
+        if let Some(n) = &layer.attn_sub_norm {
+            rmsnorm_inplace(&mut s.attn, n, cfg.rms_eps);
+        }
+        layer.wo.forward(&s.attn, &mut s.d);
+        for (x, d) in s.x.iter_mut().zip(&s.d) {
+            *x += d;
+        }
+
+        // feed-forward
+        rmsnorm(&mut s.xb, &s.x, &layer.ffn_norm, cfg.rms_eps);
+        layer.w_gate.forward(&s.xb, &mut s.hb);
+        layer.w_up.forward(&s.xb, &mut s.hb2);
+        for (g, &u) in s.hb.iter_mut().zip(&s.hb2) {
+            *g = match cfg.act {
+                Activation::Silu => *g / (1.0 + math::exp(-*g)) * u,
+                Activation::Relu2 => {
+                    let r = g.max(0.0);
+                    r * r * u
+                }
+            };
+        }
+        if let Some(n) = &layer.ffn_sub_norm {
+            rmsnorm_inplace(&mut s.hb, n, cfg.rms_eps);
+        }
+        layer.w_down.forward(&s.hb, &mut s.d);
+        for (x, d) in s.x.iter_mut().zip(&s.d) {
+            *x += d;
+        }
+    }
+    if want_logits {
+        rmsnorm(&mut s.xb, &s.x, &w.out_norm, cfg.rms_eps);
+        w.output.forward(&s.xb, &mut s.logits);
+    }
+    Ok(())
+}

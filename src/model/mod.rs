@@ -1,0 +1,320 @@
+//! A loaded model (weights, config, vocabulary) and the sessions that run it.
+
+pub mod config;
+pub mod forward;
+pub mod linear;
+pub mod weights;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::gguf::Gguf;
+use crate::format::{self, Bytes, Kind};
+use crate::sampler::{Sampler, SamplerParams};
+use crate::tokenizer::stream::Utf8Stream;
+use crate::tokenizer::Vocab;
+use config::Config;
+use forward::{KvCache, Scratch};
+use std::path::Path;
+use std::sync::Arc;
+use weights::{Loader, Weights};
+
+/// How the weights are held in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Compute {
+    /// Every weight dequantized to f32: the correctness reference.
+    #[default]
+    F32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    pub compute: Compute,
+}
+
+pub struct Model {
+    pub cfg: Config,
+    pub vocab: Vocab,
+    pub weights: Weights,
+    bytes: Arc<Bytes>,
+    pub format: Kind,
+    pub file_size: usize,
+    /// Tensor types in the file and how many tensors of each.
+    pub tensor_types: Vec<(String, usize)>,
+}
+
+impl Model {
+    pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Arc<Model>> {
+        let path = path.as_ref();
+        let bytes = format::map_file(path)?;
+        Model::from_bytes(bytes, opts).map_err(|e| e.context(path.display()))
+    }
+
+    pub fn from_bytes(bytes: Arc<Bytes>, opts: &LoadOptions) -> Result<Arc<Model>> {
+        let file = bytes.as_slice();
+        let kind = format::detect(file)?;
+        let g = match kind {
+            Kind::Gguf => Gguf::parse(file)?,
+        };
+        let mut cfg = Config::from_gguf(&g)?;
+        let vocab = Vocab::from_gguf(&g)?;
+        cfg.n_vocab = vocab.len();
+        if let Some(v) = g.get_u64(&format!("{}.vocab_size", cfg.arch_name))? {
+            if v != cfg.n_vocab as u64 {
+                return Err(Error::format(format!(
+                    "{}.vocab_size is {v} but the tokenizer has {} tokens",
+                    cfg.arch_name, cfg.n_vocab
+                )));
+            }
+        }
+        let loader = Loader { g: &g, file };
+        let weights = match opts.compute {
+            Compute::F32 => weights::load(&loader, &cfg, &weights::F32Builder)?,
+        };
+        let mut tensor_types: Vec<(String, usize)> = Vec::new();
+        for t in &g.tensors {
+            match tensor_types.iter_mut().find(|(n, _)| n == t.typ.name()) {
+                Some(e) => e.1 += 1,
+                None => tensor_types.push((t.typ.name().to_string(), 1)),
+            }
+        }
+        Ok(Arc::new(Model {
+            cfg,
+            vocab,
+            weights,
+            format: kind,
+            file_size: file.len(),
+            tensor_types,
+            bytes,
+        }))
+    }
+
+    pub fn file(&self) -> &[u8] {
+        self.bytes.as_slice()
+    }
+
+    /// Weight bytes read per generated token (all matrices plus one embedding row).
+    pub fn weight_bytes(&self) -> usize {
+        let w = &self.weights;
+        let per_layer: usize = w
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                    .iter()
+                    .map(|m| m.weight_bytes())
+                    .sum::<usize>()
+            })
+            .sum();
+        per_layer + w.output.weight_bytes()
+    }
+
+    /// Default context: the model's own, capped so a KV cache fits small devices.
+    pub fn default_context(&self) -> usize {
+        self.cfg.n_ctx_train.min(DEFAULT_CTX_CAP)
+    }
+}
+
+pub const DEFAULT_CTX_CAP: usize = 2048;
+
+/// Why generation stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end-of-generation token.
+    EndOfText,
+    /// The context window is full.
+    ContextFull,
+    /// The caller's token limit was reached.
+    Limit,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::EndOfText => "end of text",
+            StopReason::ContextFull => "context full",
+            StopReason::Limit => "token limit",
+        }
+    }
+}
+
+pub enum Step {
+    /// A token was generated; `text` is what is now printable (possibly empty while a
+    /// multi-byte character is incomplete).
+    Token { id: u32, text: String },
+    /// Generation ended; `text` holds anything flushed at the end.
+    Done { reason: StopReason, text: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Context length in tokens; 0 = the model's default.
+    pub n_ctx: usize,
+    pub sampler: SamplerParams,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { n_ctx: 0, sampler: SamplerParams::default() }
+    }
+}
+
+/// One conversation: KV cache, position, sampler and output stream.
+pub struct Session {
+    pub model: Arc<Model>,
+    kv: KvCache,
+    scratch: Scratch,
+    /// Every token in the cache, in order.
+    tokens: Vec<u32>,
+    have_logits: bool,
+    /// An end-of-turn token that was sampled but not yet written to the cache.
+    unfed: Option<u32>,
+    pub sampler: Sampler,
+    stream: Utf8Stream,
+    n_chat_messages: usize,
+    /// The assistant's chat turn is open (its end-of-turn marker is not in the cache yet).
+    in_reply: bool,
+}
+
+impl Session {
+    pub fn new(model: Arc<Model>, opts: &SessionOptions) -> Result<Session> {
+        opts.sampler.validate().map_err(Error::invalid)?;
+        let n_ctx = if opts.n_ctx == 0 { model.default_context() } else { opts.n_ctx };
+        if n_ctx > model.cfg.n_ctx_train.max(1) * 4 || n_ctx > 1 << 20 {
+            return Err(Error::invalid(format!(
+                "context of {n_ctx} tokens is beyond what the model supports ({})",
+                model.cfg.n_ctx_train
+            )));
+        }
+        Ok(Session {
+            kv: KvCache::new(&model.cfg, n_ctx),
+            scratch: Scratch::new(&model.cfg, n_ctx),
+            tokens: Vec::new(),
+            have_logits: false,
+            unfed: None,
+            sampler: Sampler::new(opts.sampler.clone()),
+            stream: Utf8Stream::default(),
+            n_chat_messages: 0,
+            in_reply: false,
+            model,
+        })
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.kv.n_ctx
+    }
+    pub fn pos(&self) -> usize {
+        self.tokens.len()
+    }
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+    /// Logits after the last token fed (empty before any).
+    pub fn logits(&self) -> &[f32] {
+        if self.have_logits { &self.scratch.logits } else { &[] }
+    }
+
+    /// Forget the conversation; keeps the sampler settings.
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+        self.have_logits = false;
+        self.unfed = None;
+        self.stream = Utf8Stream::default();
+        self.n_chat_messages = 0;
+        self.in_reply = false;
+        let seed = self.sampler.params.seed;
+        self.sampler.reseed(seed);
+    }
+
+    /// Run `tokens` through the model. All or nothing: a batch that does not fit in the
+    /// context is refused before anything is computed.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<()> {
+        let extra = self.unfed.is_some() as usize;
+        if self.pos() + extra + tokens.len() > self.n_ctx() {
+            return Err(Error::new(
+                ErrorKind::ContextFull,
+                format!(
+                    "{} tokens do not fit: {} of {} context positions are used",
+                    tokens.len(),
+                    self.pos() + extra,
+                    self.n_ctx()
+                ),
+            ));
+        }
+        let n_vocab = self.model.cfg.n_vocab as u32;
+        if let Some(&t) = tokens.iter().find(|&&t| t >= n_vocab) {
+            return Err(Error::invalid(format!("token id {t} is outside the vocabulary")));
+        }
+        let all: Vec<u32> = self.unfed.take().into_iter().chain(tokens.iter().copied()).collect();
+        for (i, &t) in all.iter().enumerate() {
+            self.step(t, i + 1 == all.len())?;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, token: u32, want_logits: bool) -> Result<()> {
+        let m = &*self.model;
+        let pos = self.tokens.len();
+        self.have_logits = false;
+        forward::forward(&m.cfg, &m.weights, m.file(), &mut self.kv, &mut self.scratch, token, pos, want_logits)?;
+        self.tokens.push(token);
+        self.have_logits = want_logits;
+        Ok(())
+    }
+
+    /// Tokenize and feed text. BOS is added at the start of the context if the model asks.
+    pub fn prompt(&mut self, text: &str) -> Result<usize> {
+        let toks = self.model.vocab.encode(text, self.pos() == 0, true);
+        self.feed(&toks)?;
+        Ok(toks.len())
+    }
+
+    /// Feed one chat message with the model's template and open the assistant's reply.
+    pub fn prompt_chat(&mut self, role: &str, content: &str) -> Result<usize> {
+        let chat = &self.model.vocab.chat;
+        let mut text = String::new();
+        if self.in_reply {
+            // close the previous reply, whether it ended on its own or was cut short
+            text += chat.end_of_turn();
+        }
+        text += &chat.message(role, content, self.n_chat_messages == 0);
+        if role != "system" {
+            text += chat.assistant_prefix();
+        }
+        let toks = self.model.vocab.encode(&text, self.pos() == 0, true);
+        let unfed = self.unfed;
+        if self.in_reply {
+            self.unfed = None; // the end-of-turn text above replaces it
+        }
+        if let Err(e) = self.feed(&toks) {
+            self.unfed = unfed;
+            return Err(e);
+        }
+        self.in_reply = role != "system";
+        self.n_chat_messages += 1;
+        Ok(toks.len())
+    }
+
+    /// Sample the next token and run it through the model.
+    pub fn next(&mut self) -> Result<Step> {
+        if !self.have_logits {
+            return Err(Error::invalid("nothing to continue: feed a prompt first"));
+        }
+        let id = self.sampler.sample(&self.scratch.logits, &self.tokens);
+        if self.model.vocab.is_eog(id) {
+            self.have_logits = false;
+            self.unfed = Some(id);
+            return Ok(Step::Done { reason: StopReason::EndOfText, text: self.stream.finish() });
+        }
+        if self.pos() >= self.n_ctx() {
+            self.have_logits = false;
+            return Ok(Step::Done { reason: StopReason::ContextFull, text: self.stream.finish() });
+        }
+        self.step(id, true)?;
+        let text = self.stream.push(self.model.vocab.piece(id));
+        Ok(Step::Token { id, text })
+    }
+
+    /// End a generation early (token limit): flush any partial character.
+    pub fn finish(&mut self) -> String {
+        self.stream.finish()
+    }
+}

@@ -1,0 +1,3 @@
+//! Weight quantization: ggml's block types (read from GGUF).
+
+pub mod ggml;

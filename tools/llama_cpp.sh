@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Fetch and build the reference llama.cpp (the oracle for fixtures and the benchmark baseline).
+# llama.cpp comes from the PyPI source distribution of llama-cpp-python, which vendors a pinned
+# llama.cpp commit; PyPI is reachable where GitHub may not be. Idempotent: reuses the cache.
+# Usage: tools/llama_cpp.sh [CACHE_DIR]   (default: build/llama.cpp)
+set -euo pipefail
+VERSION=0.3.36            # vendors llama.cpp commit 0c1e570
+COMMIT=0c1e570
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${1:-$root/build/llama.cpp}
+mkdir -p "$cache"
+cd "$cache"
+src=llama_cpp_python-$VERSION
+if [ ! -d "$src" ]; then
+  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python \
+    "llama-cpp-python==$VERSION" -d .
+  tar xzf "$src.tar.gz"
+fi
+bin=$cache/build/bin
+need="llama-quantize llama-bench llama-perplexity llama-tokenize llama-completion"
+missing=0
+for t in $need; do [ -x "$bin/$t" ] || missing=1; done
+[ -f "$bin/libllama.so" ] || missing=1
+if [ $missing = 1 ]; then
+  command -v cmake >/dev/null || { apt-get install -y cmake >/dev/null || true; }
+  cmake -S "$src/vendor/llama.cpp" -B build -DCMAKE_BUILD_TYPE=Release \
+    -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DCMAKE_RUNTIME_OUTPUT_DIRECTORY="$bin" -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$bin" >/dev/null
+  cmake --build build -j"$(nproc)" --target $need llama >/dev/null
+fi
+echo "$COMMIT" > "$cache/COMMIT"
+echo "$bin"
