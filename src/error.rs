@@ -30,7 +30,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn new(kind: ErrorKind, msg: impl Into<String>) -> Error {
-        Error { kind, msg: msg.into() }
+        Error {
+            kind,
+            msg: msg.into(),
+        }
     }
     pub fn format(msg: impl Into<String>) -> Error {
         Error::new(ErrorKind::Format, msg)
@@ -43,7 +46,10 @@ impl Error {
     }
     /// Prefix the message with where it happened, e.g. the file path.
     pub fn context(self, what: impl fmt::Display) -> Error {
-        Error { kind: self.kind, msg: format!("{what}: {}", self.msg) }
+        Error {
+            kind: self.kind,
+            msg: format!("{what}: {}", self.msg),
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 //! let model = Model::load("model.gguf", &LoadOptions::default())?;
 //! let mut s = Session::new(model, &SessionOptions::default())?;
 //! s.prompt("The capital of France is")?;
-//! while let Step::Token { text, .. } = s.next()? {
+//! while let Step::Token { text, .. } = s.next_token()? {
 //!     print!("{text}");
 //! }
 //! # Ok::<(), tmac::Error>(())
@@ -21,6 +21,8 @@ pub mod math;
 pub mod model;
 pub mod quant;
 pub mod sampler;
+#[doc(hidden)]
+pub mod testing;
 pub mod tokenizer;
 
 pub use error::{Error, ErrorKind, Result};

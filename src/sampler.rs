@@ -37,7 +37,10 @@ impl Default for SamplerParams {
 
 impl SamplerParams {
     pub fn greedy() -> Self {
-        SamplerParams { temperature: 0.0, ..Default::default() }
+        SamplerParams {
+            temperature: 0.0,
+            ..Default::default()
+        }
     }
     /// Out-of-range values are an error rather than silently clamped.
     pub fn validate(&self) -> Result<(), String> {
@@ -113,7 +116,11 @@ pub fn argmax(logits: &[f32]) -> u32 {
 
 impl Sampler {
     pub fn new(params: SamplerParams) -> Sampler {
-        Sampler { rng: Rng::new(params.seed), params, cand: Vec::new() }
+        Sampler {
+            rng: Rng::new(params.seed),
+            params,
+            cand: Vec::new(),
+        }
     }
 
     pub fn reseed(&mut self, seed: u64) {
@@ -135,7 +142,11 @@ impl Sampler {
         let logit = |i: u32| {
             let v = logits[i as usize];
             if penalized.binary_search(&i).is_ok() {
-                if v > 0.0 { v / p.repeat_penalty } else { v * p.repeat_penalty }
+                if v > 0.0 {
+                    v / p.repeat_penalty
+                } else {
+                    v * p.repeat_penalty
+                }
             } else {
                 v
             }
@@ -163,7 +174,11 @@ impl Sampler {
         }
         let by_logit = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
         // top-k: partial selection, then sort only what is kept
-        let k = if p.top_k == 0 { cand.len() } else { p.top_k.min(cand.len()) };
+        let k = if p.top_k == 0 {
+            cand.len()
+        } else {
+            p.top_k.min(cand.len())
+        };
         if k < cand.len() {
             cand.select_nth_unstable_by(k - 1, by_logit);
             cand.truncate(k);
@@ -186,12 +201,19 @@ impl Sampler {
         }
         if p.min_p > 0.0 {
             // the top candidate has probability ratio 1; keep those within min_p of it
-            keep = probs[..keep].iter().take_while(|&&q| q >= p.min_p as f64).count().max(1);
+            keep = probs[..keep]
+                .iter()
+                .take_while(|&&q| q >= p.min_p as f64)
+                .count()
+                .max(1);
         }
         cand.truncate(keep);
         // temperature, then draw
         probs.clear();
-        probs.extend(cand.iter().map(|c| exp64(((c.0 - max) / p.temperature) as f64)));
+        probs.extend(
+            cand.iter()
+                .map(|c| exp64(((c.0 - max) / p.temperature) as f64)),
+        );
         let total: f64 = probs.iter().sum();
         let mut r = self.rng.next_f64() * total;
         for (q, c) in probs.iter().zip(cand.iter()) {
@@ -216,7 +238,10 @@ mod tests {
 
     #[test]
     fn repetition_penalty_changes_greedy_choice() {
-        let p = SamplerParams { repeat_penalty: 2.0, ..SamplerParams::greedy() };
+        let p = SamplerParams {
+            repeat_penalty: 2.0,
+            ..SamplerParams::greedy()
+        };
         let mut s = Sampler::new(p);
         assert_eq!(s.sample(&[1.0, 3.0, 2.0], &[1]), 2);
     }
@@ -225,7 +250,12 @@ mod tests {
     fn same_seed_same_draws() {
         let logits: Vec<f32> = (0..100).map(|i| (i % 7) as f32 * 0.3).collect();
         let draw = |seed| {
-            let mut s = Sampler::new(SamplerParams { seed, top_k: 0, min_p: 0.0, ..Default::default() });
+            let mut s = Sampler::new(SamplerParams {
+                seed,
+                top_k: 0,
+                min_p: 0.0,
+                ..Default::default()
+            });
             (0..20).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
@@ -234,7 +264,10 @@ mod tests {
 
     #[test]
     fn top_k_one_is_greedy() {
-        let mut s = Sampler::new(SamplerParams { top_k: 1, ..Default::default() });
+        let mut s = Sampler::new(SamplerParams {
+            top_k: 1,
+            ..Default::default()
+        });
         for _ in 0..10 {
             assert_eq!(s.sample(&[0.0, 5.0, 4.9], &[]), 1);
         }
@@ -243,7 +276,12 @@ mod tests {
     #[test]
     fn top_p_cuts_the_tail() {
         // token 0 holds ~0.9 of the mass; top_p 0.5 keeps only it
-        let mut s = Sampler::new(SamplerParams { top_p: 0.5, top_k: 0, min_p: 0.0, ..Default::default() });
+        let mut s = Sampler::new(SamplerParams {
+            top_p: 0.5,
+            top_k: 0,
+            min_p: 0.0,
+            ..Default::default()
+        });
         for _ in 0..50 {
             assert_eq!(s.sample(&[5.0, 2.0, 2.0, 1.0], &[]), 0);
         }

@@ -26,8 +26,8 @@ if [ $missing = 1 ]; then
   cmake -S "$src/vendor/llama.cpp" -B build -DCMAKE_BUILD_TYPE=Release \
     -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DCMAKE_RUNTIME_OUTPUT_DIRECTORY="$bin" -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$bin" >/dev/null
-  cmake --build build -j"$(nproc)" --target $need llama >/dev/null
+    -DCMAKE_RUNTIME_OUTPUT_DIRECTORY="$bin" -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$bin" >cmake.log 2>&1 || { tail -30 cmake.log; exit 1; }
+  cmake --build build -j"$(nproc)" --target $need llama >build.log 2>&1 || { tail -30 build.log; exit 1; }
 fi
 echo "$COMMIT" > "$cache/COMMIT"
 echo "$bin"

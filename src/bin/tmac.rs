@@ -65,7 +65,8 @@ struct RunArgs {
 }
 
 fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("{flag}: '{v}' is not a valid number"))
+    v.parse()
+        .map_err(|_| format!("{flag}: '{v}' is not a valid number"))
 }
 
 fn parse_run(args: &[String]) -> Result<RunArgs, String> {
@@ -120,9 +121,13 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
 fn run(args: &[String]) -> Result<(), String> {
     let a = parse_run(args)?;
     let t0 = Instant::now();
-    let model = Model::load(&a.model, &LoadOptions { compute: a.compute }).map_err(|e| e.to_string())?;
+    let model =
+        Model::load(&a.model, &LoadOptions { compute: a.compute }).map_err(|e| e.to_string())?;
     let load_s = t0.elapsed().as_secs_f64();
-    let opts = SessionOptions { n_ctx: a.n_ctx, sampler: a.sampler.clone() };
+    let opts = SessionOptions {
+        n_ctx: a.n_ctx,
+        sampler: a.sampler.clone(),
+    };
     let mut s = Session::new(model, &opts).map_err(|e| e.to_string())?;
 
     let t1 = Instant::now();
@@ -131,13 +136,19 @@ fn run(args: &[String]) -> Result<(), String> {
         if let Some(sys) = &a.system {
             n += s.prompt_chat("system", sys).map_err(|e| e.to_string())?;
         }
-        n + s.prompt_chat("user", &a.prompt).map_err(|e| e.to_string())?
+        n + s
+            .prompt_chat("user", &a.prompt)
+            .map_err(|e| e.to_string())?
     } else {
         s.prompt(&a.prompt).map_err(|e| e.to_string())?
     };
     if n_prompt == 0 {
         // an empty prompt without BOS: start from the BOS token if the vocabulary has one
-        let bos = s.model.vocab.bos.ok_or("empty prompt and the model has no BOS token")?;
+        let bos = s
+            .model
+            .vocab
+            .bos
+            .ok_or("empty prompt and the model has no BOS token")?;
         s.feed(&[bos]).map_err(|e| e.to_string())?;
     }
     let prefill_s = t1.elapsed().as_secs_f64();
@@ -147,10 +158,12 @@ fn run(args: &[String]) -> Result<(), String> {
     let mut generated = 0;
     let mut reason = tmac::StopReason::Limit;
     while generated < a.steps {
-        match s.next().map_err(|e| e.to_string())? {
+        match s.next_token().map_err(|e| e.to_string())? {
             Step::Token { text, .. } => {
                 generated += 1;
-                out.write_all(text.as_bytes()).and_then(|_| out.flush()).map_err(|e| e.to_string())?;
+                out.write_all(text.as_bytes())
+                    .and_then(|_| out.flush())
+                    .map_err(|e| e.to_string())?;
             }
             Step::Done { reason: r, text } => {
                 out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
@@ -160,9 +173,12 @@ fn run(args: &[String]) -> Result<(), String> {
         }
     }
     if reason == tmac::StopReason::Limit {
-        out.write_all(s.finish().as_bytes()).map_err(|e| e.to_string())?;
+        out.write_all(s.finish().as_bytes())
+            .map_err(|e| e.to_string())?;
     }
-    writeln!(out).and_then(|_| out.flush()).map_err(|e| e.to_string())?;
+    writeln!(out)
+        .and_then(|_| out.flush())
+        .map_err(|e| e.to_string())?;
     let gen_s = t2.elapsed().as_secs_f64();
     eprintln!(
         "tmac: load {load_s:.2} s | prompt {n_prompt} tokens, {:.1} tok/s | generated {generated} tokens, {:.1} tok/s | stop: {} | seed {}",
@@ -175,7 +191,9 @@ fn run(args: &[String]) -> Result<(), String> {
 }
 
 fn load_for_inspection(args: &[String]) -> Result<std::sync::Arc<Model>, String> {
-    let path = args.first().ok_or_else(|| format!("no model given\n\n{USAGE}"))?;
+    let path = args
+        .first()
+        .ok_or_else(|| format!("no model given\n\n{USAGE}"))?;
     Model::load(path, &LoadOptions::default()).map_err(|e| e.to_string())
 }
 
@@ -183,7 +201,12 @@ fn info(args: &[String]) -> Result<(), String> {
     let m = load_for_inspection(args)?;
     let c = &m.cfg;
     let v = &m.vocab;
-    println!("file:          {} ({:.1} MiB, {:?})", args[0], m.file_size as f64 / 1048576.0, m.format);
+    println!(
+        "file:          {} ({:.1} MiB, {:?})",
+        args[0],
+        m.file_size as f64 / 1048576.0,
+        m.format
+    );
     println!("architecture:  {}", c.arch_name);
     println!(
         "shape:         embd {} | ffn {} | layers {} | heads {} (kv {}) | head dim {} | vocab {}",
@@ -198,14 +221,22 @@ fn info(args: &[String]) -> Result<(), String> {
         c.rms_eps,
         c.act
     );
-    let types: Vec<String> = m.tensor_types.iter().map(|(t, n)| format!("{t} x{n}")).collect();
+    let types: Vec<String> = m
+        .tensor_types
+        .iter()
+        .map(|(t, n)| format!("{t} x{n}"))
+        .collect();
     println!("tensor types:  {}", types.join(", "));
     println!(
         "compute:       {} ({:.1} MiB of weights per token)",
         m.weights.layers[0].wq.kind(),
         m.weight_bytes() as f64 / 1048576.0
     );
-    let tok = |id: Option<u32>| id.map_or("none".to_string(), |i| format!("{i} {:?}", String::from_utf8_lossy(v.text(i))));
+    let tok = |id: Option<u32>| {
+        id.map_or("none".to_string(), |i| {
+            format!("{i} {:?}", String::from_utf8_lossy(v.text(i)))
+        })
+    };
     println!(
         "tokenizer:     {:?}, {} tokens | bos {} (add {}) | eos {} | chat template {}",
         v.model,

@@ -213,7 +213,10 @@ impl Gguf {
         let mut r = Reader::new(buf);
         let magic = r.bytes(4, "magic")?;
         if magic != MAGIC {
-            return Err(Error::format(format!("not a GGUF file (magic {:02x?})", magic)));
+            return Err(Error::format(format!(
+                "not a GGUF file (magic {:02x?})",
+                magic
+            )));
         }
         let version = r.u32("version")?;
         if version != 2 && version != 3 {
@@ -226,10 +229,14 @@ impl Gguf {
         // Every key/value takes at least 8 (key length) + 4 (type) bytes; every tensor info at
         // least 8 + 4 + 4 + 8. Checking this first bounds the allocations below by the file size.
         if n_kv > r.remaining() as u64 / 12 {
-            return Err(Error::format(format!("metadata count {n_kv} is larger than the file")));
+            return Err(Error::format(format!(
+                "metadata count {n_kv} is larger than the file"
+            )));
         }
         if n_tensors > r.remaining() as u64 / 24 {
-            return Err(Error::format(format!("tensor count {n_tensors} is larger than the file")));
+            return Err(Error::format(format!(
+                "tensor count {n_tensors} is larger than the file"
+            )));
         }
         let mut metadata = Vec::with_capacity(n_kv as usize);
         let mut meta_index = HashMap::new();
@@ -319,7 +326,13 @@ impl Gguf {
             if index.insert(name.clone(), tensors.len()).is_some() {
                 return Err(Error::format(format!("duplicate tensor name {name}")));
             }
-            tensors.push(TensorInfo { name, dims, typ, offset: abs, size });
+            tensors.push(TensorInfo {
+                name,
+                dims,
+                typ,
+                offset: abs,
+                size,
+            });
         }
         Ok(Gguf {
             version,
@@ -364,12 +377,16 @@ impl Gguf {
         match self.get(key) {
             None => Ok(None),
             Some(v) => f(v).map(Some).ok_or_else(|| {
-                Error::format(format!("metadata {key} should be {what}, found {}", v.type_name()))
+                Error::format(format!(
+                    "metadata {key} should be {what}, found {}",
+                    v.type_name()
+                ))
             }),
         }
     }
     pub fn require_u64(&self, key: &str) -> Result<u64> {
-        self.get_u64(key)?.ok_or_else(|| Error::format(format!("missing metadata key {key}")))
+        self.get_u64(key)?
+            .ok_or_else(|| Error::format(format!("missing metadata key {key}")))
     }
 }
 
@@ -427,7 +444,8 @@ fn read_array(r: &mut Reader, depth: u32) -> Result<Array> {
     }
     let et = r.u32("array type")?;
     let n = r.u64("array length")?;
-    let min = min_size(et).ok_or_else(|| Error::format(format!("unknown array element type {et}")))?;
+    let min =
+        min_size(et).ok_or_else(|| Error::format(format!("unknown array element type {et}")))?;
     if n > r.remaining() as u64 / min {
         return Err(Error::format(format!(
             "array of {n} elements does not fit in the {} bytes left",

@@ -2,6 +2,7 @@
 //! the embedding application owns); one reader per format parses them without copying.
 
 pub mod gguf;
+pub mod gguf_write;
 pub mod reader;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -29,7 +30,10 @@ impl Bytes {
 /// Map `path` read-only. The map is shared: several models may hold it.
 pub fn map_file(path: &Path) -> Result<Arc<Bytes>> {
     let file = File::open(path).map_err(|e| {
-        Error::new(ErrorKind::Io, format!("{}: cannot open: {e}", path.display()))
+        Error::new(
+            ErrorKind::Io,
+            format!("{}: cannot open: {e}", path.display()),
+        )
     })?;
     let len = file.metadata()?.len();
     if len == 0 {
@@ -39,8 +43,12 @@ pub fn map_file(path: &Path) -> Result<Arc<Bytes>> {
     // because another process truncating or rewriting the file while it is mapped is undefined
     // behaviour; the README tells users not to modify a model file while it is loaded, as
     // every mmap-based loader (llama.cpp included) must.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|e| Error::new(ErrorKind::Io, format!("{}: cannot map: {e}", path.display())))?;
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| {
+        Error::new(
+            ErrorKind::Io,
+            format!("{}: cannot map: {e}", path.display()),
+        )
+    })?;
     Ok(Arc::new(Bytes::Map(map)))
 }
 
@@ -53,7 +61,9 @@ pub enum Kind {
 pub fn detect(bytes: &[u8]) -> Result<Kind> {
     match bytes.get(..4) {
         Some(m) if m == gguf::MAGIC => Ok(Kind::Gguf),
-        Some(m) => Err(Error::format(format!("unknown model format (first bytes {m:02x?})"))),
+        Some(m) => Err(Error::format(format!(
+            "unknown model format (first bytes {m:02x?})"
+        ))),
         None => Err(Error::format("file too short to be a model")),
     }
 }

@@ -67,7 +67,8 @@ impl<'a> Reader<'a> {
 
 /// `a * b` for sizes read from a file, as an error instead of an overflow.
 pub fn mul(a: u64, b: u64, what: &str) -> Result<u64> {
-    a.checked_mul(b).ok_or_else(|| Error::format(format!("{what}: size overflows ({a} x {b})")))
+    a.checked_mul(b)
+        .ok_or_else(|| Error::format(format!("{what}: size overflows ({a} x {b})")))
 }
 
 /// A u64 read from a file as a usize, as an error where it does not fit (32-bit targets).

@@ -52,7 +52,11 @@ impl Config {
         let arch = match arch_name.as_str() {
             "llama" | "mistral" | "granite" => Arch::Llama,
             "bitnet" | "bitnet-b1.58" | "bitnet-25" => Arch::Bitnet,
-            a => return Err(Error::unsupported(format!("architecture '{a}' is not supported"))),
+            a => {
+                return Err(Error::unsupported(format!(
+                    "architecture '{a}' is not supported"
+                )))
+            }
         };
         let k = |s: &str| format!("{arch_name}.{s}");
         let dim = |key: &str, max: u64| -> Result<usize> {
@@ -82,17 +86,23 @@ impl Config {
             Some(_) => dim("rope.dimension_count", MAX_DIM)?,
         };
         if rope_dim > head_dim || rope_dim % 2 != 0 || head_dim % 2 != 0 {
-            return Err(Error::format(format!("rope dimension {rope_dim} does not fit head size {head_dim}")));
+            return Err(Error::format(format!(
+                "rope dimension {rope_dim} does not fit head size {head_dim}"
+            )));
         }
         let act = match (arch, g.get_str(&k("hidden_act"))?) {
             (_, Some("relu2")) => Activation::Relu2,
             (_, Some("silu") | None) => Activation::Silu,
             (_, Some(a)) => return Err(Error::unsupported(format!("activation '{a}'"))),
         };
-        let rms_eps = g.get_f32(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5);
+        let rms_eps = g
+            .get_f32(&k("attention.layer_norm_rms_epsilon"))?
+            .unwrap_or(1e-5);
         let rope_base = g.get_f32(&k("rope.freq_base"))?.unwrap_or(10_000.0);
         if !(rms_eps.is_finite() && rms_eps >= 0.0 && rope_base.is_finite() && rope_base > 0.0) {
-            return Err(Error::format(format!("bad rms epsilon {rms_eps} or rope base {rope_base}")));
+            return Err(Error::format(format!(
+                "bad rms epsilon {rms_eps} or rope base {rope_base}"
+            )));
         }
         Ok(Config {
             arch,

@@ -17,7 +17,12 @@ pub struct KvCache {
 impl KvCache {
     pub fn new(cfg: &Config, n_ctx: usize) -> KvCache {
         let n = cfg.n_layer * n_ctx * cfg.kv_dim();
-        KvCache { k: vec![0.0; n], v: vec![0.0; n], kv_dim: cfg.kv_dim(), n_ctx }
+        KvCache {
+            k: vec![0.0; n],
+            v: vec![0.0; n],
+            kv_dim: cfg.kv_dim(),
+            n_ctx,
+        }
     }
     pub fn bytes(cfg: &Config, n_ctx: usize) -> usize {
         2 * 4 * cfg.n_layer * n_ctx * cfg.kv_dim()
@@ -29,16 +34,16 @@ impl KvCache {
 
 /// Activation buffers, allocated once per session.
 pub struct Scratch {
-    x: Vec<f32>,    // (n_embd) residual stream
-    xb: Vec<f32>,   // (n_embd) normed input
-    q: Vec<f32>,    // (q_dim)
-    k: Vec<f32>,    // (kv_dim)
-    v: Vec<f32>,    // (kv_dim)
-    attn: Vec<f32>, // (q_dim) attention output
-    att: Vec<f32>,  // (n_ctx) scores of one head
-    d: Vec<f32>,    // (n_embd) projection output
-    hb: Vec<f32>,   // (n_ff) gate
-    hb2: Vec<f32>,  // (n_ff) up
+    x: Vec<f32>,          // (n_embd) residual stream
+    xb: Vec<f32>,         // (n_embd) normed input
+    q: Vec<f32>,          // (q_dim)
+    k: Vec<f32>,          // (kv_dim)
+    v: Vec<f32>,          // (kv_dim)
+    attn: Vec<f32>,       // (q_dim) attention output
+    att: Vec<f32>,        // (n_ctx) scores of one head
+    d: Vec<f32>,          // (n_embd) projection output
+    hb: Vec<f32>,         // (n_ff) gate
+    hb2: Vec<f32>,        // (n_ff) up
     pub logits: Vec<f32>, // (n_vocab)
 }
 
@@ -93,7 +98,14 @@ pub fn softmax(x: &mut [f32]) {
 
 /// RoPE as ggml applies it to `llama` GGUFs ("normal" mode): adjacent pairs (x[2i], x[2i+1])
 /// of each head rotate by pos * base^(-2i/rope_dim), the angle stepped in f32 as ggml does.
-pub fn rope(x: &mut [f32], head_dim: usize, rope_dim: usize, pos: usize, theta_scale: f32, freqs: Option<&[f32]>) {
+pub fn rope(
+    x: &mut [f32],
+    head_dim: usize,
+    rope_dim: usize,
+    pos: usize,
+    theta_scale: f32,
+    freqs: Option<&[f32]>,
+) {
     for head in x.chunks_exact_mut(head_dim) {
         let mut theta = pos as f32;
         for i in (0..rope_dim).step_by(2) {
@@ -112,6 +124,7 @@ pub fn theta_scale(cfg: &Config) -> f32 {
 }
 
 /// Run token `token` at position `pos`; when `want_logits`, fill `s.logits`.
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     cfg: &Config,
     w: &Weights,
@@ -123,10 +136,15 @@ pub fn forward(
     want_logits: bool,
 ) -> Result<()> {
     if pos >= kv.n_ctx {
-        return Err(Error::new(crate::error::ErrorKind::ContextFull, "context is full"));
+        return Err(Error::new(
+            crate::error::ErrorKind::ContextFull,
+            "context is full",
+        ));
     }
     if token as usize >= w.tok_embd.rows {
-        return Err(Error::invalid(format!("token id {token} is outside the vocabulary")));
+        return Err(Error::invalid(format!(
+            "token id {token} is outside the vocabulary"
+        )));
     }
     let (hd, kvd) = (cfg.head_dim, cfg.kv_dim());
     let kv_mul = cfg.n_head / cfg.n_head_kv;

@@ -5,7 +5,11 @@ use crate::kernel::f32 as kf32;
 
 pub enum Linear {
     /// Row-major (rows, cols) f32 weights: the reference path.
-    F32 { rows: usize, cols: usize, w: Vec<f32> },
+    F32 {
+        rows: usize,
+        cols: usize,
+        w: Vec<f32>,
+    },
 }
 
 impl Linear {

@@ -144,17 +144,11 @@ pub enum Step {
     Done { reason: StopReason, text: String },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct SessionOptions {
     /// Context length in tokens; 0 = the model's default.
     pub n_ctx: usize,
     pub sampler: SamplerParams,
-}
-
-impl Default for SessionOptions {
-    fn default() -> Self {
-        SessionOptions { n_ctx: 0, sampler: SamplerParams::default() }
-    }
 }
 
 /// One conversation: KV cache, position, sampler and output stream.
@@ -177,7 +171,11 @@ pub struct Session {
 impl Session {
     pub fn new(model: Arc<Model>, opts: &SessionOptions) -> Result<Session> {
         opts.sampler.validate().map_err(Error::invalid)?;
-        let n_ctx = if opts.n_ctx == 0 { model.default_context() } else { opts.n_ctx };
+        let n_ctx = if opts.n_ctx == 0 {
+            model.default_context()
+        } else {
+            opts.n_ctx
+        };
         if n_ctx > model.cfg.n_ctx_train.max(1) * 4 || n_ctx > 1 << 20 {
             return Err(Error::invalid(format!(
                 "context of {n_ctx} tokens is beyond what the model supports ({})",
@@ -209,7 +207,11 @@ impl Session {
     }
     /// Logits after the last token fed (empty before any).
     pub fn logits(&self) -> &[f32] {
-        if self.have_logits { &self.scratch.logits } else { &[] }
+        if self.have_logits {
+            &self.scratch.logits
+        } else {
+            &[]
+        }
     }
 
     /// Forget the conversation; keeps the sampler settings.
@@ -241,9 +243,16 @@ impl Session {
         }
         let n_vocab = self.model.cfg.n_vocab as u32;
         if let Some(&t) = tokens.iter().find(|&&t| t >= n_vocab) {
-            return Err(Error::invalid(format!("token id {t} is outside the vocabulary")));
+            return Err(Error::invalid(format!(
+                "token id {t} is outside the vocabulary"
+            )));
         }
-        let all: Vec<u32> = self.unfed.take().into_iter().chain(tokens.iter().copied()).collect();
+        let all: Vec<u32> = self
+            .unfed
+            .take()
+            .into_iter()
+            .chain(tokens.iter().copied())
+            .collect();
         for (i, &t) in all.iter().enumerate() {
             self.step(t, i + 1 == all.len())?;
         }
@@ -254,7 +263,16 @@ impl Session {
         let m = &*self.model;
         let pos = self.tokens.len();
         self.have_logits = false;
-        forward::forward(&m.cfg, &m.weights, m.file(), &mut self.kv, &mut self.scratch, token, pos, want_logits)?;
+        forward::forward(
+            &m.cfg,
+            &m.weights,
+            m.file(),
+            &mut self.kv,
+            &mut self.scratch,
+            token,
+            pos,
+            want_logits,
+        )?;
         self.tokens.push(token);
         self.have_logits = want_logits;
         Ok(())
@@ -294,7 +312,7 @@ impl Session {
     }
 
     /// Sample the next token and run it through the model.
-    pub fn next(&mut self) -> Result<Step> {
+    pub fn next_token(&mut self) -> Result<Step> {
         if !self.have_logits {
             return Err(Error::invalid("nothing to continue: feed a prompt first"));
         }
@@ -302,11 +320,17 @@ impl Session {
         if self.model.vocab.is_eog(id) {
             self.have_logits = false;
             self.unfed = Some(id);
-            return Ok(Step::Done { reason: StopReason::EndOfText, text: self.stream.finish() });
+            return Ok(Step::Done {
+                reason: StopReason::EndOfText,
+                text: self.stream.finish(),
+            });
         }
         if self.pos() >= self.n_ctx() {
             self.have_logits = false;
-            return Ok(Step::Done { reason: StopReason::ContextFull, text: self.stream.finish() });
+            return Ok(Step::Done {
+                reason: StopReason::ContextFull,
+                text: self.stream.finish(),
+            });
         }
         self.step(id, true)?;
         let text = self.stream.push(self.model.vocab.piece(id));

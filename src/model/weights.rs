@@ -56,13 +56,19 @@ pub struct Loader<'a> {
 
 impl<'a> Loader<'a> {
     pub fn info(&self, name: &str) -> Result<&'a TensorInfo> {
-        self.g.tensor(name).ok_or_else(|| Error::format(format!("missing tensor {name}")))
+        self.g
+            .tensor(name)
+            .ok_or_else(|| Error::format(format!("missing tensor {name}")))
     }
 
     /// Check that `name` is a (rows, cols) matrix (or a vector when rows == 1).
     pub fn shaped(&self, name: &str, rows: usize, cols: usize) -> Result<&'a TensorInfo> {
         let t = self.info(name)?;
-        let want: &[u64] = if rows == 1 { &[cols as u64] } else { &[cols as u64, rows as u64] };
+        let want: &[u64] = if rows == 1 {
+            &[cols as u64]
+        } else {
+            &[cols as u64, rows as u64]
+        };
         let dims: Vec<u64> = t.dims.iter().copied().filter(|&d| d != 1).collect();
         let want: Vec<u64> = want.iter().copied().filter(|&d| d != 1).collect();
         if dims != want {
@@ -82,14 +88,18 @@ impl<'a> Loader<'a> {
     /// The tensor as f32, whatever its type.
     pub fn f32s(&self, t: &TensorInfo) -> Result<Vec<f32>> {
         let mut out = vec![0f32; t.n_elements() as usize];
-        dequantize(t.typ, self.data(t), &mut out).map_err(|e| e.context(format!("tensor {}", t.name)))?;
+        dequantize(t.typ, self.data(t), &mut out)
+            .map_err(|e| e.context(format!("tensor {}", t.name)))?;
         Ok(out)
     }
 
     pub fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
         let v = self.f32s(self.shaped(name, 1, n)?)?;
         if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-            return Err(Error::format(format!("tensor {name}: element {i} is {}", v[i])));
+            return Err(Error::format(format!(
+                "tensor {name}: element {i} is {}",
+                v[i]
+            )));
         }
         Ok(v)
     }
@@ -105,7 +115,11 @@ pub struct F32Builder;
 
 impl MatrixBuilder for F32Builder {
     fn build(&self, l: &Loader, t: &TensorInfo, rows: usize, cols: usize) -> Result<Linear> {
-        Ok(Linear::F32 { rows, cols, w: l.f32s(t)? })
+        Ok(Linear::F32 {
+            rows,
+            cols,
+            w: l.f32s(t)?,
+        })
     }
 }
 
@@ -121,7 +135,13 @@ pub fn load(l: &Loader, cfg: &Config, mb: &dyn MatrixBuilder) -> Result<Weights>
         )));
     }
     let row_bytes = emb.typ.row_bytes(d as u64).unwrap_or(0) as usize;
-    let tok_embd = Embedding { typ: emb.typ, rows: n_vocab, cols: d, offset: emb.offset, row_bytes };
+    let tok_embd = Embedding {
+        typ: emb.typ,
+        rows: n_vocab,
+        cols: d,
+        offset: emb.offset,
+        row_bytes,
+    };
     let mat = |name: &str, rows: usize, cols: usize| -> Result<Linear> {
         let t = l.shaped(name, rows, cols)?;
         if !t.typ.can_dequantize() {
@@ -130,7 +150,8 @@ pub fn load(l: &Loader, cfg: &Config, mb: &dyn MatrixBuilder) -> Result<Weights>
                 t.typ.name()
             )));
         }
-        mb.build(l, t, rows, cols).map_err(|e| e.context(format!("tensor {name}")))
+        mb.build(l, t, rows, cols)
+            .map_err(|e| e.context(format!("tensor {name}")))
     };
     let bitnet = cfg.arch == Arch::Bitnet;
     let mut layers = Vec::with_capacity(cfg.n_layer);
@@ -142,12 +163,16 @@ pub fn load(l: &Loader, cfg: &Config, mb: &dyn MatrixBuilder) -> Result<Weights>
             wk: mat(&n("attn_k.weight"), kv, d)?,
             wv: mat(&n("attn_v.weight"), kv, d)?,
             wo: mat(&n("attn_output.weight"), d, q)?,
-            attn_sub_norm: bitnet.then(|| l.vector(&n("attn_sub_norm.weight"), q)).transpose()?,
+            attn_sub_norm: bitnet
+                .then(|| l.vector(&n("attn_sub_norm.weight"), q))
+                .transpose()?,
             ffn_norm: l.vector(&n("ffn_norm.weight"), d)?,
             w_gate: mat(&n("ffn_gate.weight"), ff, d)?,
             w_up: mat(&n("ffn_up.weight"), ff, d)?,
             w_down: mat(&n("ffn_down.weight"), d, ff)?,
-            ffn_sub_norm: bitnet.then(|| l.vector(&n("ffn_sub_norm.weight"), ff)).transpose()?,
+            ffn_sub_norm: bitnet
+                .then(|| l.vector(&n("ffn_sub_norm.weight"), ff))
+                .transpose()?,
         });
     }
     let output = if l.g.tensor("output.weight").is_some() {
@@ -159,5 +184,11 @@ pub fn load(l: &Loader, cfg: &Config, mb: &dyn MatrixBuilder) -> Result<Weights>
         None => None,
         Some(_) => Some(l.vector("rope_freqs.weight", cfg.rope_dim / 2)?),
     };
-    Ok(Weights { tok_embd, layers, out_norm: l.vector("output_norm.weight", d)?, output, rope_freqs })
+    Ok(Weights {
+        tok_embd,
+        layers,
+        out_norm: l.vector("output_norm.weight", d)?,
+        output,
+        rope_freqs,
+    })
 }

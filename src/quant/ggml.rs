@@ -153,8 +153,55 @@ impl GgmlType {
 
     pub fn can_dequantize(self) -> bool {
         use GgmlType::*;
-        matches!(self, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q8_0 | Q6K | TQ2_0 | TQ1_0)
+        matches!(
+            self,
+            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q8_0 | Q6K | TQ2_0 | TQ1_0
+        )
     }
+}
+
+/// Quantize f32 values to ggml type `type_id` (Q8_0, Q4_0 or Q4_1, by ggml's reference
+/// rounding rules); None for other types or a length that is not whole blocks.
+pub fn quantize(type_id: u32, x: &[f32]) -> Option<Vec<u8>> {
+    if x.len() % 32 != 0 {
+        return None;
+    }
+    let f16b = |v: f32| f16::from_f32(v).to_le_bytes();
+    let mut out = Vec::new();
+    for b in x.chunks_exact(32) {
+        match type_id {
+            8 => {
+                let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend_from_slice(&f16b(d));
+                out.extend(b.iter().map(|v| (v * id).round() as i8 as u8));
+            }
+            2 => {
+                // the signed value of largest magnitude maps to -8
+                let max = b
+                    .iter()
+                    .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                let d = max / -8.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend_from_slice(&f16b(d));
+                let q = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+                out.extend((0..16).map(|j| q(b[j]) | (q(b[j + 16]) << 4)));
+            }
+            3 => {
+                let min = b.iter().copied().fold(f32::INFINITY, f32::min);
+                let max = b.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let d = (max - min) / 15.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend_from_slice(&f16b(d));
+                out.extend_from_slice(&f16b(min));
+                let q = |v: f32| (((v - min) * id + 0.5) as i8).min(15) as u8;
+                out.extend((0..16).map(|j| q(b[j]) | (q(b[j + 16]) << 4)));
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 fn h(b: &[u8]) -> f32 {
@@ -248,7 +295,12 @@ fn dequantize_q6k(src: &[u8], dst: &mut [f32]) {
         let d = h(&b[208..]);
         let (ql, qh, sc) = (&b[..128], &b[128..192], &b[192..208]);
         for n in 0..2 {
-            let (ql, qh, sc, y) = (&ql[64 * n..], &qh[32 * n..], &sc[8 * n..], &mut y[128 * n..]);
+            let (ql, qh, sc, y) = (
+                &ql[64 * n..],
+                &qh[32 * n..],
+                &sc[8 * n..],
+                &mut y[128 * n..],
+            );
             for l in 0..32 {
                 let is = l / 16;
                 let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32 - 32;

@@ -50,7 +50,11 @@ pub fn encode_word(vocab: &Vocab, word: &str, ignore_merges: bool, out: &mut Vec
     let mut push = |syms: &[Symbol], l: Option<usize>, r: Option<usize>, q: &mut BinaryHeap<_>| {
         let (Some(l), Some(r)) = (l, r) else { return };
         let (a, b) = (&syms[l], &syms[r]);
-        merge_key(&mut key, &text[a.start..a.start + a.len], &text[b.start..b.start + b.len]);
+        merge_key(
+            &mut key,
+            &text[a.start..a.start + a.len],
+            &text[b.start..b.start + b.len],
+        );
         if let Some(&rank) = vocab.merges.get(key.as_slice()) {
             q.push(Reverse((rank, l, r, a.len, b.len)));
         }
@@ -78,7 +82,11 @@ pub fn encode_word(vocab: &Vocab, word: &str, ignore_merges: bool, out: &mut Vec
         match vocab.id(piece) {
             Some(id) => out.push(id),
             // llama.cpp falls back to single-byte tokens; only ASCII can match here
-            None => out.extend(piece.iter().filter_map(|b| vocab.id(std::slice::from_ref(b)))),
+            None => out.extend(
+                piece
+                    .iter()
+                    .filter_map(|b| vocab.id(std::slice::from_ref(b))),
+            ),
         }
     }
 }

@@ -19,8 +19,12 @@ impl ChatTemplate {
     pub fn detect(template: Option<&str>, has_token: impl Fn(&str) -> bool) -> ChatTemplate {
         let t = template.unwrap_or("");
         if t.contains("<|im_start|>") || (t.is_empty() && has_token("<|im_start|>")) {
-            ChatTemplate::ChatMl { default_system: default_system(t) }
-        } else if t.contains("<|start_header_id|>") || (t.is_empty() && has_token("<|start_header_id|>")) {
+            ChatTemplate::ChatMl {
+                default_system: default_system(t),
+            }
+        } else if t.contains("<|start_header_id|>")
+            || (t.is_empty() && has_token("<|start_header_id|>"))
+        {
             ChatTemplate::Llama3
         } else if t.contains("[INST]") {
             ChatTemplate::Llama2
@@ -102,22 +106,38 @@ mod tests {
     fn smollm_default_system() {
         let t = "{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are SmolLM<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}";
         let c = ChatTemplate::detect(Some(t), |_| false);
-        assert_eq!(c, ChatTemplate::ChatMl { default_system: Some("You are SmolLM".into()) });
+        assert_eq!(
+            c,
+            ChatTemplate::ChatMl {
+                default_system: Some("You are SmolLM".into())
+            }
+        );
         assert_eq!(
             c.message("user", "Hi", true),
             "<|im_start|>system\nYou are SmolLM<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
         );
-        assert_eq!(c.message("user", "Hi", false), "<|im_start|>user\nHi<|im_end|>\n");
+        assert_eq!(
+            c.message("user", "Hi", false),
+            "<|im_start|>user\nHi<|im_end|>\n"
+        );
     }
 
     #[test]
     fn plain_chatml_has_no_default_system() {
         let t = "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n'}}{% endfor %}";
-        assert_eq!(ChatTemplate::detect(Some(t), |_| false), ChatTemplate::ChatMl { default_system: None });
+        assert_eq!(
+            ChatTemplate::detect(Some(t), |_| false),
+            ChatTemplate::ChatMl {
+                default_system: None
+            }
+        );
     }
 
     #[test]
     fn llama3_by_token() {
-        assert_eq!(ChatTemplate::detect(None, |t| t == "<|start_header_id|>"), ChatTemplate::Llama3);
+        assert_eq!(
+            ChatTemplate::detect(None, |t| t == "<|start_header_id|>"),
+            ChatTemplate::Llama3
+        );
     }
 }

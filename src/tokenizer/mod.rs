@@ -38,7 +38,10 @@ impl TokenType {
         }
     }
     fn is_special(self) -> bool {
-        matches!(self, TokenType::Control | TokenType::UserDefined | TokenType::Unknown)
+        matches!(
+            self,
+            TokenType::Control | TokenType::UserDefined | TokenType::Unknown
+        )
     }
 }
 
@@ -153,7 +156,9 @@ impl Vocab {
             merges,
             bos: id("tokenizer.ggml.bos_token_id")?,
             eos: id("tokenizer.ggml.eos_token_id")?,
-            add_bos: g.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(add_bos),
+            add_bos: g
+                .get_bool("tokenizer.ggml.add_bos_token")?
+                .unwrap_or(add_bos),
             add_eos: g.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
             add_space_prefix: g
                 .get_bool("tokenizer.ggml.add_space_prefix")?
@@ -168,7 +173,9 @@ impl Vocab {
             return Err(Error::format(format!("vocabulary of {n} tokens")));
         }
         if spec.scores.len() != n || spec.types.len() != n {
-            return Err(Error::format("token scores or types do not match the vocabulary size"));
+            return Err(Error::format(
+                "token scores or types do not match the vocabulary size",
+            ));
         }
         let mut ids = HashMap::with_capacity(n);
         for (i, t) in spec.tokens.iter().enumerate() {
@@ -183,7 +190,9 @@ impl Vocab {
                 continue;
             };
             bpe::merge_key(&mut key, &m[..sp], &m[sp + 1..]);
-            merges.entry(key.clone().into_boxed_slice()).or_insert(rank as u32);
+            merges
+                .entry(key.clone().into_boxed_slice())
+                .or_insert(rank as u32);
         }
         let mut types = spec.types;
         let mut eog: Vec<u32> = Vec::new();
@@ -199,7 +208,9 @@ impl Vocab {
         }
         eog.sort_unstable();
         eog.dedup();
-        let mut special: Vec<u32> = (0..n as u32).filter(|&i| types[i as usize].is_special()).collect();
+        let mut special: Vec<u32> = (0..n as u32)
+            .filter(|&i| types[i as usize].is_special())
+            .collect();
         special.sort_by_key(|&i| std::cmp::Reverse(spec.tokens[i as usize].len()));
         let mut byte_tokens = [None; 256];
         for (b, slot) in byte_tokens.iter_mut().enumerate() {
@@ -208,7 +219,9 @@ impl Vocab {
         let pieces = (0..n)
             .map(|i| piece_of(spec.model, &spec.tokens[i], types[i]).into_boxed_slice())
             .collect();
-        let chat = ChatTemplate::detect(spec.chat_template.as_deref(), |t| ids.contains_key(t.as_bytes()));
+        let chat = ChatTemplate::detect(spec.chat_template.as_deref(), |t| {
+            ids.contains_key(t.as_bytes())
+        });
         Ok(Vocab {
             model: spec.model,
             tokens: spec.tokens.into_iter().map(Vec::into_boxed_slice).collect(),
@@ -300,14 +313,24 @@ impl Vocab {
 
     /// Split special-token text out of `text`, longest special token first.
     fn split_special<'t>(&self, text: &'t str, parse_special: bool) -> Vec<Fragment<'t>> {
-        let mut frags = if text.is_empty() { vec![] } else { vec![Fragment::Text(text)] };
+        let mut frags = if text.is_empty() {
+            vec![]
+        } else {
+            vec![Fragment::Text(text)]
+        };
         for &id in &self.special {
             let ty = self.types[id as usize];
             if !parse_special && ty != TokenType::UserDefined {
                 continue;
             }
-            let Ok(pat) = std::str::from_utf8(&self.tokens[id as usize]) else { continue };
-            if pat.is_empty() || !frags.iter().any(|f| matches!(f, Fragment::Text(t) if t.contains(pat))) {
+            let Ok(pat) = std::str::from_utf8(&self.tokens[id as usize]) else {
+                continue;
+            };
+            if pat.is_empty()
+                || !frags
+                    .iter()
+                    .any(|f| matches!(f, Fragment::Text(t) if t.contains(pat)))
+            {
                 continue;
             }
             let mut next = Vec::with_capacity(frags.len() + 2);
@@ -345,14 +368,18 @@ fn piece_of(model: Model, text: &[u8], ty: TokenType) -> Vec<u8> {
         TokenType::UserDefined => text.to_vec(),
         TokenType::Byte => {
             // "<0xNN>"
-            let hex = std::str::from_utf8(text).ok().and_then(|s| s.strip_prefix("<0x")?.strip_suffix('>'));
+            let hex = std::str::from_utf8(text)
+                .ok()
+                .and_then(|s| s.strip_prefix("<0x")?.strip_suffix('>'));
             match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 Some(b) => vec![b],
                 None => text.to_vec(),
             }
         }
         TokenType::Normal => match model {
-            Model::Spm => String::from_utf8_lossy(text).replace(spm::SPACE, " ").into_bytes(),
+            Model::Spm => String::from_utf8_lossy(text)
+                .replace(spm::SPACE, " ")
+                .into_bytes(),
             Model::Bpe(_) => {
                 let s = String::from_utf8_lossy(text);
                 let mut out = Vec::with_capacity(text.len());
@@ -372,6 +399,8 @@ fn strings(g: &Gguf, key: &str) -> Result<Option<Vec<Vec<u8>>>> {
     match g.get_array(key)? {
         None => Ok(None),
         Some(Array::Str(v)) => Ok(Some(v.clone())),
-        Some(_) => Err(Error::format(format!("metadata {key} should be a string array"))),
+        Some(_) => Err(Error::format(format!(
+            "metadata {key} should be a string array"
+        ))),
     }
 }

@@ -22,10 +22,10 @@ impl PreTok {
     pub fn from_name(name: &str) -> Option<PreTok> {
         Some(match name {
             "gpt2" | "mpt" | "olmo" | "jais" | "trillion" | "granite-docling" => PreTok::Gpt2,
-            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b"
-            | "mellum2" => PreTok::DigitsThenGpt2,
-            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
-            | "lfm2" | "dbrx" | "smaug-bpe" => PreTok::Llama3,
+            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone"
+            | "minerva-7b" | "mellum2" => PreTok::DigitsThenGpt2,
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral"
+            | "midm-2.0" | "lfm2" | "dbrx" | "smaug-bpe" => PreTok::Llama3,
             "qwen2" | "stablelm2" | "hunyuan" => PreTok::Qwen2,
             _ => return None,
         })
@@ -140,7 +140,13 @@ impl Window<'_> {
 }
 
 fn gpt2(cps: &[(usize, char)], ini: usize, end: usize, out: &mut Vec<usize>) {
-    let mut w = Window { cps, ini, end, prev_end: ini, out };
+    let mut w = Window {
+        cps,
+        ini,
+        end,
+        prev_end: ini,
+        out,
+    };
     let mut pos = ini;
     while pos < end {
         let n = w.contraction(pos, false);
@@ -151,7 +157,9 @@ fn gpt2(cps: &[(usize, char)], ini: usize, end: usize, out: &mut Vec<usize>) {
         // ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`
         let space = w.cp(pos) == Some(' ');
         let q = pos + space as usize;
-        let class = [Window::letter, Window::number, Window::other].into_iter().find(|f| f(&w, q));
+        let class = [Window::letter, Window::number, Window::other]
+            .into_iter()
+            .find(|f| f(&w, q));
         if let Some(class) = class {
             pos = q;
             while class(&w, pos) {
@@ -169,7 +177,13 @@ fn gpt2(cps: &[(usize, char)], ini: usize, end: usize, out: &mut Vec<usize>) {
 
 /// Llama 3 (max_digits 3) and Qwen2 (max_digits 1).
 fn llama3(cps: &[(usize, char)], ini: usize, end: usize, max_digits: usize, out: &mut Vec<usize>) {
-    let mut w = Window { cps, ini, end, prev_end: ini, out };
+    let mut w = Window {
+        cps,
+        ini,
+        end,
+        prev_end: ini,
+        out,
+    };
     let mut pos = ini;
     while pos < end {
         let n = w.contraction(pos, true);
@@ -242,7 +256,10 @@ mod tests {
     #[test]
     fn gpt2_words() {
         let w = PreTok::Gpt2.split("Hello world's  end\n\n 42x!?");
-        assert_eq!(w, ["Hello", " world", "'s", " ", " end", "\n\n", " 42", "x", "!?"]);
+        assert_eq!(
+            w,
+            ["Hello", " world", "'s", " ", " end", "\n\n", " 42", "x", "!?"]
+        );
     }
 
     #[test]
@@ -254,6 +271,9 @@ mod tests {
     #[test]
     fn llama3_words() {
         let w = PreTok::Llama3.split("I'LL pay 12345 now.\r\n  ok");
-        assert_eq!(w, ["I", "'LL", " pay", " ", "123", "45", " now", ".\r\n", " ", " ok"]);
+        assert_eq!(
+            w,
+            ["I", "'LL", " pay", " ", "123", "45", " now", ".\r\n", " ", " ok"]
+        );
     }
 }

@@ -56,7 +56,12 @@ pub fn encode(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
         let (a, b) = (&syms[l], &syms[r]);
         let piece = &bytes[a.start..a.start + a.len + b.len];
         if let Some(id) = vocab.id(piece) {
-            q.push(Bigram { score: vocab.scores[id as usize], left: l, right: r, size: piece.len() });
+            q.push(Bigram {
+                score: vocab.scores[id as usize],
+                left: l,
+                right: r,
+                size: piece.len(),
+            });
         }
     };
     for i in 1..syms.len() {

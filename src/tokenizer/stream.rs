@@ -47,7 +47,11 @@ impl Utf8Stream {
     pub fn finish(&mut self) -> String {
         let had = !self.pending.is_empty();
         self.pending.clear();
-        if had { "\u{FFFD}".to_string() } else { String::new() }
+        if had {
+            "\u{FFFD}".to_string()
+        } else {
+            String::new()
+        }
     }
 }
 

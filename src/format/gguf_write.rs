@@ -1,0 +1,193 @@
+//! GGUF writer (version 3): tmac's own model files and the test corpus are written with it.
+
+use super::gguf::{Array, Value};
+use std::io::{self, Write};
+
+pub struct TensorData {
+    pub name: String,
+    pub dims: Vec<u64>,
+    pub type_id: u32,
+    pub data: Vec<u8>,
+}
+
+pub struct GgufWriter {
+    pub alignment: u64,
+    pub metadata: Vec<(String, Value)>,
+    pub tensors: Vec<TensorData>,
+}
+
+impl GgufWriter {
+    pub fn new(alignment: u64) -> GgufWriter {
+        let mut w = GgufWriter {
+            alignment,
+            metadata: Vec::new(),
+            tensors: Vec::new(),
+        };
+        if alignment != super::gguf::DEFAULT_ALIGNMENT {
+            w.set("general.alignment", Value::U32(alignment as u32));
+        }
+        w
+    }
+
+    /// Set (or replace) a metadata key.
+    pub fn set(&mut self, key: &str, v: Value) {
+        match self.metadata.iter_mut().find(|(k, _)| k == key) {
+            Some(e) => e.1 = v,
+            None => self.metadata.push((key.to_string(), v)),
+        }
+    }
+    pub fn set_str(&mut self, key: &str, s: &str) {
+        self.set(key, Value::Str(s.as_bytes().to_vec()));
+    }
+
+    pub fn add_tensor(&mut self, name: &str, dims: &[u64], type_id: u32, data: Vec<u8>) {
+        self.tensors.push(TensorData {
+            name: name.to_string(),
+            dims: dims.to_vec(),
+            type_id,
+            data,
+        });
+    }
+
+    pub fn add_f32(&mut self, name: &str, dims: &[u64], v: &[f32]) {
+        let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.add_tensor(name, dims, 0, data);
+    }
+
+    pub fn write(&self, out: &mut impl Write) -> io::Result<()> {
+        let mut head = Vec::new();
+        head.extend_from_slice(super::gguf::MAGIC);
+        head.extend_from_slice(&3u32.to_le_bytes());
+        head.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        head.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
+        for (k, v) in &self.metadata {
+            put_str(&mut head, k.as_bytes());
+            head.extend_from_slice(&type_id(v).to_le_bytes());
+            put_value(&mut head, v);
+        }
+        let mut offset = 0u64;
+        let mut offsets = Vec::new();
+        for t in &self.tensors {
+            put_str(&mut head, t.name.as_bytes());
+            head.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+            for d in &t.dims {
+                head.extend_from_slice(&d.to_le_bytes());
+            }
+            head.extend_from_slice(&t.type_id.to_le_bytes());
+            head.extend_from_slice(&offset.to_le_bytes());
+            offsets.push(offset);
+            offset = (offset + t.data.len() as u64).div_ceil(self.alignment) * self.alignment;
+        }
+        let pad = |n: u64| vec![0u8; (n.div_ceil(self.alignment) * self.alignment - n) as usize];
+        head.extend_from_slice(&pad(head.len() as u64));
+        out.write_all(&head)?;
+        let mut written = 0u64;
+        for (t, &off) in self.tensors.iter().zip(&offsets) {
+            out.write_all(&vec![0u8; (off - written) as usize])?;
+            out.write_all(&t.data)?;
+            written = off + t.data.len() as u64;
+        }
+        out.write_all(&pad(written))?;
+        Ok(())
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.write(&mut v).expect("writing to a Vec cannot fail");
+        v
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s);
+}
+
+fn type_id(v: &Value) -> u32 {
+    match v {
+        Value::U8(_) => 0,
+        Value::I8(_) => 1,
+        Value::U16(_) => 2,
+        Value::I16(_) => 3,
+        Value::U32(_) => 4,
+        Value::I32(_) => 5,
+        Value::F32(_) => 6,
+        Value::Bool(_) => 7,
+        Value::Str(_) => 8,
+        Value::Array(_) => 9,
+        Value::U64(_) => 10,
+        Value::I64(_) => 11,
+        Value::F64(_) => 12,
+    }
+}
+
+fn array_type(a: &Array) -> u32 {
+    match a {
+        Array::U8(_) => 0,
+        Array::I8(_) => 1,
+        Array::U16(_) => 2,
+        Array::I16(_) => 3,
+        Array::U32(_) => 4,
+        Array::I32(_) => 5,
+        Array::F32(_) => 6,
+        Array::Bool(_) => 7,
+        Array::Str(_) => 8,
+        Array::Nested(_) => 9,
+        Array::U64(_) => 10,
+        Array::I64(_) => 11,
+        Array::F64(_) => 12,
+    }
+}
+
+fn put_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::U8(x) => out.push(*x),
+        Value::I8(x) => out.push(*x as u8),
+        Value::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::Bool(x) => out.push(*x as u8),
+        Value::Str(s) => put_str(out, s),
+        Value::Array(a) => put_array(out, a),
+    }
+}
+
+fn put_array(out: &mut Vec<u8>, a: &Array) {
+    out.extend_from_slice(&array_type(a).to_le_bytes());
+    out.extend_from_slice(&(a.len() as u64).to_le_bytes());
+    macro_rules! each {
+        ($v:expr, $f:expr) => {
+            for x in $v {
+                $f(out, x)
+            }
+        };
+    }
+    match a {
+        Array::U8(v) => out.extend_from_slice(v),
+        Array::I8(v) => each!(v, |o: &mut Vec<u8>, x: &i8| o.push(*x as u8)),
+        Array::U16(v) => each!(v, |o: &mut Vec<u8>, x: &u16| o
+            .extend_from_slice(&x.to_le_bytes())),
+        Array::I16(v) => each!(v, |o: &mut Vec<u8>, x: &i16| o
+            .extend_from_slice(&x.to_le_bytes())),
+        Array::U32(v) => each!(v, |o: &mut Vec<u8>, x: &u32| o
+            .extend_from_slice(&x.to_le_bytes())),
+        Array::I32(v) => each!(v, |o: &mut Vec<u8>, x: &i32| o
+            .extend_from_slice(&x.to_le_bytes())),
+        Array::U64(v) => each!(v, |o: &mut Vec<u8>, x: &u64| o
+            .extend_from_slice(&x.to_le_bytes())),
+        Array::I64(v) => each!(v, |o: &mut Vec<u8>, x: &i64| o
+            .extend_from_slice(&x.to_le_bytes())),
+        Array::F32(v) => each!(v, |o: &mut Vec<u8>, x: &f32| o
+            .extend_from_slice(&x.to_le_bytes())),
+        Array::F64(v) => each!(v, |o: &mut Vec<u8>, x: &f64| o
+            .extend_from_slice(&x.to_le_bytes())),
+        Array::Bool(v) => each!(v, |o: &mut Vec<u8>, x: &bool| o.push(*x as u8)),
+        Array::Str(v) => each!(v, |o: &mut Vec<u8>, x: &Vec<u8>| put_str(o, x)),
+        Array::Nested(v) => each!(v, put_array),
+    }
+}

@@ -1,0 +1,55 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// SmolLM2-135M-Instruct Q4_1, fetched by `make model` (TMAC_MODEL overrides the path).
+pub fn smollm2() -> PathBuf {
+    let p = std::env::var_os("TMAC_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    assert!(
+        p.exists(),
+        "{} is missing: run `make model` first",
+        p.display()
+    );
+    p
+}
+
+pub fn fixture(name: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Non-comment lines of a fixture.
+pub fn lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+}
+
+pub fn unhex(h: &str) -> String {
+    let bytes: Vec<u8> = (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+        .collect();
+    String::from_utf8(bytes).unwrap()
+}
+
+pub fn ids(s: &str) -> Vec<u32> {
+    s.split_whitespace().map(|t| t.parse().unwrap()).collect()
+}
+
+/// The three greedy fixtures: (prompt, llama.cpp's continuation ids).
+pub fn greedy_cases() -> Vec<(String, Vec<u32>)> {
+    let text = fixture("greedy.tsv");
+    lines(&text)
+        .map(|l| {
+            let (p, ids_s) = l.split_once('\t').unwrap();
+            (unhex(p), ids(ids_s))
+        })
+        .collect()
+}
