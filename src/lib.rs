@@ -14,6 +14,8 @@
 //! # Ok::<(), tmac::Error>(())
 //! ```
 
+#[allow(non_camel_case_types)]
+pub mod capi;
 pub mod error;
 pub mod format;
 pub mod kernel;

@@ -11,7 +11,7 @@ use crate::quant::ggml::GgmlType;
 use std::collections::HashMap;
 
 pub const MAGIC: &[u8; 4] = b"GGUF";
-pub const DEFAULT_ALIGNMENT: u64 = 32;
+pub(crate) const DEFAULT_ALIGNMENT: u64 = 32;
 const MAX_DIMS: u32 = 4;
 const MAX_ARRAY_DEPTH: u32 = 4;
 

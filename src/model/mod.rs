@@ -14,11 +14,11 @@ use crate::tokenizer::Vocab;
 use config::Config;
 use forward::{KvCache, Scratch};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use weights::{Loader, Weights};
 
 /// How the weights are held in memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Compute {
     /// Every weight dequantized to f32: the correctness reference.
     #[default]
@@ -46,6 +46,39 @@ impl Model {
         let path = path.as_ref();
         let bytes = format::map_file(path)?;
         Model::from_bytes(bytes, opts).map_err(|e| e.context(path.display()))
+    }
+
+    /// Like `load`, but a file already loaded with the same options (and not modified since)
+    /// is shared instead of loaded again: one memory map, one copy of the weights.
+    pub fn load_shared(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Arc<Model>> {
+        type Key = (
+            std::path::PathBuf,
+            u64,
+            Option<std::time::SystemTime>,
+            Compute,
+        );
+        static CACHE: Mutex<Vec<(Key, Weak<Model>)>> = Mutex::new(Vec::new());
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("{}: cannot open: {e}", path.display()),
+            )
+        })?;
+        let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let key: Key = (canon, meta.len(), meta.modified().ok(), opts.compute);
+        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(m) = cache
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return Ok(m);
+        }
+        let m = Model::load(path, opts)?;
+        cache.push((key, Arc::downgrade(&m)));
+        Ok(m)
     }
 
     pub fn from_bytes(bytes: Arc<Bytes>, opts: &LoadOptions) -> Result<Arc<Model>> {
@@ -91,20 +124,23 @@ impl Model {
         self.bytes.as_slice()
     }
 
-    /// Weight bytes read per generated token (all matrices plus one embedding row).
-    pub fn weight_bytes(&self) -> usize {
+    fn matrices(&self) -> impl Iterator<Item = &linear::Linear> {
         let w = &self.weights;
-        let per_layer: usize = w
-            .layers
+        w.layers
             .iter()
-            .map(|l| {
-                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
-                    .iter()
-                    .map(|m| m.weight_bytes())
-                    .sum::<usize>()
-            })
-            .sum();
-        per_layer + w.output.weight_bytes()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
+            .chain(std::iter::once(&w.output))
+    }
+
+    /// Weight bytes read per generated token (every matrix once).
+    pub fn weight_bytes(&self) -> usize {
+        self.matrices().map(|m| m.weight_bytes()).sum()
+    }
+
+    /// Average bits per weight over the matrices, as held in memory.
+    pub fn bits_per_weight(&self) -> f64 {
+        let n: usize = self.matrices().map(|m| m.rows() * m.cols()).sum();
+        self.weight_bytes() as f64 * 8.0 / n.max(1) as f64
     }
 
     /// Default context: the model's own, capped so a KV cache fits small devices.
@@ -113,7 +149,7 @@ impl Model {
     }
 }
 
-pub const DEFAULT_CTX_CAP: usize = 2048;
+pub(crate) const DEFAULT_CTX_CAP: usize = 2048;
 
 /// Why generation stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,12 +2,10 @@
 
 use super::unicode_data::RANGES;
 
-pub const UNDEFINED: u8 = 0x01;
-pub const NUMBER: u8 = 0x02;
-pub const LETTER: u8 = 0x04;
-pub const ACCENT_MARK: u8 = 0x10;
-pub const PUNCTUATION: u8 = 0x20;
-pub const SYMBOL: u8 = 0x40;
+// Category flags (the table also has 0x01 undefined, 0x08 separator, 0x10 mark,
+// 0x20 punctuation, 0x40 symbol, 0x80 control)
+pub(crate) const NUMBER: u8 = 0x02;
+pub(crate) const LETTER: u8 = 0x04;
 
 /// The category flag of `c` (exactly one of the category bits).
 pub fn flags(c: char) -> u8 {
@@ -59,6 +57,10 @@ pub fn char_to_byte(c: char) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    const UNDEFINED: u8 = 0x01;
+    const ACCENT_MARK: u8 = 0x10;
+    const PUNCTUATION: u8 = 0x20;
+    const SYMBOL: u8 = 0x40;
 
     #[test]
     fn categories() {

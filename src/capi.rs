@@ -1,0 +1,743 @@
+//! The C API: a thin layer over the safe Rust API, generating `include/tmac.h` through cbindgen.
+//!
+//! Rules (rustls-ffi's): every exported function checks its pointers, catches panics, and reports
+//! failure as a `tmac_status`; out-parameters are written only on success; the handle keeps the
+//! message of its last error. A panic poisons the handle: every later call on it returns
+//! `TMAC_ERR_PANIC`, and only `tmac_free` is useful.
+
+use crate::error::{Error, ErrorKind};
+use crate::format::Bytes;
+use crate::model::{Compute, LoadOptions, Model, Session, SessionOptions, Step};
+use crate::sampler::SamplerParams;
+use std::cell::RefCell;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+/// Bumped on any change that breaks binary compatibility; also the SONAME (`libtmac.so.1`).
+pub const TMAC_ABI_VERSION: u32 = 1;
+
+/// `tmac_params.flags`: compute in f32 with every weight dequantized (the reference path).
+pub const TMAC_FLAG_F32: u32 = 1;
+
+/// Status codes. Fixed width (`int32_t`) and append-only: values are never reused.
+/// Negative values are errors; `TMAC_OK` and `TMAC_DONE` are not.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum tmac_status {
+    /// Success.
+    TMAC_OK = 0,
+    /// Generation has ended (end of text, context full, or `max_tokens` reached).
+    TMAC_DONE = 1,
+    /// A required pointer argument was NULL.
+    TMAC_ERR_NULL_ARG = -1,
+    /// An argument is invalid (bad UTF-8, out-of-range value, wrong struct_size).
+    TMAC_ERR_INVALID_ARG = -2,
+    /// The model file could not be opened or read.
+    TMAC_ERR_IO = -3,
+    /// The model file is malformed (truncated, inconsistent or hostile).
+    TMAC_ERR_BAD_MODEL = -4,
+    /// The model uses something tmac does not support (architecture, tensor type).
+    TMAC_ERR_UNSUPPORTED = -5,
+    /// The text does not fit in the context window; nothing was consumed.
+    TMAC_ERR_CONTEXT_FULL = -6,
+    /// The output buffer cannot hold the next character; `*out_len` says how big it must be.
+    TMAC_ERR_BUFFER_TOO_SMALL = -7,
+    /// A limit the caller set (such as a memory budget) would be exceeded.
+    TMAC_ERR_LIMIT = -8,
+    /// The call is not valid in the current state (e.g. generating before any prompt).
+    TMAC_ERR_STATE = -9,
+    /// An internal error (a bug in tmac). The handle is dead: free it.
+    TMAC_ERR_PANIC = -100,
+}
+use tmac_status::*;
+
+/// Opaque handle: a loaded model (possibly shared with other handles) and one conversation.
+pub struct tmac {
+    session: Session,
+    /// Text generated but not yet handed to the caller.
+    outbox: Vec<u8>,
+    done: bool,
+    generated: u32,
+    max_tokens: u32,
+    last_error: CString,
+    poisoned: bool,
+    info_strings: [CString; 2],
+}
+
+/// Load and generation settings. Always start from `tmac_params_default()`, which sets
+/// `struct_size`; fields may be added at the end in later versions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct tmac_params {
+    /// `sizeof(tmac_params)` as the caller compiled it.
+    pub struct_size: u32,
+    /// Context length in tokens; 0 = the model's, at most 2048.
+    pub n_ctx: u32,
+    /// 0 = greedy. Default 0.
+    pub temperature: f32,
+    /// 1 = off. Default 0.95.
+    pub top_p: f32,
+    /// 0 = off. Default 40.
+    pub top_k: u32,
+    /// 0 = off. Default 0.05.
+    pub min_p: f32,
+    /// 1 = off. Default 1.
+    pub repeat_penalty: f32,
+    /// Seed of the sampler's random generator. Default 0x5EED.
+    pub seed: u64,
+    /// Tokens per generation (per prompt); 0 = until end of text or context. Default 0.
+    pub max_tokens: u32,
+    /// `TMAC_FLAG_*` bits. Default 0.
+    pub flags: u32,
+}
+
+const PARAMS_V1_SIZE: usize = std::mem::size_of::<tmac_params>();
+
+/// What a handle's model is. Strings are owned by the handle (valid until `tmac_free`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct tmac_info {
+    /// Set to `sizeof(tmac_info)` before calling `tmac_model_info`.
+    pub struct_size: u32,
+    pub n_vocab: u32,
+    pub n_embd: u32,
+    pub n_layer: u32,
+    pub n_head: u32,
+    pub n_head_kv: u32,
+    pub n_ff: u32,
+    /// Context of this handle, and the one the model was trained with.
+    pub n_ctx: u32,
+    pub n_ctx_train: u32,
+    /// Average bits per weight of the matrices as tmac holds them.
+    pub bits_per_weight: f32,
+    pub file_size: u64,
+    /// e.g. "llama"
+    pub architecture: *const c_char,
+    /// The kernel in use, e.g. "f32"
+    pub kernel: *const c_char,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_thread_error(msg: &str) {
+    LAST_ERROR.with(|e| *e.borrow_mut() = cstring(msg));
+}
+
+fn cstring(msg: &str) -> CString {
+    CString::new(msg.replace('\0', " ")).unwrap_or_default()
+}
+
+fn status_of(e: &Error) -> tmac_status {
+    match e.kind {
+        ErrorKind::Io => TMAC_ERR_IO,
+        ErrorKind::Format => TMAC_ERR_BAD_MODEL,
+        ErrorKind::Unsupported => TMAC_ERR_UNSUPPORTED,
+        ErrorKind::InvalidArg => TMAC_ERR_INVALID_ARG,
+        ErrorKind::ContextFull => TMAC_ERR_CONTEXT_FULL,
+        ErrorKind::Limit => TMAC_ERR_LIMIT,
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    let s = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned());
+    format!("internal error (panic): {}", s.unwrap_or_default())
+}
+
+/// Run `f` on a live handle: NULL and poisoned handles are refused, errors are recorded on the
+/// handle, and a panic poisons it.
+fn with_handle(
+    t: *mut tmac,
+    f: impl FnOnce(&mut tmac) -> Result<tmac_status, (tmac_status, String)>,
+) -> tmac_status {
+    // SAFETY: the caller passes NULL or a pointer from tmac_load that it has not freed, and uses
+    // a handle from one thread at a time (both documented in the header).
+    let Some(h) = (unsafe { t.as_mut() }) else {
+        set_thread_error("the tmac handle is NULL");
+        return TMAC_ERR_NULL_ARG;
+    };
+    if h.poisoned {
+        return TMAC_ERR_PANIC;
+    }
+    match catch_unwind(AssertUnwindSafe(|| f(h))) {
+        Ok(Ok(s)) => s,
+        Ok(Err((s, msg))) => {
+            h.last_error = cstring(&msg);
+            s
+        }
+        Err(p) => {
+            h.poisoned = true;
+            h.last_error = cstring(&panic_message(&*p));
+            TMAC_ERR_PANIC
+        }
+    }
+}
+
+/// Run a function that has no handle (loading, statics), catching panics.
+fn guarded(f: impl FnOnce() -> tmac_status) -> tmac_status {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        set_thread_error(&panic_message(&*p));
+        TMAC_ERR_PANIC
+    })
+}
+
+fn err(e: Error) -> (tmac_status, String) {
+    (status_of(&e), e.msg)
+}
+
+/// Read a caller's params struct, honouring its `struct_size`.
+fn read_params(p: *const tmac_params) -> Result<tmac_params, String> {
+    let mut out = default_params();
+    if p.is_null() {
+        return Ok(out);
+    }
+    // SAFETY: p is non-null and points to at least struct_size bytes (the caller's contract);
+    // struct_size is read first, then only the prefix both sides know is copied.
+    let size = unsafe { std::ptr::addr_of!((*p).struct_size).read_unaligned() } as usize;
+    if size < 8 {
+        return Err(format!(
+            "tmac_params.struct_size is {size}: start from tmac_params_default()"
+        ));
+    }
+    let n = size.min(PARAMS_V1_SIZE);
+    // SAFETY: copies n <= size readable bytes into a properly sized, initialized struct.
+    unsafe {
+        std::ptr::copy_nonoverlapping(p as *const u8, &mut out as *mut tmac_params as *mut u8, n)
+    };
+    out.struct_size = PARAMS_V1_SIZE as u32;
+    Ok(out)
+}
+
+fn default_params() -> tmac_params {
+    let s = SamplerParams::default();
+    tmac_params {
+        struct_size: PARAMS_V1_SIZE as u32,
+        n_ctx: 0,
+        temperature: 0.0,
+        top_p: s.top_p,
+        top_k: s.top_k as u32,
+        min_p: s.min_p,
+        repeat_penalty: s.repeat_penalty,
+        seed: s.seed,
+        max_tokens: 0,
+        flags: 0,
+    }
+}
+
+fn sampler_params(p: &tmac_params) -> SamplerParams {
+    SamplerParams {
+        temperature: p.temperature,
+        top_k: p.top_k as usize,
+        top_p: p.top_p,
+        min_p: p.min_p,
+        repeat_penalty: p.repeat_penalty,
+        seed: p.seed,
+        ..SamplerParams::default()
+    }
+}
+
+fn new_handle(model: Arc<Model>, p: &tmac_params) -> Result<Box<tmac>, Error> {
+    let opts = SessionOptions {
+        n_ctx: p.n_ctx as usize,
+        sampler: sampler_params(p),
+    };
+    let session = Session::new(model, &opts)?;
+    let kernel = session.model.weights.layers[0].wq.kind();
+    let arch = session.model.cfg.arch_name.clone();
+    Ok(Box::new(tmac {
+        session,
+        outbox: Vec::new(),
+        done: false,
+        generated: 0,
+        max_tokens: p.max_tokens,
+        last_error: CString::default(),
+        poisoned: false,
+        info_strings: [cstring(&arch), cstring(kernel)],
+    }))
+}
+
+fn load_with(
+    params: *const tmac_params,
+    out: *mut *mut tmac,
+    load: impl FnOnce(&LoadOptions) -> crate::Result<Arc<Model>>,
+) -> tmac_status {
+    if out.is_null() {
+        set_thread_error("tmac_load: out is NULL");
+        return TMAC_ERR_NULL_ARG;
+    }
+    let p = match read_params(params) {
+        Ok(p) => p,
+        Err(m) => {
+            set_thread_error(&m);
+            return TMAC_ERR_INVALID_ARG;
+        }
+    };
+    let compute = if p.flags & TMAC_FLAG_F32 != 0 {
+        Compute::F32
+    } else {
+        Compute::default()
+    };
+    match load(&LoadOptions { compute }).and_then(|m| new_handle(m, &p)) {
+        Ok(h) => {
+            // SAFETY: out is non-null (checked above) and points to writable storage.
+            unsafe { *out = Box::into_raw(h) };
+            TMAC_OK
+        }
+        Err(e) => {
+            set_thread_error(&e.msg);
+            status_of(&e)
+        }
+    }
+}
+
+/// Default parameters, with `struct_size` set.
+#[no_mangle]
+pub extern "C" fn tmac_params_default() -> tmac_params {
+    default_params()
+}
+
+/// Load a model file (GGUF) and open a conversation on it. On success `*out` is a new handle;
+/// on failure `*out` is untouched and `tmac_last_error(NULL)` says why. `params` may be NULL
+/// (defaults). Handles that load the same file share one read-only memory map.
+#[no_mangle]
+pub extern "C" fn tmac_load(
+    path: *const c_char,
+    params: *const tmac_params,
+    out: *mut *mut tmac,
+) -> tmac_status {
+    guarded(|| {
+        if path.is_null() {
+            set_thread_error("tmac_load: path is NULL");
+            return TMAC_ERR_NULL_ARG;
+        }
+        // SAFETY: path is non-null and NUL-terminated (the caller's contract).
+        let path = unsafe { CStr::from_ptr(path) };
+        let Ok(path) = path.to_str() else {
+            set_thread_error("tmac_load: path is not valid UTF-8");
+            return TMAC_ERR_INVALID_ARG;
+        };
+        load_with(params, out, |o| Model::load_shared(path, o))
+    })
+}
+
+/// Load a model from memory (e.g. embedded in the application or in flash). No copy is made:
+/// the `len` bytes at `data` must stay valid and unchanged until every handle using them is
+/// freed.
+#[no_mangle]
+pub extern "C" fn tmac_load_from_memory(
+    data: *const c_void,
+    len: usize,
+    params: *const tmac_params,
+    out: *mut *mut tmac,
+) -> tmac_status {
+    guarded(|| {
+        if data.is_null() {
+            set_thread_error("tmac_load_from_memory: data is NULL");
+            return TMAC_ERR_NULL_ARG;
+        }
+        // SAFETY: data is non-null and points to len readable bytes that outlive every handle
+        // made from them (the documented contract of this function).
+        let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(data as *const u8, len) };
+        load_with(params, out, |o| {
+            Model::from_bytes(Arc::new(Bytes::Static(bytes)), o)
+        })
+    })
+}
+
+/// Open another conversation on the model `t` holds (no reload, shared memory).
+#[no_mangle]
+pub extern "C" fn tmac_new_session(
+    t: *mut tmac,
+    params: *const tmac_params,
+    out: *mut *mut tmac,
+) -> tmac_status {
+    with_handle(t, |h| {
+        if out.is_null() {
+            return Err((TMAC_ERR_NULL_ARG, "tmac_new_session: out is NULL".into()));
+        }
+        let p = read_params(params).map_err(|m| (TMAC_ERR_INVALID_ARG, m))?;
+        let n = new_handle(h.session.model.clone(), &p).map_err(err)?;
+        // SAFETY: out is non-null (checked above) and points to writable storage.
+        unsafe { *out = Box::into_raw(n) };
+        Ok(TMAC_OK)
+    })
+}
+
+/// Borrow `len` bytes at `ptr` as UTF-8 text.
+fn text_arg<'a>(
+    ptr: *const c_char,
+    len: usize,
+    what: &str,
+) -> Result<&'a str, (tmac_status, String)> {
+    if ptr.is_null() {
+        return if len == 0 {
+            Ok("")
+        } else {
+            Err((TMAC_ERR_NULL_ARG, format!("{what} is NULL")))
+        };
+    }
+    // SAFETY: ptr is non-null and points to len readable bytes (the caller's contract).
+    let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
+    std::str::from_utf8(bytes).map_err(|e| {
+        (
+            TMAC_ERR_INVALID_ARG,
+            format!("{what} is not valid UTF-8 (at byte {})", e.valid_up_to()),
+        )
+    })
+}
+
+fn begin_generation(h: &mut tmac) {
+    h.done = false;
+    h.generated = 0;
+    h.outbox.clear();
+}
+
+/// Feed `len` bytes of UTF-8 text (not NUL-terminated; NUL is fine when len is 0) and run it
+/// through the model. The next `tmac_next_token` continues it. A text that does not fit in the
+/// context returns `TMAC_ERR_CONTEXT_FULL` and consumes nothing.
+#[no_mangle]
+pub extern "C" fn tmac_prompt(t: *mut tmac, utf8: *const c_char, len: usize) -> tmac_status {
+    with_handle(t, |h| {
+        let text = text_arg(utf8, len, "prompt")?;
+        h.session.prompt(text).map_err(err)?;
+        begin_generation(h);
+        Ok(TMAC_OK)
+    })
+}
+
+/// Feed one chat message with the model's chat template (ChatML, Llama 3, ...) and open the
+/// assistant's reply. `role` is a NUL-terminated string such as "system" or "user".
+#[no_mangle]
+pub extern "C" fn tmac_prompt_chat(
+    t: *mut tmac,
+    role: *const c_char,
+    utf8: *const c_char,
+    len: usize,
+) -> tmac_status {
+    with_handle(t, |h| {
+        if role.is_null() {
+            return Err((TMAC_ERR_NULL_ARG, "role is NULL".into()));
+        }
+        // SAFETY: role is non-null and NUL-terminated (the caller's contract).
+        let role = unsafe { CStr::from_ptr(role) }
+            .to_str()
+            .map_err(|_| (TMAC_ERR_INVALID_ARG, "role is not valid UTF-8".to_string()))?;
+        let text = text_arg(utf8, len, "message")?;
+        h.session.prompt_chat(role, text).map_err(err)?;
+        if role != "system" {
+            begin_generation(h);
+        }
+        Ok(TMAC_OK)
+    })
+}
+
+/// Generate. Writes the next piece of text to `buf` as a NUL-terminated string of whole UTF-8
+/// characters and sets `*out_len` to its length (without the NUL). A piece may be empty while
+/// a character spans several tokens. Returns `TMAC_DONE` (with `*out_len` = 0) once generation
+/// has ended; `TMAC_ERR_BUFFER_TOO_SMALL` if `cap` cannot hold the next character plus NUL, with
+/// `*out_len` set to the `cap` needed and nothing consumed. Any `cap` >= 5 always works.
+#[no_mangle]
+pub extern "C" fn tmac_next_token(
+    t: *mut tmac,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> tmac_status {
+    with_handle(t, |h| {
+        if buf.is_null() || out_len.is_null() {
+            return Err((
+                TMAC_ERR_NULL_ARG,
+                "tmac_next_token: buf or out_len is NULL".into(),
+            ));
+        }
+        if h.outbox.is_empty() && !h.done {
+            if h.max_tokens != 0 && h.generated >= h.max_tokens {
+                h.outbox.extend_from_slice(h.session.finish().as_bytes());
+                h.done = true;
+            } else {
+                match h.session.next_token() {
+                    Ok(Step::Token { text, .. }) => {
+                        h.generated += 1;
+                        h.outbox.extend_from_slice(text.as_bytes());
+                    }
+                    Ok(Step::Done { text, .. }) => {
+                        h.outbox.extend_from_slice(text.as_bytes());
+                        h.done = true;
+                    }
+                    Err(e) if e.kind == ErrorKind::InvalidArg => {
+                        return Err((TMAC_ERR_STATE, e.msg));
+                    }
+                    Err(e) => return Err(err(e)),
+                }
+            }
+        }
+        if h.outbox.is_empty() && h.done {
+            // SAFETY: out_len and buf are non-null; cap == 0 writes nothing into buf.
+            unsafe {
+                *out_len = 0;
+                if cap > 0 {
+                    *buf = 0;
+                }
+            }
+            return Ok(TMAC_DONE);
+        }
+        // the longest prefix of whole characters that fits with its NUL
+        let text = std::str::from_utf8(&h.outbox).unwrap_or_default();
+        let mut n = 0;
+        for (i, c) in text.char_indices() {
+            if i + c.len_utf8() < cap {
+                n = i + c.len_utf8();
+            } else {
+                break;
+            }
+        }
+        if n == 0 && !text.is_empty() {
+            let need = text.chars().next().map_or(1, char::len_utf8) + 1;
+            // SAFETY: out_len is non-null (checked above).
+            unsafe { *out_len = need };
+            return Err((
+                TMAC_ERR_BUFFER_TOO_SMALL,
+                format!("the next character needs a buffer of {need} bytes, got {cap}"),
+            ));
+        }
+        // SAFETY: buf has cap writable bytes and n + 1 <= cap (n < cap by construction above,
+        // or n == 0 with cap checked).
+        unsafe {
+            std::ptr::copy_nonoverlapping(h.outbox.as_ptr(), buf as *mut u8, n);
+            if n < cap {
+                *buf.add(n) = 0;
+            }
+            *out_len = n;
+        }
+        h.outbox.drain(..n);
+        Ok(TMAC_OK)
+    })
+}
+
+/// Forget the conversation (context, chat state, pending text); keeps model and settings.
+#[no_mangle]
+pub extern "C" fn tmac_reset(t: *mut tmac) -> tmac_status {
+    with_handle(t, |h| {
+        h.session.reset();
+        h.outbox.clear();
+        h.done = false;
+        Ok(TMAC_OK)
+    })
+}
+
+fn set_sampler(t: *mut tmac, f: impl FnOnce(&mut SamplerParams)) -> tmac_status {
+    with_handle(t, |h| {
+        let mut p = h.session.sampler.params.clone();
+        f(&mut p);
+        p.validate().map_err(|m| (TMAC_ERR_INVALID_ARG, m))?;
+        let seed_changed = p.seed != h.session.sampler.params.seed;
+        h.session.sampler.params = p;
+        if seed_changed {
+            let seed = h.session.sampler.params.seed;
+            h.session.sampler.reseed(seed);
+        }
+        Ok(TMAC_OK)
+    })
+}
+
+/// Temperature (>= 0; 0 = greedy).
+#[no_mangle]
+pub extern "C" fn tmac_set_temperature(t: *mut tmac, temperature: f32) -> tmac_status {
+    set_sampler(t, |p| p.temperature = temperature)
+}
+
+/// Top-k (0 = off).
+#[no_mangle]
+pub extern "C" fn tmac_set_top_k(t: *mut tmac, top_k: u32) -> tmac_status {
+    set_sampler(t, |p| p.top_k = top_k as usize)
+}
+
+/// Top-p (0 < p <= 1; 1 = off).
+#[no_mangle]
+pub extern "C" fn tmac_set_top_p(t: *mut tmac, top_p: f32) -> tmac_status {
+    set_sampler(t, |p| p.top_p = top_p)
+}
+
+/// Seed of the sampler's random generator; restarts its sequence.
+#[no_mangle]
+pub extern "C" fn tmac_set_seed(t: *mut tmac, seed: u64) -> tmac_status {
+    set_sampler(t, |p| p.seed = seed)
+}
+
+/// Describe the model. Set `info->struct_size = sizeof(tmac_info)` first.
+#[no_mangle]
+pub extern "C" fn tmac_model_info(t: *mut tmac, info: *mut tmac_info) -> tmac_status {
+    with_handle(t, |h| {
+        if info.is_null() {
+            return Err((TMAC_ERR_NULL_ARG, "tmac_model_info: info is NULL".into()));
+        }
+        // SAFETY: info is non-null; struct_size is read before anything is written.
+        let size = unsafe { std::ptr::addr_of!((*info).struct_size).read_unaligned() } as usize;
+        if size < 8 {
+            return Err((
+                TMAC_ERR_INVALID_ARG,
+                "tmac_info.struct_size is not set".into(),
+            ));
+        }
+        let m = &h.session.model;
+        let c = &m.cfg;
+        let v = tmac_info {
+            struct_size: std::mem::size_of::<tmac_info>() as u32,
+            n_vocab: c.n_vocab as u32,
+            n_embd: c.n_embd as u32,
+            n_layer: c.n_layer as u32,
+            n_head: c.n_head as u32,
+            n_head_kv: c.n_head_kv as u32,
+            n_ff: c.n_ff as u32,
+            n_ctx: h.session.n_ctx() as u32,
+            n_ctx_train: c.n_ctx_train as u32,
+            bits_per_weight: m.bits_per_weight() as f32,
+            file_size: m.file_size as u64,
+            architecture: h.info_strings[0].as_ptr(),
+            kernel: h.info_strings[1].as_ptr(),
+        };
+        let n = size.min(std::mem::size_of::<tmac_info>());
+        // SAFETY: info points to at least struct_size writable bytes; n <= both sizes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(&v as *const tmac_info as *const u8, info as *mut u8, n)
+        };
+        Ok(TMAC_OK)
+    })
+}
+
+/// The message of the last error on `t`, or, when `t` is NULL, of the last failed load (or
+/// NULL-handle call) on this thread. Never NULL; "" when there was no error. Valid until the
+/// next call with the same handle (or on this thread).
+#[no_mangle]
+pub extern "C" fn tmac_last_error(t: *const tmac) -> *const c_char {
+    // SAFETY: t is NULL or a live handle (the caller's contract).
+    match unsafe { t.as_ref() } {
+        Some(h) => h.last_error.as_ptr(),
+        None => LAST_ERROR.with(|e| e.borrow().as_ptr()),
+    }
+}
+
+/// A short static description of a status code.
+#[no_mangle]
+pub extern "C" fn tmac_status_str(s: i32) -> *const c_char {
+    let msg: &'static [u8] = match s {
+        0 => b"ok\0",
+        1 => b"done\0",
+        -1 => b"null argument\0",
+        -2 => b"invalid argument\0",
+        -3 => b"cannot read file\0",
+        -4 => b"malformed model file\0",
+        -5 => b"unsupported model\0",
+        -6 => b"context full\0",
+        -7 => b"buffer too small\0",
+        -8 => b"limit exceeded\0",
+        -9 => b"call not valid in this state\0",
+        -100 => b"internal error\0",
+        _ => b"unknown status\0",
+    };
+    msg.as_ptr() as *const c_char
+}
+
+/// The library version, e.g. "0.1.0".
+#[no_mangle]
+pub extern "C" fn tmac_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
+}
+
+/// `TMAC_ABI_VERSION` of the library actually loaded (compare with the header's).
+#[no_mangle]
+pub extern "C" fn tmac_abi_version() -> u32 {
+    TMAC_ABI_VERSION
+}
+
+/// Free a handle and everything it owns. NULL is fine. Never free a handle twice.
+#[no_mangle]
+pub extern "C" fn tmac_free(t: *mut tmac) {
+    if t.is_null() {
+        return;
+    }
+    // SAFETY: t came from Box::into_raw in this library and is freed once (caller's contract).
+    let h = unsafe { Box::from_raw(t) };
+    // dropping cannot panic in tmac's types, but the boundary stays guarded anyway
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(h)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{tiny_llama, TinySpec};
+
+    fn tiny_handle() -> *mut tmac {
+        let bytes: &'static [u8] = Box::leak(tiny_llama(&TinySpec::default()).into_boxed_slice());
+        let mut t = std::ptr::null_mut();
+        let s = tmac_load_from_memory(
+            bytes.as_ptr() as *const c_void,
+            bytes.len(),
+            std::ptr::null(),
+            &mut t,
+        );
+        assert_eq!(s, TMAC_OK);
+        t
+    }
+
+    #[test]
+    fn a_panic_poisons_the_handle_instead_of_aborting() {
+        let t = tiny_handle();
+        let s = with_handle(t, |_| panic!("boom"));
+        assert_eq!(s, TMAC_ERR_PANIC);
+        // SAFETY: tmac_last_error returns a valid NUL-terminated string owned by the handle.
+        let msg = unsafe { CStr::from_ptr(tmac_last_error(t)) }
+            .to_string_lossy()
+            .into_owned();
+        assert!(msg.contains("boom"), "{msg}");
+        let p = b"hello";
+        assert_eq!(
+            tmac_prompt(t, p.as_ptr() as *const c_char, p.len()),
+            TMAC_ERR_PANIC
+        );
+        assert_eq!(tmac_reset(t), TMAC_ERR_PANIC);
+        tmac_free(t);
+    }
+
+    #[test]
+    fn params_honour_struct_size() {
+        let mut p = tmac_params_default();
+        p.n_ctx = 32;
+        p.seed = 7;
+        // an older caller that only knew the first two fields
+        p.struct_size = 8;
+        let q = read_params(&p).unwrap();
+        assert_eq!((q.n_ctx, q.seed), (32, default_params().seed));
+        p.struct_size = PARAMS_V1_SIZE as u32 + 64; // a newer caller: extra fields ignored
+        assert_eq!(read_params(&p).unwrap().seed, 7);
+        p.struct_size = 4;
+        assert!(read_params(&p).is_err());
+    }
+
+    #[test]
+    fn status_strings_cover_every_status() {
+        for s in [
+            TMAC_OK,
+            TMAC_DONE,
+            TMAC_ERR_NULL_ARG,
+            TMAC_ERR_INVALID_ARG,
+            TMAC_ERR_IO,
+            TMAC_ERR_BAD_MODEL,
+            TMAC_ERR_UNSUPPORTED,
+            TMAC_ERR_CONTEXT_FULL,
+            TMAC_ERR_BUFFER_TOO_SMALL,
+            TMAC_ERR_LIMIT,
+            TMAC_ERR_STATE,
+            TMAC_ERR_PANIC,
+        ] {
+            // SAFETY: tmac_status_str returns a static NUL-terminated string.
+            let msg = unsafe { CStr::from_ptr(tmac_status_str(s as i32)) };
+            assert_ne!(msg.to_bytes(), b"unknown status", "{s:?}");
+        }
+    }
+}
