@@ -4,6 +4,11 @@
 //! failure as a `tmac_status`; out-parameters are written only on success; the handle keeps the
 //! message of its last error. A panic poisons the handle: every later call on it returns
 //! `TMAC_ERR_PANIC`, and only `tmac_free` is useful.
+//!
+//! The exported functions take raw pointers from C. Their validity is the C caller's contract,
+//! written in the header; every dereference sits in an `unsafe` block with its SAFETY note, so
+//! the functions themselves are not marked `unsafe` (that would only matter to Rust callers).
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 use crate::error::{Error, ErrorKind};
 use crate::format::Bytes;
