@@ -262,7 +262,7 @@ fn new_handle(model: Arc<Model>, p: &tmac_params) -> Result<Box<tmac>, Error> {
         max_tokens: p.max_tokens,
         last_error: CString::default(),
         poisoned: false,
-        info_strings: [cstring(&arch), cstring(kernel)],
+        info_strings: [cstring(&arch), cstring(&kernel)],
     }))
 }
 

@@ -14,17 +14,27 @@
 //! # Ok::<(), tmac::Error>(())
 //! ```
 
+/// The C API (the only module cbindgen reads; the others are marked cbindgen:ignore).
 #[allow(non_camel_case_types)]
 pub mod capi;
+/// cbindgen:ignore
 pub mod error;
+/// cbindgen:ignore
 pub mod format;
+/// cbindgen:ignore
 pub mod kernel;
+/// cbindgen:ignore
 pub mod math;
+/// cbindgen:ignore
 pub mod model;
+/// cbindgen:ignore
 pub mod quant;
+/// cbindgen:ignore
 pub mod sampler;
+/// cbindgen:ignore
 #[doc(hidden)]
 pub mod testing;
+/// cbindgen:ignore
 pub mod tokenizer;
 
 pub use error::{Error, ErrorKind, Result};

@@ -27,6 +27,35 @@ impl Bytes {
     }
 }
 
+/// Bytes a tensor lives in: its own buffer (repacked at load), or a range of the model file
+/// (tmac's own files are used straight from the map).
+pub enum Blob {
+    Owned(Vec<u8>),
+    Mapped {
+        bytes: Arc<Bytes>,
+        start: usize,
+        len: usize,
+    },
+}
+
+impl Blob {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Blob::Owned(v) => v,
+            Blob::Mapped { bytes, start, len } => &bytes.as_slice()[*start..*start + *len],
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn is_mapped(&self) -> bool {
+        matches!(self, Blob::Mapped { .. })
+    }
+}
+
 /// Map `path` read-only. The map is shared: several models may hold it.
 pub fn map_file(path: &Path) -> Result<Arc<Bytes>> {
     let file = File::open(path).map_err(|e| {

@@ -1,3 +1,122 @@
-//! Compute kernels. `f32` is the portable reference for full-precision weights.
+//! Compute kernels. `f32` is the portable reference for full-precision weights; `lut` prepares
+//! inputs (int8 activations and lookup tables); `scalar`, `avx2` and `neon` implement the T-MAC
+//! LUT GEMV and the 8-bit GEMV with identical results. One instruction set is chosen once per
+//! process (`isa()`), from the CPU's features or the TMAC_KERNEL environment variable.
 
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
 pub mod f32;
+pub mod lut;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
+pub mod scalar;
+
+use crate::quant::lut::LutMatrix;
+use crate::quant::q8::Q8Matrix;
+use lut::Activations;
+use std::sync::OnceLock;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Neon,
+}
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Neon => "neon",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Neon]
+            .into_iter()
+            .find(|i| i.name() == s)
+    }
+
+    /// Can this CPU run it?
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c"),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The best instruction set this CPU has.
+    pub fn best() -> Isa {
+        [Isa::Avx2, Isa::Neon]
+            .into_iter()
+            .find(|i| i.available())
+            .unwrap_or(Isa::Scalar)
+    }
+}
+
+/// The instruction set in use: TMAC_KERNEL=scalar|avx2|neon if set and available, else the best.
+pub fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| match std::env::var("TMAC_KERNEL") {
+        Ok(name) => match Isa::from_name(&name) {
+            Some(i) if i.available() => i,
+            _ => {
+                let best = Isa::best();
+                eprintln!(
+                    "tmac: TMAC_KERNEL={name} is not available on this CPU; using {}",
+                    best.name()
+                );
+                best
+            }
+        },
+        Err(_) => Isa::best(),
+    })
+}
+
+/// y = W x for a LUT matrix, with `isa` (which must be available).
+pub fn lut_gemv(isa: Isa, m: &LutMatrix, act: &Activations, y: &mut [f32]) {
+    debug_assert!(act.tables_ready() && act.a.len() >= m.cols.div_ceil(8) * 8 && y.len() >= m.rows);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Isa::Avx2 is only used when available() confirmed AVX2 and F16C.
+        Isa::Avx2 => unsafe { avx2::lut_gemv(m, act, y) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: Isa::Neon is only used when available() confirmed NEON.
+        Isa::Neon => unsafe { neon::lut_gemv(m, act, y) },
+        _ => scalar::lut_gemv(m, act, y),
+    }
+}
+
+/// The integer accumulators of a LUT GEMV, [row block][group][16] (for tests).
+pub fn lut_ints(isa: Isa, m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
+    assert!(isa.available(), "{} is not available", isa.name());
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 availability asserted above.
+        Isa::Avx2 => unsafe { avx2::lut_ints(m, act, out) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON availability asserted above.
+        Isa::Neon => unsafe { neon::lut_ints(m, act, out) },
+        _ => scalar::lut_ints(m, act, out),
+    }
+}
+
+/// y = W x for an 8-bit matrix.
+pub fn q8_gemv(isa: Isa, m: &Q8Matrix, act: &Activations, y: &mut [f32]) {
+    debug_assert!(act.a.len() >= m.cols && y.len() >= m.rows);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Isa::Avx2 is only used when available() confirmed AVX2 and F16C.
+        Isa::Avx2 => unsafe { avx2::q8_gemv(m, act, y) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: Isa::Neon is only used when available() confirmed NEON.
+        Isa::Neon => unsafe { neon::q8_gemv(m, act, y) },
+        _ => scalar::q8_gemv(m, act, y),
+    }
+}

@@ -1,9 +1,11 @@
 //! The transformer forward pass for one token, in the order llama.cpp's graph computes it.
 
 use super::config::{Activation, Config};
+use super::linear::Linear;
 use super::weights::Weights;
 use crate::error::{Error, Result};
 use crate::kernel::f32 as kf32;
+use crate::kernel::lut::Activations;
 use crate::math;
 
 /// Keys and values of every past position: [layer][pos][kv_dim].
@@ -45,6 +47,7 @@ pub struct Scratch {
     hb: Vec<f32>,         // (n_ff) gate
     hb2: Vec<f32>,        // (n_ff) up
     pub logits: Vec<f32>, // (n_vocab)
+    act: Activations,     // the current matmul input, quantized, with its lookup tables
 }
 
 impl Scratch {
@@ -62,6 +65,7 @@ impl Scratch {
             hb: z(cfg.n_ff),
             hb2: z(cfg.n_ff),
             logits: z(cfg.n_vocab),
+            act: Activations::new(),
         }
     }
 }
@@ -155,9 +159,10 @@ pub fn forward(
     for (l, layer) in w.layers.iter().enumerate() {
         // attention
         rmsnorm(&mut s.xb, &s.x, &layer.attn_norm, cfg.rms_eps);
-        layer.wq.forward(&s.xb, &mut s.q);
-        layer.wk.forward(&s.xb, &mut s.k);
-        layer.wv.forward(&s.xb, &mut s.v);
+        Linear::prepare(&mut s.act, &s.xb, &[&layer.wq, &layer.wk, &layer.wv]);
+        layer.wq.forward(&s.xb, &s.act, &mut s.q);
+        layer.wk.forward(&s.xb, &s.act, &mut s.k);
+        layer.wv.forward(&s.xb, &s.act, &mut s.v);
         let freqs = w.rope_freqs.as_deref();
         rope(&mut s.q, hd, cfg.rope_dim, pos, ts, freqs);
         rope(&mut s.k, hd, cfg.rope_dim, pos, ts, freqs);
@@ -184,15 +189,17 @@ pub fn forward(
         if let Some(n) = &layer.attn_sub_norm {
             rmsnorm_inplace(&mut s.attn, n, cfg.rms_eps);
         }
-        layer.wo.forward(&s.attn, &mut s.d);
+        Linear::prepare(&mut s.act, &s.attn, &[&layer.wo]);
+        layer.wo.forward(&s.attn, &s.act, &mut s.d);
         for (x, d) in s.x.iter_mut().zip(&s.d) {
             *x += d;
         }
 
         // feed-forward
         rmsnorm(&mut s.xb, &s.x, &layer.ffn_norm, cfg.rms_eps);
-        layer.w_gate.forward(&s.xb, &mut s.hb);
-        layer.w_up.forward(&s.xb, &mut s.hb2);
+        Linear::prepare(&mut s.act, &s.xb, &[&layer.w_gate, &layer.w_up]);
+        layer.w_gate.forward(&s.xb, &s.act, &mut s.hb);
+        layer.w_up.forward(&s.xb, &s.act, &mut s.hb2);
         for (g, &u) in s.hb.iter_mut().zip(&s.hb2) {
             *g = match cfg.act {
                 Activation::Silu => *g / (1.0 + math::exp(-*g)) * u,
@@ -205,14 +212,16 @@ pub fn forward(
         if let Some(n) = &layer.ffn_sub_norm {
             rmsnorm_inplace(&mut s.hb, n, cfg.rms_eps);
         }
-        layer.w_down.forward(&s.hb, &mut s.d);
+        Linear::prepare(&mut s.act, &s.hb, &[&layer.w_down]);
+        layer.w_down.forward(&s.hb, &s.act, &mut s.d);
         for (x, d) in s.x.iter_mut().zip(&s.d) {
             *x += d;
         }
     }
     if want_logits {
         rmsnorm(&mut s.xb, &s.x, &w.out_norm, cfg.rms_eps);
-        w.output.forward(&s.xb, &mut s.logits);
+        Linear::prepare(&mut s.act, &s.xb, &[&w.output]);
+        w.output.forward(&s.xb, &s.act, &mut s.logits);
     }
     Ok(())
 }

@@ -20,8 +20,10 @@ use weights::{Loader, Weights};
 /// How the weights are held in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Compute {
-    /// Every weight dequantized to f32: the correctness reference.
+    /// T-MAC LUT kernels for low-bit weights, 8-bit kernels for 8-bit weights.
     #[default]
+    Kernels,
+    /// Every weight dequantized to f32: the correctness reference.
     F32,
 }
 
@@ -98,9 +100,14 @@ impl Model {
                 )));
             }
         }
-        let loader = Loader { g: &g, file };
+        let loader = Loader {
+            g: &g,
+            file,
+            bytes: &bytes,
+        };
         let weights = match opts.compute {
             Compute::F32 => weights::load(&loader, &cfg, &weights::F32Builder)?,
+            Compute::Kernels => weights::load(&loader, &cfg, &weights::KernelBuilder)?,
         };
         let mut tensor_types: Vec<(String, usize)> = Vec::new();
         for t in &g.tensors {

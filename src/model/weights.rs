@@ -4,7 +4,10 @@ use super::config::{Arch, Config};
 use super::linear::Linear;
 use crate::error::{Error, Result};
 use crate::format::gguf::{Gguf, TensorInfo};
+use crate::format::{Blob, Bytes};
 use crate::quant::ggml::{dequantize, GgmlType};
+use crate::quant::{lut, q8::Q8Matrix};
+use std::sync::Arc;
 
 pub struct Layer {
     pub attn_norm: Vec<f32>,
@@ -52,6 +55,7 @@ pub struct Weights {
 pub struct Loader<'a> {
     pub g: &'a Gguf,
     pub file: &'a [u8],
+    pub bytes: &'a Arc<Bytes>,
 }
 
 impl<'a> Loader<'a> {
@@ -120,6 +124,34 @@ impl MatrixBuilder for F32Builder {
             cols,
             w: l.f32s(t)?,
         })
+    }
+}
+
+/// The default: each matrix through the fastest kernel that holds it exactly. Q4_0, Q4_1,
+/// TQ1_0 and TQ2_0 are repacked into LUT layout, Q8_0 is used in place from the file, and
+/// anything else is dequantized to f32.
+pub struct KernelBuilder;
+
+impl MatrixBuilder for KernelBuilder {
+    fn build(&self, l: &Loader, t: &TensorInfo, rows: usize, cols: usize) -> Result<Linear> {
+        use GgmlType::*;
+        match t.typ {
+            Q4_0 | Q4_1 | TQ1_0 | TQ2_0 => {
+                let m = lut::from_ggml(t.typ, l.data(t), rows, cols)
+                    .ok_or_else(|| Error::unsupported(format!("cannot repack {}", t.typ.name())))?;
+                m.validate()?;
+                Ok(Linear::Lut(m))
+            }
+            Q8_0 => {
+                let blob = Blob::Mapped {
+                    bytes: l.bytes.clone(),
+                    start: t.offset,
+                    len: t.size,
+                };
+                Ok(Linear::Q8(Q8Matrix::new(rows, cols, blob)?))
+            }
+            _ => F32Builder.build(l, t, rows, cols),
+        }
     }
 }
 

@@ -1,3 +1,6 @@
-//! Weight quantization: ggml's block types (read from GGUF).
+//! Weight quantization: ggml's block types (read from GGUF), and the layouts tmac's kernels
+//! read: bit-plane LUT matrices and 8-bit matrices.
 
 pub mod ggml;
+pub mod lut;
+pub mod q8;

@@ -1,0 +1,240 @@
+//! NEON kernels (aarch64). Same integer results and float operation order as `scalar.rs`.
+//!
+//! LUT GEMV: per 16 bytes of weights (8 rows x 2 bit-planes x 8 columns) two `tbl` lookups per
+//! table byte-half; each row's pair of planes is combined as even + 2 * odd with a pairwise
+//! widening add plus the odd byte shifted down. Low-byte sums are unsigned 16-bit (wrapping,
+//! read back unsigned) until widened, exactly as in the AVX2 kernel.
+//! 8-bit GEMV: `sdot` where the CPU has dotprod (Cortex-A76 / Pi 5), `smull` + pairwise adds
+//! otherwise (Cortex-A72 / Pi 4); both give the same lane sums.
+
+use super::lut::{Activations, TABLE_BYTES};
+use crate::quant::lut::{Geometry, LutMatrix, Zero};
+use crate::quant::q8::{Q8Matrix, Q8_BLOCK, Q8_BYTES};
+use std::arch::aarch64::*;
+use std::arch::asm;
+use std::sync::OnceLock;
+
+fn flush_chunks(g: &Geometry) -> usize {
+    if g.plane_pairs == 2 {
+        8
+    } else {
+        32
+    }
+}
+
+/// even + 2 * odd for each pair of unsigned bytes, as u16.
+#[inline(always)]
+unsafe fn pair_u8(v: uint8x16_t) -> uint16x8_t {
+    vaddq_u16(vpaddlq_u8(v), vshrq_n_u16(vreinterpretq_u16_u8(v), 8))
+}
+
+/// even + 2 * odd for each pair of signed bytes, as i16.
+#[inline(always)]
+unsafe fn pair_s8(v: int8x16_t) -> int16x8_t {
+    vaddq_s16(vpaddlq_s8(v), vshrq_n_s16(vreinterpretq_s16_s8(v), 8))
+}
+
+/// Integer sums of one scale group for row block `rb`: rows 0-3, 4-7, 8-11, 12-15.
+#[target_feature(enable = "neon")]
+unsafe fn group_ints(
+    data: &[u8],
+    g: &Geometry,
+    tables: &[u8],
+    rb: usize,
+    grp: usize,
+) -> [int32x4_t; 4] {
+    let c0 = grp * g.group_chunks;
+    let c1 = (c0 + g.group_chunks).min(g.chunks);
+    debug_assert!(data.len() >= ((rb * g.chunks + c1) * g.plane_pairs) * 32);
+    debug_assert!(tables.len() >= 2 * c1 * TABLE_BYTES);
+    let mask = vdupq_n_u8(0x0F);
+    let mut acc = [vdupq_n_s32(0); 4];
+    let (wp, tp) = (data.as_ptr(), tables.as_ptr());
+    let mut c = c0;
+    while c < c1 {
+        let cend = (c + flush_chunks(g)).min(c1);
+        let mut slo = [vdupq_n_u16(0); 2];
+        let mut shi = [vdupq_n_s16(0); 2];
+        for cc in c..cend {
+            // SAFETY: tables 2cc, 2cc+1 and weight block (rb, cc, pp) are in bounds (asserted).
+            let t = tp.add(2 * cc * TABLE_BYTES);
+            let (tl0, th0) = (vld1q_u8(t), vld1q_s8(t.add(32) as *const i8));
+            let (tl1, th1) = (vld1q_u8(t.add(64)), vld1q_s8(t.add(96) as *const i8));
+            for pp in 0..g.plane_pairs {
+                let blk = wp.add(((rb * g.chunks + cc) * g.plane_pairs + pp) * 32);
+                for h in 0..2 {
+                    let w = vld1q_u8(blk.add(16 * h));
+                    let i0 = vandq_u8(w, mask);
+                    let i1 = vshrq_n_u8(w, 4);
+                    let mut lo =
+                        vaddq_u16(pair_u8(vqtbl1q_u8(tl0, i0)), pair_u8(vqtbl1q_u8(tl1, i1)));
+                    let mut hi =
+                        vaddq_s16(pair_s8(vqtbl1q_s8(th0, i0)), pair_s8(vqtbl1q_s8(th1, i1)));
+                    if pp == 1 {
+                        lo = vshlq_n_u16(lo, 2);
+                        hi = vshlq_n_s16(hi, 2);
+                    }
+                    slo[h] = vaddq_u16(slo[h], lo);
+                    shi[h] = vaddq_s16(shi[h], hi);
+                }
+            }
+        }
+        for h in 0..2 {
+            let lo_a = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(slo[h])));
+            let lo_b = vreinterpretq_s32_u32(vmovl_high_u16(slo[h]));
+            let hi_a = vshlq_n_s32(vmovl_s16(vget_low_s16(shi[h])), 8);
+            let hi_b = vshlq_n_s32(vmovl_high_s16(shi[h]), 8);
+            acc[2 * h] = vaddq_s32(acc[2 * h], vaddq_s32(lo_a, hi_a));
+            acc[2 * h + 1] = vaddq_s32(acc[2 * h + 1], vaddq_s32(lo_b, hi_b));
+        }
+        c = cend;
+    }
+    acc
+}
+
+/// Four f16 values (raw bits) to f32, exactly, for finite inputs: shift the exponent and
+/// mantissa into place, scale by 2^112 (subnormals come out right), then restore the sign.
+#[inline(always)]
+unsafe fn f16x4_to_f32(p: *const u8) -> float32x4_t {
+    let h = vmovl_u16(vld1_u16(p as *const u16));
+    let mag = vshlq_n_u32(vandq_u32(h, vdupq_n_u32(0x7FFF)), 13);
+    let v = vmulq_f32(
+        vreinterpretq_f32_u32(mag),
+        vdupq_n_f32(f32::from_bits(0x7780_0000)),
+    ); // 2^112
+    let sign = vshlq_n_u32(vandq_u32(h, vdupq_n_u32(0x8000)), 16);
+    vreinterpretq_f32_u32(vorrq_u32(vreinterpretq_u32_f32(v), sign))
+}
+
+/// All integer accumulators, laid out [row block][group][16] (for tests).
+///
+/// # Safety
+/// NEON must be available; `act` must have its tables built for this matrix's width.
+#[target_feature(enable = "neon")]
+pub unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
+    let g = m.geometry();
+    out.clear();
+    for rb in 0..g.row_blocks {
+        for grp in 0..g.groups {
+            let acc = group_ints(m.data.as_slice(), &g, &act.tables, rb, grp);
+            let mut v = [0i32; 16];
+            for (i, a) in acc.iter().enumerate() {
+                // SAFETY: v has room for 16 i32.
+                vst1q_s32(v.as_mut_ptr().add(4 * i), *a);
+            }
+            out.extend_from_slice(&v);
+        }
+    }
+}
+
+/// y = W x for a LUT matrix (see scalar::lut_gemv for the semantics).
+///
+/// # Safety
+/// NEON must be available; `act` must have its tables built for this matrix's width.
+#[target_feature(enable = "neon")]
+pub unsafe fn lut_gemv(m: &LutMatrix, act: &Activations, y: &mut [f32]) {
+    let g = m.geometry();
+    let (data, scales) = (m.data.as_slice(), m.scales.as_slice());
+    debug_assert!(scales.len() >= g.scales_len());
+    for rb in 0..g.row_blocks {
+        let mut yv = [vdupq_n_f32(0.0); 4];
+        for grp in 0..g.groups {
+            let acc = group_ints(data, &g, &act.tables, rb, grp);
+            let k0 = grp * m.group;
+            let (f, s) = (vdupq_n_f32(act.scale_at(k0)), act.sum(k0, m.group));
+            // SAFETY: the scales of (rb, grp) are in bounds (scales_len checked at validation).
+            let sp = scales.as_ptr().add((rb * g.groups + grp) * g.scale_stride);
+            for i in 0..4 {
+                let d = f16x4_to_f32(sp.add(8 * i));
+                let t = match m.zero {
+                    Zero::Offset(o) => vmulq_f32(
+                        d,
+                        vcvtq_f32_s32(vsubq_s32(acc[i], vdupq_n_s32(o as i32 * s))),
+                    ),
+                    Zero::Affine => {
+                        let mm = f16x4_to_f32(sp.add(32 + 8 * i));
+                        vaddq_f32(
+                            vmulq_f32(d, vcvtq_f32_s32(acc[i])),
+                            vmulq_f32(mm, vdupq_n_f32(s as f32)),
+                        )
+                    }
+                };
+                yv[i] = vaddq_f32(yv[i], vmulq_f32(f, t));
+            }
+        }
+        let mut y16 = [0f32; 16];
+        for (i, v) in yv.iter().enumerate() {
+            vst1q_f32(y16.as_mut_ptr().add(4 * i), *v);
+        }
+        let n = (m.rows - rb * 16).min(16);
+        y[rb * 16..rb * 16 + n].copy_from_slice(&y16[..n]);
+    }
+}
+
+/// Lane i = sum of a[4i..4i+4] * b[4i..4i+4] (the sdot instruction).
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn dot4_sdot(a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut r = vdupq_n_s32(0);
+    // SAFETY: sdot only reads and writes the registers given; dotprod is enabled for this fn.
+    asm!("sdot {r:v}.4s, {a:v}.16b, {b:v}.16b", r = inout(vreg) r, a = in(vreg) a, b = in(vreg) b,
+         options(pure, nomem, nostack));
+    r
+}
+
+/// The same lane sums without dotprod.
+#[inline(always)]
+unsafe fn dot4_mull(a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let p = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+    let q = vmull_high_s8(a, b);
+    vpaddq_s32(vpaddlq_s16(p), vpaddlq_s16(q))
+}
+
+fn has_dotprod() -> bool {
+    static DOT: OnceLock<bool> = OnceLock::new();
+    *DOT.get_or_init(|| std::arch::is_aarch64_feature_detected!("dotprod"))
+}
+
+#[inline(always)]
+unsafe fn q8_row(
+    row: *const u8,
+    act: &Activations,
+    block_scales: &[f32],
+    dot: unsafe fn(int8x16_t, int8x16_t) -> int32x4_t,
+) -> f32 {
+    let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+    for (b, &fa) in block_scales.iter().enumerate() {
+        // SAFETY: block b of this row and activations 32b..32b+32 are in bounds (the caller's).
+        let blk = row.add(b * Q8_BYTES);
+        let sc = vdupq_n_f32(half::f16::from_le_bytes([*blk, *blk.add(1)]).to_f32() * fa);
+        let a = act.a.as_ptr().add(b * Q8_BLOCK);
+        let s0 = dot(vld1q_s8(blk.add(2) as *const i8), vld1q_s8(a));
+        let s1 = dot(vld1q_s8(blk.add(18) as *const i8), vld1q_s8(a.add(16)));
+        acc0 = vaddq_f32(acc0, vmulq_f32(vcvtq_f32_s32(s0), sc));
+        acc1 = vaddq_f32(acc1, vmulq_f32(vcvtq_f32_s32(s1), sc));
+    }
+    let h = vaddq_f32(acc0, acc1);
+    let v = vaddq_f32(h, vextq_f32(h, h, 2));
+    vgetq_lane_f32(v, 0) + vgetq_lane_f32(v, 1)
+}
+
+/// y = W x for an 8-bit matrix (see scalar::q8_gemv for the semantics).
+///
+/// # Safety
+/// NEON must be available; `act` must cover the matrix's columns.
+#[target_feature(enable = "neon")]
+pub unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32]) {
+    let data = m.data.as_slice();
+    let nb = m.cols / Q8_BLOCK;
+    debug_assert!(data.len() >= m.rows * nb * Q8_BYTES && act.a.len() >= m.cols);
+    let block_scales: Vec<f32> = (0..nb).map(|b| act.scale_at(b * Q8_BLOCK)).collect();
+    let dot: unsafe fn(int8x16_t, int8x16_t) -> int32x4_t =
+        if has_dotprod() { dot4_sdot } else { dot4_mull };
+    for (r, yr) in y.iter_mut().enumerate().take(m.rows) {
+        *yr = q8_row(
+            data.as_ptr().add(r * nb * Q8_BYTES),
+            act,
+            &block_scales,
+            dot,
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! The portable reference kernels. They define the exact integer semantics (and the float
+//! operation order) that the AVX2 and NEON kernels must reproduce bit for bit.
+
+use super::lut::{entry, Activations};
+use crate::quant::lut::{scale_of, Geometry, LutMatrix, Zero};
+use crate::quant::q8::{Q8Matrix, Q8_BLOCK, Q8_BYTES};
+use half::f16;
+
+/// Integer sums A = sum of q * a over one scale group, for the 16 rows of row block `rb`.
+pub fn lut_group_ints(
+    data: &[u8],
+    g: &Geometry,
+    tables: &[u8],
+    rb: usize,
+    grp: usize,
+) -> [i32; 16] {
+    let mut acc = [0i32; 16];
+    let c0 = grp * g.group_chunks;
+    let c1 = (c0 + g.group_chunks).min(g.chunks);
+    for c in c0..c1 {
+        for pp in 0..g.plane_pairs {
+            let blk = &data[((rb * g.chunks + c) * g.plane_pairs + pp) * 32..][..32];
+            for (i, &b) in blk.iter().enumerate() {
+                let row = (i / 16) * 8 + (i % 16) / 2;
+                let plane = 2 * pp + i % 2;
+                let v = entry(tables, 2 * c, (b & 15) as usize)
+                    + entry(tables, 2 * c + 1, (b >> 4) as usize);
+                acc[row] += v << plane;
+            }
+        }
+    }
+    acc
+}
+
+/// Add one group's contribution to 16 row outputs: y += f * (d * A + m * S), in this order;
+/// with a zero offset o, A - o * S is formed in integers first.
+#[allow(clippy::too_many_arguments)]
+pub fn combine(
+    y: &mut [f32; 16],
+    acc: &[i32; 16],
+    scales: &[u8],
+    g: &Geometry,
+    zero: Zero,
+    rb: usize,
+    grp: usize,
+    f: f32,
+    s: i32,
+) {
+    for rr in 0..16 {
+        let (d, m) = scale_of(scales, g, zero, rb, grp, rr);
+        let t = match zero {
+            Zero::Offset(o) => d * (acc[rr] - o as i32 * s) as f32,
+            Zero::Affine => d * acc[rr] as f32 + m * s as f32,
+        };
+        y[rr] += f * t;
+    }
+}
+
+/// All integer accumulators, laid out [row block][group][16].
+pub fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
+    let g = m.geometry();
+    out.clear();
+    for rb in 0..g.row_blocks {
+        for grp in 0..g.groups {
+            out.extend_from_slice(&lut_group_ints(m.data.as_slice(), &g, &act.tables, rb, grp));
+        }
+    }
+}
+
+/// y (rows) = W x for a LUT matrix; `act` must have its tables built.
+pub fn lut_gemv(m: &LutMatrix, act: &Activations, y: &mut [f32]) {
+    let g = m.geometry();
+    let (data, scales) = (m.data.as_slice(), m.scales.as_slice());
+    for rb in 0..g.row_blocks {
+        let mut y16 = [0f32; 16];
+        for grp in 0..g.groups {
+            let acc = lut_group_ints(data, &g, &act.tables, rb, grp);
+            let k0 = grp * m.group;
+            combine(
+                &mut y16,
+                &acc,
+                scales,
+                &g,
+                m.zero,
+                rb,
+                grp,
+                act.scale_at(k0),
+                act.sum(k0, m.group),
+            );
+        }
+        let n = (m.rows - rb * 16).min(16);
+        y[rb * 16..rb * 16 + n].copy_from_slice(&y16[..n]);
+    }
+}
+
+/// Sum the 8 float lanes in the order the SIMD kernels do: (0+4, 1+5, 2+6, 3+7), then
+/// (x0 + x2, x1 + x3), then the two.
+pub fn reduce8(v: &[f32; 8]) -> f32 {
+    let h = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
+    (h[0] + h[2]) + (h[1] + h[3])
+}
+
+/// y = W x for an 8-bit matrix (Q8_0 blocks). Lane m of a block holds the products of
+/// elements 4m..4m+3; each lane accumulates s * (d * f) in float.
+pub fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32]) {
+    let data = m.data.as_slice();
+    let nb = m.cols / Q8_BLOCK;
+    for (r, yr) in y.iter_mut().enumerate().take(m.rows) {
+        let mut acc = [0f32; 8];
+        for b in 0..nb {
+            let blk = &data[(r * nb + b) * Q8_BYTES..][..Q8_BYTES];
+            let sc = f16::from_le_bytes([blk[0], blk[1]]).to_f32() * act.scale_at(b * Q8_BLOCK);
+            let a = &act.a[b * Q8_BLOCK..];
+            for (lane, l) in acc.iter_mut().enumerate() {
+                let s: i32 = (4 * lane..4 * lane + 4)
+                    .map(|i| blk[2 + i] as i8 as i32 * a[i] as i32)
+                    .sum();
+                *l += s as f32 * sc;
+            }
+        }
+        *yr = reduce8(&acc);
+    }
+}
