@@ -28,6 +28,8 @@ pub mod math;
 /// cbindgen:ignore
 pub mod model;
 /// cbindgen:ignore
+pub mod perplexity;
+/// cbindgen:ignore
 pub mod quant;
 /// cbindgen:ignore
 pub mod sampler;

@@ -13,6 +13,8 @@ commands:
   run MODEL [options]        generate text
   info MODEL                 print architecture, shapes, tensor types, size, tokenizer
   tokenize MODEL -i TEXT     print token ids (special tokens in TEXT are recognised)
+  perplexity MODEL -f TEXT_FILE [-c N] [--chunks N] [--f32]
+                             perplexity as llama-perplexity computes it (n_ctx 512 default)
 
 run options (llama2.c style):
   -i PROMPT     prompt text (default: empty)
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("info") => info(&args[1..]),
         Some("tokenize") => tokenize(&args[1..]),
+        Some("perplexity") => perplexity(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -264,5 +267,43 @@ fn tokenize(args: &[String]) -> Result<(), String> {
     let ids = m.vocab.encode(&text, true, true);
     let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
     println!("{}", ids.join(" "));
+    Ok(())
+}
+
+fn perplexity(args: &[String]) -> Result<(), String> {
+    let (mut model, mut file, mut n_ctx, mut chunks, mut compute) =
+        (None, None, 512, 0, Compute::default());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "-f" => file = Some(val()?.clone()),
+            "-c" => n_ctx = parse_num(a, val()?)?,
+            "--chunks" => chunks = parse_num(a, val()?)?,
+            "--f32" => compute = Compute::F32,
+            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
+            s => model = Some(s.to_string()),
+        }
+    }
+    let (model, file) = (
+        model.ok_or("perplexity: no model given")?,
+        file.ok_or("perplexity: give the text with -f")?,
+    );
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
+    let m = Model::load(&model, &LoadOptions { compute }).map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    let r = tmac::perplexity::perplexity(&m, &text, n_ctx, chunks, |c, p| {
+        eprint!("[{}]{p:.4} ", c + 1)
+    })
+    .map_err(|e| e.to_string())?;
+    eprintln!();
+    println!(
+        "PPL = {:.4} +/- {:.4} ({} chunks of {n_ctx}, {} tokens scored, {:.1} s)",
+        r.ppl,
+        r.err,
+        r.chunks,
+        r.tokens_scored,
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

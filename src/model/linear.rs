@@ -18,8 +18,39 @@ pub enum Linear {
     Q8(Q8Matrix),
 }
 
-/// Activations are quantized with one scale per vector (per token), as W1.58A8 defines it.
-pub const ACT_GROUP: usize = usize::MAX;
+/// Columns over which a layer sums integers before applying scales: activations may not change
+/// scale inside such a span.
+fn int_group(l: &Linear) -> Option<usize> {
+    match l {
+        Linear::F32 { .. } => None,
+        Linear::Lut(m) => Some(m.group.min(m.cols.div_ceil(8) * 8)),
+        Linear::Q8(_) => Some(crate::quant::q8::Q8_BLOCK),
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// The activation scale group for an input read by `users`: the finest grouping all of them
+/// allow (the lcm of their integer groups). Ternary weights with one scale per row or tensor
+/// therefore get one activation scale per vector, exactly as BitNet's W1.58A8 defines it;
+/// 4-bit weights with 32-column groups get one per 32 activations, like llama.cpp's Q8 blocks.
+pub fn act_group(users: &[&Linear], k: usize) -> usize {
+    let l = users
+        .iter()
+        .filter_map(|u| int_group(u))
+        .fold(1, |acc, g| acc / gcd(acc, g) * g);
+    if l >= k {
+        usize::MAX
+    } else {
+        l
+    }
+}
 
 impl Linear {
     pub fn rows(&self) -> usize {
@@ -59,7 +90,7 @@ impl Linear {
         if users.iter().all(|l| matches!(l, Linear::F32 { .. })) {
             return;
         }
-        act.quantize(x, ACT_GROUP);
+        act.quantize(x, act_group(users, x.len()));
         if users.iter().any(|l| matches!(l, Linear::Lut(_))) {
             act.build_tables();
         }

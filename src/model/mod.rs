@@ -302,6 +302,26 @@ impl Session {
         Ok(())
     }
 
+    /// Feed `tokens`, calling `f(position in tokens, logits)` after each one (for scoring).
+    pub fn eval(&mut self, tokens: &[u32], mut f: impl FnMut(usize, &[f32])) -> Result<()> {
+        if self.pos() + tokens.len() > self.n_ctx() {
+            return Err(Error::new(
+                ErrorKind::ContextFull,
+                "the tokens do not fit in the context",
+            ));
+        }
+        for (i, &t) in tokens.iter().enumerate() {
+            if t as usize >= self.model.cfg.n_vocab {
+                return Err(Error::invalid(format!(
+                    "token id {t} is outside the vocabulary"
+                )));
+            }
+            self.step(t, true)?;
+            f(i, &self.scratch.logits);
+        }
+        Ok(())
+    }
+
     fn step(&mut self, token: u32, want_logits: bool) -> Result<()> {
         let m = &*self.model;
         let pos = self.tokens.len();
