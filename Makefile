@@ -19,7 +19,7 @@ VALGRIND      := valgrind --quiet --error-exitcode=9 --leak-check=full \
 C_OUT         := build/c
 
 .PHONY: all build lib run test model fmt-check clippy fixtures llama-cpp clean \
-        header check-header c-examples test-c test-install install
+        header check-header c-examples test-c test-install install test-bindings
 
 all: lib
 
@@ -82,6 +82,35 @@ test-c: c-examples $(MODEL)
 	test $$(grep -c '^> ' $(C_OUT)/chat.txt) -ge 1
 	@echo "C examples and C API test: OK (shared, static, ASan+UBSan, valgrind)"
 
+# The bindings (bindings/): check_bindings.py holds every C function they name to include/tmac.h;
+# the Python (ctypes) and Kotlin/JVM (JNA) examples must print exactly what the C example
+# prints (greedy), then each binding's own tests run. Needs kotlinc and JNA (.ci/run installs).
+B_OUT   := build/bindings
+JNA_JAR ?= /usr/share/java/jna.jar
+KT_RUN  := java -Djna.library.path=$(LIB) -cp $(B_OUT)/tmac-kt.jar:$(JNA_JAR)
+test-bindings: lib $(MODEL)
+	python3 bindings/check_bindings.py --self-test
+	python3 bindings/check_bindings.py
+	@mkdir -p $(B_OUT)
+	$(CC) $(CFLAGS_C) examples-c/generate.c -L$(LIB) -ltmac -Wl,-rpath,$(abspath $(LIB)) -o $(B_OUT)/generate-c
+	kotlinc -nowarn -cp $(JNA_JAR) -include-runtime -d $(B_OUT)/tmac-kt.jar \
+	  bindings/kotlin/src/main/kotlin/tmac/Tmac.kt bindings/kotlin/examples/Generate.kt \
+	  bindings/kotlin/test/TmacTest.kt
+	$(B_OUT)/generate-c $(MODEL) "The capital of France is" 24 > $(B_OUT)/c.txt
+	python3 bindings/python/generate.py $(MODEL) "The capital of France is" 24 > $(B_OUT)/python.txt
+	$(KT_RUN) GenerateKt $(MODEL) "The capital of France is" 24 > $(B_OUT)/kotlin.txt
+	$(B_OUT)/generate-c --chat $(MODEL) "Name a fruit." 16 > $(B_OUT)/c-chat.txt
+	python3 bindings/python/generate.py --chat $(MODEL) "Name a fruit." 16 > $(B_OUT)/python-chat.txt
+	$(KT_RUN) GenerateKt --chat $(MODEL) "Name a fruit." 16 > $(B_OUT)/kotlin-chat.txt
+	grep -q Paris $(B_OUT)/c.txt
+	cmp $(B_OUT)/c.txt $(B_OUT)/python.txt
+	cmp $(B_OUT)/c.txt $(B_OUT)/kotlin.txt
+	cmp $(B_OUT)/c-chat.txt $(B_OUT)/python-chat.txt
+	cmp $(B_OUT)/c-chat.txt $(B_OUT)/kotlin-chat.txt
+	TMAC_MODEL=$(abspath $(MODEL)) python3 -m unittest discover -s bindings/python
+	$(KT_RUN) TmacTestKt $(MODEL)
+	@echo "bindings: OK (Python and Kotlin/JVM print what C prints; signatures match tmac.h)"
+
 # Install into a scratch prefix and build an example the way a user would, with pkg-config.
 test-install: lib $(MODEL)
 	rm -rf build/prefix
@@ -121,6 +150,7 @@ run: $(MODEL) build
 test: $(MODEL) fmt-check clippy check-header
 	$(CARGO) test --release
 	$(MAKE) --no-print-directory test-c
+	$(MAKE) --no-print-directory test-bindings
 	$(MAKE) --no-print-directory test-install
 
 fmt-check:

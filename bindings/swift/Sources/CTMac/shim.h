@@ -1,0 +1,2 @@
+/* Found through pkg-config's -I (the installed include/tmac.h). */
+#include <tmac.h>
