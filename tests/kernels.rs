@@ -199,13 +199,19 @@ fn q8_kernels_agree() {
         let w: Vec<f32> = (0..rows * cols)
             .map(|_| rng.next_f64() as f32 - 0.5)
             .collect();
-        let m = Q8Matrix::new(
-            rows,
-            cols,
-            Blob::Owned(tmac::quant::ggml::quantize(8, &w).unwrap()),
-        )
-        .unwrap();
-        let act = random_activations(&mut rng, cols, if case % 2 == 0 { 32 } else { 1 << 20 });
+        // both layouts: ggml's interleaved Q8_0 blocks and tmac's split values/scales
+        let m = if case % 2 == 0 {
+            Q8Matrix::new(
+                rows,
+                cols,
+                Blob::Owned(tmac::quant::ggml::quantize(8, &w).unwrap()),
+                None,
+            )
+            .unwrap()
+        } else {
+            Q8Matrix::quantize(rows, cols, &w).unwrap()
+        };
+        let act = random_activations(&mut rng, cols, if case % 4 < 2 { 32 } else { 1 << 20 });
         let mut y_s = vec![0f32; rows];
         kernel::q8_gemv(Isa::Scalar, &m, &act, &mut y_s);
         for isa in simd_isas() {

@@ -13,6 +13,8 @@ commands:
   run MODEL [options]        generate text
   info MODEL                 print architecture, shapes, tensor types, size, tokenizer
   tokenize MODEL -i TEXT     print token ids (special tokens in TEXT are recognised)
+  quantize IN OUT --type T [--group G] [--scale S] [--head H]
+                             convert a model to a tmac file (quantize -h for the types)
   perplexity MODEL -f TEXT_FILE [-c N] [--chunks N] [--f32]
                              perplexity as llama-perplexity computes it (n_ctx 512 default)
 
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Some("info") => info(&args[1..]),
         Some("tokenize") => tokenize(&args[1..]),
         Some("perplexity") => perplexity(&args[1..]),
+        Some("quantize") => quantize(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -303,6 +306,89 @@ fn perplexity(args: &[String]) -> Result<(), String> {
         r.err,
         r.chunks,
         r.tokens_scored,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+const QUANTIZE_USAGE: &str = "\
+usage: tmac quantize IN OUT --type T [--group G] [--scale S] [--head H]
+
+Converts IN (a GGUF model, or a tmac file) into OUT, a tmac file: tensors already in kernel
+layout, mapped and used in place at load.
+
+types (--type for the transformer blocks, --head for the embedding and output head):
+  tq    ternary {-1, 0, +1} times an absmean scale; --scale tensor|row|group (default tensor)
+  q2    2-bit, scale and minimum per group of --group columns (default 64)
+  q4    4-bit, scale and minimum per group (default 32; GGUF Q4_0/Q4_1 carried over exactly)
+  q8    8-bit, one scale per 32 (the default --head)
+  f32   unquantized
+";
+
+fn quantize(args: &[String]) -> Result<(), String> {
+    use tmac::quant::quantize::{quantize_file, QuantizeOptions, Target};
+    let (mut paths, mut typ, mut group, mut scale, mut head) = (
+        Vec::new(),
+        None,
+        None,
+        "tensor".to_string(),
+        "q8".to_string(),
+    );
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "-h" | "--help" => {
+                print!("{QUANTIZE_USAGE}");
+                return Ok(());
+            }
+            "--type" => typ = Some(val()?.clone()),
+            "--group" => group = Some(parse_num::<usize>(a, val()?)?),
+            "--scale" => scale = val()?.clone(),
+            "--head" => head = val()?.clone(),
+            s if s.starts_with('-') => {
+                return Err(format!("unknown option {s}\n\n{QUANTIZE_USAGE}"))
+            }
+            s => paths.push(s.to_string()),
+        }
+    }
+    let [src, dst] = paths.as_slice() else {
+        return Err(format!("quantize: give IN and OUT\n\n{QUANTIZE_USAGE}"));
+    };
+    let typ = typ.ok_or_else(|| format!("quantize: --type is required\n\n{QUANTIZE_USAGE}"))?;
+    let default_group = if typ == "q2" {
+        64
+    } else if typ == "tq" {
+        128
+    } else {
+        32
+    };
+    let target =
+        Target::parse(&typ, group.unwrap_or(default_group), &scale).map_err(|e| e.to_string())?;
+    let head = Target::parse(&head, 32, "tensor").map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    let summary = quantize_file(
+        src.as_ref(),
+        dst.as_ref(),
+        &QuantizeOptions { target, head },
+        |done, total, name| {
+            let width = 30;
+            let fill = done * width / total.max(1);
+            eprint!(
+                "\r[{}{}] {done}/{total} {name:<32}",
+                "#".repeat(fill),
+                " ".repeat(width - fill)
+            );
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    eprintln!();
+    println!(
+        "{dst}: {} | {:.1} MiB | {:.2} bits per weight ({} matrices) | {:.1} s",
+        target.name(),
+        summary.bytes as f64 / 1048576.0,
+        summary.bits_per_weight,
+        summary.matrices,
         t0.elapsed().as_secs_f64()
     );
     Ok(())

@@ -4,6 +4,7 @@
 pub mod gguf;
 pub mod gguf_write;
 pub mod reader;
+pub mod tmacfile;
 
 use crate::error::{Error, ErrorKind, Result};
 use std::fs::File;

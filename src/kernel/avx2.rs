@@ -9,7 +9,7 @@
 
 use super::lut::{Activations, TABLE_BYTES};
 use crate::quant::lut::{Geometry, LutMatrix, Zero};
-use crate::quant::q8::{Q8Matrix, Q8_BLOCK, Q8_BYTES};
+use crate::quant::q8::{Q8Matrix, Q8_BLOCK};
 use std::arch::x86_64::*;
 
 /// Chunks of 8 columns whose low-byte sums fit in 16 bits: 255 * 2 * (1 + 2 [+ 4 + 8]) per chunk.
@@ -162,25 +162,28 @@ pub unsafe fn lut_gemv(m: &LutMatrix, act: &Activations, y: &mut [f32]) {
 /// AVX2 and F16C must be available; `act` must cover the matrix's columns.
 #[target_feature(enable = "avx2,f16c")]
 pub unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32]) {
-    let data = m.data.as_slice();
+    let (q, d) = m.parts();
+    let st = m.strides();
     let nb = m.cols / Q8_BLOCK;
-    debug_assert!(data.len() >= m.rows * nb * Q8_BYTES && act.a.len() >= m.cols);
+    debug_assert!(q.len() >= m.rows * nb * st.q_stride && act.a.len() >= m.cols);
     let ones = _mm256_set1_epi16(1);
     let block_scales: Vec<f32> = (0..nb).map(|b| act.scale_at(b * Q8_BLOCK)).collect();
     for (r, yr) in y.iter_mut().enumerate().take(m.rows) {
         let mut acc = _mm256_setzero_ps();
-        let row = data.as_ptr().add(r * nb * Q8_BYTES);
         for (b, &fa) in block_scales.iter().enumerate() {
-            // SAFETY: block b of row r and activations 32b..32b+32 are in bounds (asserted).
-            let blk = row.add(b * Q8_BYTES);
-            let d = half::f16::from_le_bytes([*blk, *blk.add(1)]).to_f32();
-            let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+            let i = r * nb + b;
+            // SAFETY: block i's values and scale, and activations 32b..32b+32, are in bounds
+            // (Q8Matrix::new checked the sizes; asserted above).
+            let dp = d.as_ptr().add(i * st.d_stride);
+            let sc = half::f16::from_le_bytes([*dp, *dp.add(1)]).to_f32() * fa;
+            let w =
+                _mm256_loadu_si256(q.as_ptr().add(i * st.q_stride + st.q_skip) as *const __m256i);
             let a = _mm256_loadu_si256(act.a.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
             let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
             let s = _mm256_madd_epi16(p, ones);
             acc = _mm256_add_ps(
                 acc,
-                _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * fa)),
+                _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(sc)),
             );
         }
         let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));

@@ -9,7 +9,7 @@
 
 use super::lut::{Activations, TABLE_BYTES};
 use crate::quant::lut::{Geometry, LutMatrix, Zero};
-use crate::quant::q8::{Q8Matrix, Q8_BLOCK, Q8_BYTES};
+use crate::quant::q8::{Q8Matrix, Q8Strides, Q8_BLOCK};
 use std::arch::aarch64::*;
 use std::arch::asm;
 use std::sync::OnceLock;
@@ -194,21 +194,29 @@ fn has_dotprod() -> bool {
     *DOT.get_or_init(|| std::arch::is_aarch64_feature_detected!("dotprod"))
 }
 
+/// One row of an 8-bit GEMV.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn q8_row(
-    row: *const u8,
+    q: *const u8,
+    d: *const u8,
+    st: Q8Strides,
+    first_block: usize,
     act: &Activations,
     block_scales: &[f32],
     dot: unsafe fn(int8x16_t, int8x16_t) -> int32x4_t,
 ) -> f32 {
     let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
     for (b, &fa) in block_scales.iter().enumerate() {
-        // SAFETY: block b of this row and activations 32b..32b+32 are in bounds (the caller's).
-        let blk = row.add(b * Q8_BYTES);
-        let sc = vdupq_n_f32(half::f16::from_le_bytes([*blk, *blk.add(1)]).to_f32() * fa);
+        let i = first_block + b;
+        // SAFETY: block i's values and scale and activations 32b..32b+32 are in bounds (the
+        // caller checked the sizes).
+        let dp = d.add(i * st.d_stride);
+        let sc = vdupq_n_f32(half::f16::from_le_bytes([*dp, *dp.add(1)]).to_f32() * fa);
+        let qs = q.add(i * st.q_stride + st.q_skip) as *const i8;
         let a = act.a.as_ptr().add(b * Q8_BLOCK);
-        let s0 = dot(vld1q_s8(blk.add(2) as *const i8), vld1q_s8(a));
-        let s1 = dot(vld1q_s8(blk.add(18) as *const i8), vld1q_s8(a.add(16)));
+        let s0 = dot(vld1q_s8(qs), vld1q_s8(a));
+        let s1 = dot(vld1q_s8(qs.add(16)), vld1q_s8(a.add(16)));
         acc0 = vaddq_f32(acc0, vmulq_f32(vcvtq_f32_s32(s0), sc));
         acc1 = vaddq_f32(acc1, vmulq_f32(vcvtq_f32_s32(s1), sc));
     }
@@ -223,18 +231,14 @@ unsafe fn q8_row(
 /// NEON must be available; `act` must cover the matrix's columns.
 #[target_feature(enable = "neon")]
 pub unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32]) {
-    let data = m.data.as_slice();
+    let (q, d) = m.parts();
+    let st = m.strides();
     let nb = m.cols / Q8_BLOCK;
-    debug_assert!(data.len() >= m.rows * nb * Q8_BYTES && act.a.len() >= m.cols);
+    debug_assert!(q.len() >= m.rows * nb * st.q_stride && act.a.len() >= m.cols);
     let block_scales: Vec<f32> = (0..nb).map(|b| act.scale_at(b * Q8_BLOCK)).collect();
     let dot: unsafe fn(int8x16_t, int8x16_t) -> int32x4_t =
         if has_dotprod() { dot4_sdot } else { dot4_mull };
     for (r, yr) in y.iter_mut().enumerate().take(m.rows) {
-        *yr = q8_row(
-            data.as_ptr().add(r * nb * Q8_BYTES),
-            act,
-            &block_scales,
-            dot,
-        );
+        *yr = q8_row(q.as_ptr(), d.as_ptr(), st, r * nb, act, &block_scales, dot);
     }
 }

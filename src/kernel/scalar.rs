@@ -3,7 +3,7 @@
 
 use super::lut::{entry, Activations};
 use crate::quant::lut::{scale_of, Geometry, LutMatrix, Zero};
-use crate::quant::q8::{Q8Matrix, Q8_BLOCK, Q8_BYTES};
+use crate::quant::q8::{Q8Matrix, Q8_BLOCK};
 use half::f16;
 
 /// Integer sums A = sum of q * a over one scale group, for the 16 rows of row block `rb`.
@@ -103,17 +103,19 @@ pub fn reduce8(v: &[f32; 8]) -> f32 {
 /// y = W x for an 8-bit matrix (Q8_0 blocks). Lane m of a block holds the products of
 /// elements 4m..4m+3; each lane accumulates s * (d * f) in float.
 pub fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32]) {
-    let data = m.data.as_slice();
+    let (q, d) = m.parts();
+    let st = m.strides();
     let nb = m.cols / Q8_BLOCK;
     for (r, yr) in y.iter_mut().enumerate().take(m.rows) {
         let mut acc = [0f32; 8];
         for b in 0..nb {
-            let blk = &data[(r * nb + b) * Q8_BYTES..][..Q8_BYTES];
-            let sc = f16::from_le_bytes([blk[0], blk[1]]).to_f32() * act.scale_at(b * Q8_BLOCK);
+            let (i, at) = (r * nb + b, (r * nb + b) * st.d_stride);
+            let sc = f16::from_le_bytes([d[at], d[at + 1]]).to_f32() * act.scale_at(b * Q8_BLOCK);
+            let qs = &q[i * st.q_stride + st.q_skip..][..Q8_BLOCK];
             let a = &act.a[b * Q8_BLOCK..];
             for (lane, l) in acc.iter_mut().enumerate() {
                 let s: i32 = (4 * lane..4 * lane + 4)
-                    .map(|i| blk[2 + i] as i8 as i32 * a[i] as i32)
+                    .map(|i| qs[i] as i8 as i32 * a[i] as i32)
                     .sum();
                 *l += s as f32 * sc;
             }

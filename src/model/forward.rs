@@ -145,7 +145,7 @@ pub fn forward(
             "context is full",
         ));
     }
-    if token as usize >= w.tok_embd.rows {
+    if token as usize >= w.tok_embd.rows() {
         return Err(Error::invalid(format!(
             "token id {token} is outside the vocabulary"
         )));

@@ -25,20 +25,46 @@ pub struct Layer {
     pub ffn_sub_norm: Option<Vec<f32>>,
 }
 
-/// The token embedding table, left in its file type; one row is decoded per token.
-pub struct Embedding {
-    pub typ: GgmlType,
-    pub rows: usize,
-    pub cols: usize,
-    offset: usize,
-    row_bytes: usize,
+/// The token embedding table: rows decoded on demand, straight from the file's own type, or
+/// from a matrix of a tmac file.
+pub enum Embedding {
+    File {
+        typ: GgmlType,
+        offset: usize,
+        row_bytes: usize,
+        rows: usize,
+    },
+    Matrix(Linear),
 }
 
 impl Embedding {
+    pub fn rows(&self) -> usize {
+        match self {
+            Embedding::File { rows, .. } => *rows,
+            Embedding::Matrix(m) => m.rows(),
+        }
+    }
+
     /// Decode row `id` into `out` (cols).
     pub fn row(&self, file: &[u8], id: usize, out: &mut [f32]) -> Result<()> {
-        let start = self.offset + id * self.row_bytes;
-        dequantize(self.typ, &file[start..start + self.row_bytes], out)
+        match self {
+            Embedding::File {
+                typ,
+                offset,
+                row_bytes,
+                ..
+            } => {
+                let start = offset + id * row_bytes;
+                let src = file
+                    .get(start..start + row_bytes)
+                    .ok_or_else(|| Error::invalid("token id out of range"))?;
+                dequantize(*typ, src, out)
+            }
+            Embedding::Matrix(m) => {
+                m.dequantize_row(id, out);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -109,32 +135,71 @@ impl<'a> Loader<'a> {
     }
 }
 
+impl<'a> Loader<'a> {
+    /// The GGUF tensor `name` as a (rows, cols) matrix of a type tmac can read.
+    pub fn ggml_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<&'a TensorInfo> {
+        let t = self.shaped(name, rows, cols)?;
+        if !t.typ.can_dequantize() {
+            return Err(Error::unsupported(format!(
+                "tensor {name} has type {}, which tmac cannot read",
+                t.typ.name()
+            )));
+        }
+        Ok(t)
+    }
+
+    /// A tensor's bytes as a zero-copy view of the file.
+    pub fn mapped(&self, t: &TensorInfo) -> Blob {
+        Blob::Mapped {
+            bytes: self.bytes.clone(),
+            start: t.offset,
+            len: t.size,
+        }
+    }
+
+    /// The matrix `name` if this is a tmac file that stores it in kernel layout (zero-copy).
+    pub fn tmac_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Option<Linear>> {
+        crate::format::tmacfile::read_matrix(self, name, rows, cols)
+    }
+}
+
 /// How matrices are stored once loaded.
 pub trait MatrixBuilder {
-    fn build(&self, l: &Loader, t: &TensorInfo, rows: usize, cols: usize) -> Result<Linear>;
+    fn build(&self, l: &Loader, name: &str, rows: usize, cols: usize) -> Result<Linear>;
 }
 
 /// The reference: every matrix dequantized to f32.
 pub struct F32Builder;
 
 impl MatrixBuilder for F32Builder {
-    fn build(&self, l: &Loader, t: &TensorInfo, rows: usize, cols: usize) -> Result<Linear> {
+    fn build(&self, l: &Loader, name: &str, rows: usize, cols: usize) -> Result<Linear> {
+        if let Some(m) = l.tmac_matrix(name, rows, cols)? {
+            let mut w = vec![0f32; rows * cols];
+            for (r, row) in w.chunks_exact_mut(cols).enumerate() {
+                m.dequantize_row(r, row);
+            }
+            return Ok(Linear::F32 { rows, cols, w });
+        }
         Ok(Linear::F32 {
             rows,
             cols,
-            w: l.f32s(t)?,
+            w: l.f32s(l.ggml_matrix(name, rows, cols)?)?,
         })
     }
 }
 
-/// The default: each matrix through the fastest kernel that holds it exactly. Q4_0, Q4_1,
-/// TQ1_0 and TQ2_0 are repacked into LUT layout, Q8_0 is used in place from the file, and
-/// anything else is dequantized to f32.
+/// The default: each matrix through the fastest kernel that holds it exactly. tmac files are
+/// used in place; from GGUF, Q4_0, Q4_1, TQ1_0 and TQ2_0 are repacked into LUT layout, Q8_0 is
+/// used in place, and anything else is dequantized to f32.
 pub struct KernelBuilder;
 
 impl MatrixBuilder for KernelBuilder {
-    fn build(&self, l: &Loader, t: &TensorInfo, rows: usize, cols: usize) -> Result<Linear> {
+    fn build(&self, l: &Loader, name: &str, rows: usize, cols: usize) -> Result<Linear> {
         use GgmlType::*;
+        if let Some(m) = l.tmac_matrix(name, rows, cols)? {
+            return Ok(m);
+        }
+        let t = l.ggml_matrix(name, rows, cols)?;
         match t.typ {
             Q4_0 | Q4_1 | TQ1_0 | TQ2_0 => {
                 let m = lut::from_ggml(t.typ, l.data(t), rows, cols)
@@ -142,48 +207,36 @@ impl MatrixBuilder for KernelBuilder {
                 m.validate()?;
                 Ok(Linear::Lut(m))
             }
-            Q8_0 => {
-                let blob = Blob::Mapped {
-                    bytes: l.bytes.clone(),
-                    start: t.offset,
-                    len: t.size,
-                };
-                Ok(Linear::Q8(Q8Matrix::new(rows, cols, blob)?))
-            }
-            _ => F32Builder.build(l, t, rows, cols),
+            Q8_0 => Ok(Linear::Q8(Q8Matrix::new(rows, cols, l.mapped(t), None)?)),
+            _ => F32Builder.build(l, name, rows, cols),
         }
     }
 }
 
 pub fn load(l: &Loader, cfg: &Config, mb: &dyn MatrixBuilder) -> Result<Weights> {
     let (d, ff, q, kv) = (cfg.n_embd, cfg.n_ff, cfg.q_dim(), cfg.kv_dim());
-    let emb = l.info("token_embd.weight")?;
     let n_vocab = cfg.n_vocab;
-    l.shaped("token_embd.weight", n_vocab, d)?;
-    if !emb.typ.can_dequantize() {
-        return Err(Error::unsupported(format!(
-            "tensor token_embd.weight has type {}, which tmac cannot read",
-            emb.typ.name()
-        )));
-    }
-    let row_bytes = emb.typ.row_bytes(d as u64).unwrap_or(0) as usize;
-    let tok_embd = Embedding {
-        typ: emb.typ,
-        rows: n_vocab,
-        cols: d,
-        offset: emb.offset,
-        row_bytes,
-    };
     let mat = |name: &str, rows: usize, cols: usize| -> Result<Linear> {
-        let t = l.shaped(name, rows, cols)?;
-        if !t.typ.can_dequantize() {
-            return Err(Error::unsupported(format!(
-                "tensor {name} has type {}, which tmac cannot read",
-                t.typ.name()
-            )));
+        mb.build(l, name, rows, cols).map_err(|e| {
+            if e.msg.contains(name) {
+                e
+            } else {
+                e.context(format!("tensor {name}"))
+            }
+        })
+    };
+    let tok_embd = match l.tmac_matrix("token_embd.weight", n_vocab, d)? {
+        Some(m) => Embedding::Matrix(m),
+        None => {
+            let t = l.ggml_matrix("token_embd.weight", n_vocab, d)?;
+            let row_bytes = t.typ.row_bytes(d as u64).unwrap_or(0) as usize;
+            Embedding::File {
+                typ: t.typ,
+                offset: t.offset,
+                row_bytes,
+                rows: n_vocab,
+            }
         }
-        mb.build(l, t, rows, cols)
-            .map_err(|e| e.context(format!("tensor {name}")))
     };
     let bitnet = cfg.arch == Arch::Bitnet;
     let mut layers = Vec::with_capacity(cfg.n_layer);

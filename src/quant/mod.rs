@@ -4,3 +4,4 @@
 pub mod ggml;
 pub mod lut;
 pub mod q8;
+pub mod quantize;

@@ -1,0 +1,274 @@
+//! tmac's own files: `tmac quantize` output loads in place (zero-copy) and computes exactly what
+//! the same weights compute when repacked from GGUF at load; the quantizers round as documented;
+//! files whose layout disagrees with their tensors are refused.
+
+mod common;
+use common::*;
+use std::sync::Arc;
+use tmac::format::gguf::{Array, Value};
+use tmac::format::Bytes;
+use tmac::model::linear::Linear;
+use tmac::quant::quantize::{quantize_file, quantize_matrix, QuantizeOptions, Scope, Target};
+use tmac::sampler::Rng;
+use tmac::{LoadOptions, Model, Session, SessionOptions};
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tmac-files-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn logits_after(m: Arc<Model>, text: &str) -> Vec<f32> {
+    let mut s = Session::new(
+        m,
+        &SessionOptions {
+            n_ctx: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    s.prompt(text).unwrap();
+    s.logits().to_vec()
+}
+
+#[test]
+fn q4_tmac_file_is_mapped_and_matches_the_gguf_path_bit_for_bit() {
+    let out = scratch("smollm2-q4.tmac");
+    let opts = QuantizeOptions {
+        target: Target::Q4(32),
+        head: Target::Q8,
+    };
+    let sum = quantize_file(&smollm2(), &out, &opts, |_, _, _| {}).unwrap();
+    assert!(
+        sum.bits_per_weight > 4.0 && sum.bits_per_weight < 6.5,
+        "{}",
+        sum.bits_per_weight
+    );
+    let t0 = std::time::Instant::now();
+    let tm = Model::load(&out, &LoadOptions::default()).unwrap();
+    let load = t0.elapsed();
+    for l in &tm.weights.layers {
+        for m in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+            match m {
+                Linear::Lut(m) => assert!(m.data.is_mapped() && m.scales.is_mapped()),
+                _ => panic!("expected LUT matrices, got {}", m.kind()),
+            }
+        }
+    }
+    assert!(matches!(&tm.weights.output, Linear::Q8(m) if m.data.is_mapped()));
+    let gg = Model::load(smollm2(), &LoadOptions::default()).unwrap();
+    let text = "The quick brown fox jumps over the lazy dog";
+    let (a, b) = (logits_after(tm, text), logits_after(gg, text));
+    assert_eq!(
+        a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    eprintln!(
+        "tmac file: {:.1} MiB, loaded in {:.1} ms",
+        sum.bytes as f64 / 1048576.0,
+        load.as_secs_f64() * 1e3
+    );
+    let _ = std::fs::remove_file(out);
+}
+
+#[test]
+fn every_type_quantizes_and_runs() {
+    let src = scratch("tiny.gguf");
+    std::fs::write(&src, tmac::testing::tiny_llama(&Default::default())).unwrap();
+    for (i, t) in [
+        Target::Tq(Scope::Tensor),
+        Target::Tq(Scope::Row),
+        Target::Tq(Scope::Group(32)),
+        Target::Q2(32),
+        Target::Q4(32),
+        Target::Q4(64),
+        Target::Q8,
+        Target::F32,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = scratch(&format!("tiny-{i}.tmac"));
+        quantize_file(
+            &src,
+            &out,
+            &QuantizeOptions {
+                target: t,
+                head: Target::Q8,
+            },
+            |_, _, _| {},
+        )
+        .unwrap();
+        let m = Model::load(&out, &LoadOptions::default()).unwrap();
+        let l = logits_after(m.clone(), "the cat sat");
+        assert!(l.iter().all(|v| v.is_finite()), "{t:?}");
+        // --f32 on a tmac file dequantizes its kernel-layout matrices
+        let f = Model::load(
+            &out,
+            &LoadOptions {
+                compute: tmac::Compute::F32,
+            },
+        )
+        .unwrap();
+        assert!(matches!(f.weights.layers[0].wq, Linear::F32 { .. }));
+        let lf = logits_after(f, "the cat sat");
+        let diff = l
+            .iter()
+            .zip(&lf)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            diff < 0.5,
+            "{t:?}: kernels vs f32 dequantized differ by {diff}"
+        );
+    }
+}
+
+#[test]
+fn quantizers_round_as_documented() {
+    let mut rng = Rng::new(5);
+    let (rows, cols) = (20, 100);
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|_| rng.next_f64() as f32 * 2.0 - 1.0)
+        .collect();
+    let mut row = vec![0f32; cols];
+    for (t, levels) in [(Target::Q4(32), 15.0), (Target::Q2(32), 3.0)] {
+        let m = quantize_matrix(t, rows, cols, &w).unwrap();
+        for r in 0..rows {
+            m.dequantize_row(r, &mut row);
+            for c in 0..cols {
+                let span = &w[r * cols + c / 32 * 32..r * cols + ((c / 32 + 1) * 32).min(cols)];
+                let (lo, hi) = span
+                    .iter()
+                    .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                let step = (hi - lo) / levels;
+                assert!(
+                    (row[c] - w[r * cols + c]).abs() <= step * 0.5 + 2e-3,
+                    "{t:?} ({r},{c})"
+                );
+            }
+        }
+    }
+    // ternary: values are {-s, 0, s} with s the absmean of the row
+    let m = quantize_matrix(Target::Tq(Scope::Row), rows, cols, &w).unwrap();
+    for r in 0..rows {
+        m.dequantize_row(r, &mut row);
+        let s = w[r * cols..(r + 1) * cols]
+            .iter()
+            .map(|v| v.abs())
+            .sum::<f32>()
+            / cols as f32;
+        for c in 0..cols {
+            let q = (w[r * cols + c] / s).round().clamp(-1.0, 1.0);
+            assert!(
+                (row[c] - q * s).abs() < 2e-3 * s.max(1.0),
+                "tq ({r},{c}): {} vs {}",
+                row[c],
+                q * s
+            );
+        }
+    }
+}
+
+fn tiny_tmac() -> Vec<u8> {
+    let src = scratch("tiny-bad-src.gguf");
+    let out = scratch("tiny-bad.tmac");
+    std::fs::write(&src, tmac::testing::tiny_llama(&Default::default())).unwrap();
+    quantize_file(
+        &src,
+        &out,
+        &QuantizeOptions {
+            target: Target::Q4(32),
+            head: Target::Q8,
+        },
+        |_, _, _| {},
+    )
+    .unwrap();
+    std::fs::read(out).unwrap()
+}
+
+fn load_err(bytes: Vec<u8>) -> String {
+    match Model::from_bytes(Arc::new(Bytes::Owned(bytes)), &LoadOptions::default()) {
+        Ok(_) => panic!("a broken tmac file loaded"),
+        Err(e) => e.msg,
+    }
+}
+
+/// Rewrite one metadata value of a GGUF file, through the parser and writer.
+fn rewrite(bytes: &[u8], f: impl FnOnce(&mut tmac::format::gguf_write::GgufWriter)) -> Vec<u8> {
+    let g = tmac::format::gguf::Gguf::parse(bytes).unwrap();
+    let mut w = tmac::format::gguf_write::GgufWriter::new(64);
+    for (k, v) in &g.metadata {
+        w.set(k, v.clone());
+    }
+    for t in &g.tensors {
+        w.add_tensor(
+            &t.name,
+            &t.dims,
+            t.typ.id(),
+            bytes[t.offset..t.offset + t.size].to_vec(),
+        );
+    }
+    f(&mut w);
+    w.to_bytes()
+}
+
+#[test]
+fn inconsistent_tmac_files_are_refused() {
+    let good = tiny_tmac();
+    assert!(Model::from_bytes(
+        Arc::new(Bytes::Owned(good.clone())),
+        &LoadOptions::default()
+    )
+    .is_ok());
+    // layout keys that disagree with the model's shape or with the tensor's size
+    let e = load_err(rewrite(&good, |w| {
+        w.set(
+            "tmac.lut.blk.0.attn_q.weight",
+            Value::Array(Array::U32(vec![64, 48, 4, 32, 0, 0, 0])),
+        )
+    }));
+    assert!(
+        e.contains("blk.0.attn_q.weight") && e.contains("layout says"),
+        "{e}"
+    );
+    let e = load_err(rewrite(&good, |w| {
+        w.set(
+            "tmac.lut.blk.0.attn_q.weight",
+            Value::Array(Array::U32(vec![64, 64, 2, 32, 0, 0, 0])),
+        )
+    }));
+    assert!(e.contains("needs") && e.contains("bytes"), "{e}");
+    let e = load_err(rewrite(&good, |w| {
+        w.set(
+            "tmac.lut.blk.1.ffn_up.weight",
+            Value::Array(Array::U32(vec![1, 2])),
+        )
+    }));
+    assert!(e.contains("should be 7 unsigned integers"), "{e}");
+    // a NaN scale
+    let e = load_err(rewrite(&good, |w| {
+        let t = w
+            .tensors
+            .iter_mut()
+            .find(|t| t.name == "blk.1.ffn_down.weight.scales")
+            .unwrap();
+        t.data[2..4].copy_from_slice(&half::f16::NAN.to_le_bytes());
+    }));
+    assert!(
+        e.contains("blk.1.ffn_down.weight") && e.contains("not finite"),
+        "{e}"
+    );
+    let e = load_err(rewrite(&good, |w| {
+        let t = w
+            .tensors
+            .iter_mut()
+            .find(|t| t.name == "token_embd.weight.scales")
+            .unwrap();
+        t.data[0..2].copy_from_slice(&half::f16::INFINITY.to_le_bytes());
+    }));
+    assert!(
+        e.contains("token_embd.weight") && e.contains("not finite"),
+        "{e}"
+    );
+}
