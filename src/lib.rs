@@ -14,6 +14,8 @@
 //! # Ok::<(), tmac::Error>(())
 //! ```
 
+/// cbindgen:ignore
+pub mod bench;
 /// The C API (the only module cbindgen reads; the others are marked cbindgen:ignore).
 #[allow(non_camel_case_types)]
 pub mod capi;

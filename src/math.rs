@@ -10,6 +10,47 @@ fn exp2i(k: i64) -> f64 {
     f64::from_bits(((k.clamp(-1022, 1023) + 1023) as u64) << 52)
 }
 
+/// Round to the nearest integer, ties to even, for |x| < 2^51, without a libm call: adding
+/// and subtracting 1.5 * 2^52 leaves exactly the rounded value in IEEE double arithmetic.
+pub fn round_even64(x: f64) -> f64 {
+    const MAGIC: f64 = 6_755_399_441_055_744.0;
+    (x + MAGIC) - MAGIC
+}
+
+/// The same for f32 and |x| < 2^22.
+pub fn round_even32(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
+}
+
+/// 1/n! for n = 0..=14
+const INV_FACT: [f64; 15] = [
+    1.0,
+    1.0,
+    0.5,
+    1.0 / 6.0,
+    1.0 / 24.0,
+    1.0 / 120.0,
+    1.0 / 720.0,
+    1.0 / 5040.0,
+    1.0 / 40320.0,
+    1.0 / 362_880.0,
+    1.0 / 3_628_800.0,
+    1.0 / 39_916_800.0,
+    1.0 / 479_001_600.0,
+    1.0 / 6_227_020_800.0,
+    1.0 / 87_178_291_200.0,
+];
+
+/// e^r for |r| <= ln2 / 2 by its Taylor series to degree n (Horner form).
+fn exp_reduced(r: f64, n: usize) -> f64 {
+    let mut p = INV_FACT[n];
+    for i in (0..n).rev() {
+        p = p * r + INV_FACT[i];
+    }
+    p
+}
+
 /// e^x in f64: x = k ln2 + r, |r| <= ln2/2, Taylor series of e^r to degree 14.
 pub fn exp64(x: f64) -> f64 {
     if x.is_nan() {
@@ -21,18 +62,11 @@ pub fn exp64(x: f64) -> f64 {
     if x > 709.0 {
         return f64::INFINITY;
     }
-    let k = (x / LN2).round();
-    let r = x - k * LN2;
-    let mut sum = 1.0;
-    let mut term = 1.0;
-    for i in 1..=14 {
-        term *= r / i as f64;
-        sum += term;
-    }
-    sum * exp2i(k as i64)
+    let k = round_even64(x / LN2);
+    exp_reduced(x - k * LN2, 14) * exp2i(k as i64)
 }
 
-/// e^x for f32.
+/// e^x for f32 (the degree-10 series leaves an error near 1e-11, far below f32 rounding).
 pub fn exp(x: f32) -> f32 {
     if x.is_nan() {
         return x;
@@ -43,7 +77,9 @@ pub fn exp(x: f32) -> f32 {
     if x < -104.0 {
         return 0.0;
     }
-    exp64(x as f64) as f32
+    let x = x as f64;
+    let k = round_even64(x * std::f64::consts::LOG2_E);
+    (exp_reduced(x - k * LN2, 10) * exp2i(k as i64)) as f32
 }
 
 /// Natural log in f64 for x > 0: x = m 2^e with m in [sqrt(1/2), sqrt(2)),
@@ -104,17 +140,17 @@ pub fn sin_cos(x: f32) -> (f32, f32) {
     // stays below 1e-9, far under f32 resolution
     const PIO2_HI: f64 = std::f64::consts::FRAC_PI_2;
     const PIO2_LO: f64 = 6.123_233_995_736_766e-17;
-    let k = (x / std::f64::consts::FRAC_PI_2).round();
+    let k = round_even64(x / std::f64::consts::FRAC_PI_2);
     let r = (x - k * PIO2_HI) - k * PIO2_LO;
     let r2 = r * r;
-    let (mut s, mut c) = (r, 1.0);
-    let (mut ts, mut tc) = (r, 1.0);
-    for i in 1..=11 {
-        ts *= -r2 / ((2 * i) * (2 * i + 1)) as f64;
-        tc *= -r2 / ((2 * i - 1) * (2 * i)) as f64;
-        s += ts;
-        c += tc;
+    // Horner over the odd (sin) and even (cos) Taylor terms, to degree 14
+    let (mut s, mut c) = (0.0, 0.0);
+    for i in (0..7).rev() {
+        let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+        s = s * r2 + sign * INV_FACT[2 * i + 1];
+        c = c * r2 + sign * INV_FACT[2 * i];
     }
+    let s = s * r;
     let (s, c) = match (k as i64).rem_euclid(4) {
         0 => (s, c),
         1 => (c, -s),

@@ -8,7 +8,7 @@
 use half::f16;
 use tmac::format::Blob;
 use tmac::kernel::lut::Activations;
-use tmac::kernel::{self, Isa};
+use tmac::kernel::{self, Isa, Knobs};
 use tmac::quant::lut::{pack, LutMatrix, Zero};
 use tmac::quant::q8::Q8Matrix;
 use tmac::sampler::Rng;
@@ -122,7 +122,13 @@ fn lut_kernels_agree_with_each_other_and_the_naive_sum() {
             }
         }
         let mut y_s = vec![0f32; c.rows];
-        kernel::lut_gemv(Isa::Scalar, &c.m, &act, &mut y_s);
+        kernel::lut_gemv(
+            Isa::Scalar,
+            &c.m,
+            &act,
+            &mut y_s,
+            &Knobs::default_for(Isa::Scalar),
+        );
         for isa in simd_isas() {
             kernel::lut_ints(isa, &c.m, &act, &mut ints_v);
             assert_eq!(
@@ -132,7 +138,9 @@ fn lut_kernels_agree_with_each_other_and_the_naive_sum() {
                 isa.name()
             );
             let mut y_v = vec![0f32; c.rows];
-            kernel::lut_gemv(isa, &c.m, &act, &mut y_v);
+            // every knob setting gives the same bits
+            let knobs = tmac::kernel::tune::candidates()[case % 10];
+            kernel::lut_gemv(isa, &c.m, &act, &mut y_v, &knobs);
             let (bs, bv): (Vec<u32>, Vec<u32>) = (
                 y_s.iter().map(|v| v.to_bits()).collect(),
                 y_v.iter().map(|v| v.to_bits()).collect(),
@@ -213,10 +221,22 @@ fn q8_kernels_agree() {
         };
         let act = random_activations(&mut rng, cols, if case % 4 < 2 { 32 } else { 1 << 20 });
         let mut y_s = vec![0f32; rows];
-        kernel::q8_gemv(Isa::Scalar, &m, &act, &mut y_s);
+        kernel::q8_gemv(
+            Isa::Scalar,
+            &m,
+            &act,
+            &mut y_s,
+            &Knobs::default_for(Isa::Scalar),
+        );
         for isa in simd_isas() {
             let mut y_v = vec![0f32; rows];
-            kernel::q8_gemv(isa, &m, &act, &mut y_v);
+            kernel::q8_gemv(
+                isa,
+                &m,
+                &act,
+                &mut y_v,
+                &tmac::kernel::tune::candidates()[case % 10],
+            );
             assert_eq!(
                 y_v.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 y_s.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),

@@ -15,6 +15,9 @@ commands:
   tokenize MODEL -i TEXT     print token ids (special tokens in TEXT are recognised)
   quantize IN OUT --type T [--group G] [--scale S] [--head H]
                              convert a model to a tmac file (quantize -h for the types)
+  tune MODEL [-r ROUNDS]      time the kernel knobs on this machine, save the fastest
+  bench MODEL [-p N] [-n N] [-r N] [--f32]
+                             decode and prefill tok/s on this machine (1 thread)
   perplexity MODEL -f TEXT_FILE [-c N] [--chunks N] [--f32]
                              perplexity as llama-perplexity computes it (n_ctx 512 default)
 
@@ -42,6 +45,8 @@ fn main() -> ExitCode {
         Some("tokenize") => tokenize(&args[1..]),
         Some("perplexity") => perplexity(&args[1..]),
         Some("quantize") => quantize(&args[1..]),
+        Some("bench") => bench(&args[1..]),
+        Some("tune") => tune(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -390,6 +395,114 @@ fn quantize(args: &[String]) -> Result<(), String> {
         summary.bits_per_weight,
         summary.matrices,
         t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    let (mut model, mut n_prompt, mut n_gen, mut reps, mut compute) =
+        (None, 64, 64, 3, Compute::default());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "-p" => n_prompt = parse_num(a, val()?)?,
+            "-n" => n_gen = parse_num(a, val()?)?,
+            "-r" => reps = parse_num(a, val()?)?,
+            "--f32" => compute = Compute::F32,
+            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
+            s => model = Some(s.to_string()),
+        }
+    }
+    let model = model.ok_or("bench: no model given")?;
+    let t0 = Instant::now();
+    let m = Model::load(&model, &LoadOptions { compute }).map_err(|e| e.to_string())?;
+    let load = t0.elapsed().as_secs_f64();
+    let rss_load = rss_mib();
+    let r = tmac::bench::run(&m, n_prompt.max(1), n_gen.max(1), reps.max(1))
+        .map_err(|e| e.to_string())?;
+    let (p, d) = (
+        tmac::bench::spread(&r.prefill),
+        tmac::bench::spread(&r.decode),
+    );
+    println!(
+        "{model}: kernel {} | {} | load {:.3} s | RSS after load {:.0} MiB, after the run {:.0} MiB\nprefill {n_prompt} tokens: {:.1} tok/s (min {:.1}, max {:.1})\ndecode {n_gen} tokens: {:.1} tok/s (min {:.1}, max {:.1})",
+        tmac::kernel::isa().name(),
+        m.weights.layers[0].wq.kind(),
+        load,
+        rss_load,
+        rss_mib(),
+        p.1, p.0, p.2, d.1, d.0, d.2
+    );
+    Ok(())
+}
+
+/// Resident set size of this process (Linux), in MiB.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |pages| pages * 4096.0 / 1048576.0)
+}
+
+fn tune(args: &[String]) -> Result<(), String> {
+    use tmac::kernel::{self, tune};
+    let (mut model, mut rounds) = (None, 30);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-r" => rounds = parse_num(a, it.next().ok_or("-r needs a value")?)?,
+            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
+            s => model = Some(s.to_string()),
+        }
+    }
+    let m = Model::load(
+        model.ok_or("tune: no model given")?,
+        &LoadOptions::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    let isa = kernel::isa();
+    eprintln!(
+        "tuning the {} kernels on {} ({rounds} rounds)...",
+        isa.name(),
+        tune::cpu_id()
+    );
+    let results = tune::tune(&m, isa, rounds);
+    let default = kernel::Knobs::default_for(isa);
+    let base = results
+        .iter()
+        .find(|(k, _)| *k == default)
+        .map_or(1.0, |r| r.1);
+    for (k, t) in &results {
+        println!(
+            "row_tile {} prefetch {:>4}: {:>8.1} us  ({:.2}x the default){}",
+            k.row_tile,
+            k.prefetch,
+            t * 1e6,
+            base / t,
+            if *k == default { "  <- default" } else { "" }
+        );
+    }
+    let (best, t) = results
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .ok_or("no candidates")?;
+    let path = tune::profile_path().ok_or("no place for the profile: set TMAC_PROFILE or HOME")?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(&path, tune::format_profile(isa, best))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    println!(
+        "best: row_tile {} prefetch {} ({:.2}x the default); saved to {}",
+        best.row_tile,
+        best.prefetch,
+        base / t,
+        path.display()
     );
     Ok(())
 }

@@ -59,7 +59,7 @@ impl Activations {
             // a NaN input stays visible: the scale becomes NaN, so does the output
             let s = if amax > 0.0 { 127.0 / amax } else { 0.0 };
             for (q, &v) in qs.iter_mut().zip(xs) {
-                *q = (v * s).round_ties_even().clamp(-128.0, 127.0) as i8;
+                *q = crate::math::round_even32(v * s).clamp(-128.0, 127.0) as i8;
             }
             self.scales.push(if amax.is_nan() {
                 f32::NAN

@@ -10,6 +10,7 @@ pub mod lut;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod scalar;
+pub mod tune;
 
 use crate::quant::lut::LutMatrix;
 use crate::quant::q8::Q8Matrix;
@@ -79,16 +80,41 @@ pub fn isa() -> Isa {
     })
 }
 
+/// Tuning knobs of the SIMD kernels (see `tune`). They change speed, never results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Knobs {
+    /// Row blocks of 16 rows processed together, sharing each table load (1 or 2).
+    pub row_tile: usize,
+    /// Bytes ahead of the weight stream to prefetch (0 = off).
+    pub prefetch: usize,
+}
+
+impl Knobs {
+    /// Defaults per instruction set, measured on the machines tmac is tested on.
+    pub fn default_for(isa: Isa) -> Knobs {
+        match isa {
+            Isa::Neon => Knobs {
+                row_tile: 1,
+                prefetch: 512,
+            },
+            _ => Knobs {
+                row_tile: 1,
+                prefetch: 2048,
+            },
+        }
+    }
+}
+
 /// y = W x for a LUT matrix, with `isa` (which must be available).
-pub fn lut_gemv(isa: Isa, m: &LutMatrix, act: &Activations, y: &mut [f32]) {
-    debug_assert!(act.tables_ready() && act.a.len() >= m.cols.div_ceil(8) * 8 && y.len() >= m.rows);
+pub fn lut_gemv(isa: Isa, m: &LutMatrix, act: &Activations, y: &mut [f32], knobs: &Knobs) {
+    assert!(act.tables_ready() && act.a.len() >= m.cols.div_ceil(8) * 8 && y.len() >= m.rows);
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Isa::Avx2 is only used when available() confirmed AVX2 and F16C.
-        Isa::Avx2 => unsafe { avx2::lut_gemv(m, act, y) },
+        Isa::Avx2 => unsafe { avx2::lut_gemv(m, act, y, knobs) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: Isa::Neon is only used when available() confirmed NEON.
-        Isa::Neon => unsafe { neon::lut_gemv(m, act, y) },
+        Isa::Neon => unsafe { neon::lut_gemv(m, act, y, knobs) },
         _ => scalar::lut_gemv(m, act, y),
     }
 }
@@ -108,15 +134,22 @@ pub fn lut_ints(isa: Isa, m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) 
 }
 
 /// y = W x for an 8-bit matrix.
-pub fn q8_gemv(isa: Isa, m: &Q8Matrix, act: &Activations, y: &mut [f32]) {
-    debug_assert!(act.a.len() >= m.cols && y.len() >= m.rows);
+pub fn q8_gemv(isa: Isa, m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: &Knobs) {
+    assert!(act.a.len() >= m.cols && y.len() >= m.rows);
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Isa::Avx2 is only used when available() confirmed AVX2 and F16C.
-        Isa::Avx2 => unsafe { avx2::q8_gemv(m, act, y) },
+        Isa::Avx2 => unsafe { avx2::q8_gemv(m, act, y, knobs) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: Isa::Neon is only used when available() confirmed NEON.
-        Isa::Neon => unsafe { neon::q8_gemv(m, act, y) },
+        Isa::Neon => unsafe { neon::q8_gemv(m, act, y, knobs) },
         _ => scalar::q8_gemv(m, act, y),
     }
+}
+
+/// The knobs in use: a tuning profile saved by `tmac tune` for this CPU if there is one,
+/// else the defaults for the instruction set.
+pub fn knobs() -> &'static Knobs {
+    static KNOBS: OnceLock<Knobs> = OnceLock::new();
+    KNOBS.get_or_init(|| tune::load_profile(isa()).unwrap_or_else(|| Knobs::default_for(isa())))
 }

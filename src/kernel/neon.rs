@@ -6,6 +6,7 @@
 //! read back unsigned) until widened, exactly as in the AVX2 kernel.
 //! 8-bit GEMV: `sdot` where the CPU has dotprod (Cortex-A76 / Pi 5), `smull` + pairwise adds
 //! otherwise (Cortex-A72 / Pi 4); both give the same lane sums.
+//! Knobs: `prefetch` is used; `row_tile` is not (yet): NEON runs one row block at a time.
 
 use super::lut::{Activations, TABLE_BYTES};
 use crate::quant::lut::{Geometry, LutMatrix, Zero};
@@ -60,6 +61,7 @@ unsafe fn group_ints(
             let t = tp.add(2 * cc * TABLE_BYTES);
             let (tl0, th0) = (vld1q_u8(t), vld1q_s8(t.add(32) as *const i8));
             let (tl1, th1) = (vld1q_u8(t.add(64)), vld1q_s8(t.add(96) as *const i8));
+            prefetch(wp.wrapping_add((rb * g.chunks + cc) * g.plane_pairs * 32 + ahead));
             for pp in 0..g.plane_pairs {
                 let blk = wp.add(((rb * g.chunks + cc) * g.plane_pairs + pp) * 32);
                 for h in 0..2 {
@@ -116,7 +118,7 @@ pub unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     out.clear();
     for rb in 0..g.row_blocks {
         for grp in 0..g.groups {
-            let acc = group_ints(m.data.as_slice(), &g, &act.tables, rb, grp);
+            let acc = group_ints(m.data.as_slice(), &g, &act.tables, rb, grp, 0);
             let mut v = [0i32; 16];
             for (i, a) in acc.iter().enumerate() {
                 // SAFETY: v has room for 16 i32.
@@ -132,14 +134,14 @@ pub unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
 /// # Safety
 /// NEON must be available; `act` must have its tables built for this matrix's width.
 #[target_feature(enable = "neon")]
-pub unsafe fn lut_gemv(m: &LutMatrix, act: &Activations, y: &mut [f32]) {
+pub unsafe fn lut_gemv(m: &LutMatrix, act: &Activations, y: &mut [f32], knobs: &super::Knobs) {
     let g = m.geometry();
     let (data, scales) = (m.data.as_slice(), m.scales.as_slice());
     debug_assert!(scales.len() >= g.scales_len());
     for rb in 0..g.row_blocks {
         let mut yv = [vdupq_n_f32(0.0); 4];
         for grp in 0..g.groups {
-            let acc = group_ints(data, &g, &act.tables, rb, grp);
+            let acc = group_ints(data, &g, &act.tables, rb, grp, knobs.prefetch);
             let k0 = grp * m.group;
             let (f, s) = (vdupq_n_f32(act.scale_at(k0)), act.sum(k0, m.group));
             // SAFETY: the scales of (rb, grp) are in bounds (scales_len checked at validation).
@@ -230,7 +232,7 @@ unsafe fn q8_row(
 /// # Safety
 /// NEON must be available; `act` must cover the matrix's columns.
 #[target_feature(enable = "neon")]
-pub unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32]) {
+pub unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: &super::Knobs) {
     let (q, d) = m.parts();
     let st = m.strides();
     let nb = m.cols / Q8_BLOCK;
@@ -239,6 +241,10 @@ pub unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32]) {
     let dot: unsafe fn(int8x16_t, int8x16_t) -> int32x4_t =
         if has_dotprod() { dot4_sdot } else { dot4_mull };
     for (r, yr) in y.iter_mut().enumerate().take(m.rows) {
+        prefetch(
+            q.as_ptr()
+                .wrapping_add(r * nb * st.q_stride + knobs.prefetch),
+        );
         *yr = q8_row(q.as_ptr(), d.as_ptr(), st, r * nb, act, &block_scales, dot);
     }
 }

@@ -36,18 +36,19 @@ impl KvCache {
 
 /// Activation buffers, allocated once per session.
 pub struct Scratch {
-    x: Vec<f32>,          // (n_embd) residual stream
-    xb: Vec<f32>,         // (n_embd) normed input
-    q: Vec<f32>,          // (q_dim)
-    k: Vec<f32>,          // (kv_dim)
-    v: Vec<f32>,          // (kv_dim)
-    attn: Vec<f32>,       // (q_dim) attention output
-    att: Vec<f32>,        // (n_ctx) scores of one head
-    d: Vec<f32>,          // (n_embd) projection output
-    hb: Vec<f32>,         // (n_ff) gate
-    hb2: Vec<f32>,        // (n_ff) up
-    pub logits: Vec<f32>, // (n_vocab)
-    act: Activations,     // the current matmul input, quantized, with its lookup tables
+    x: Vec<f32>,           // (n_embd) residual stream
+    xb: Vec<f32>,          // (n_embd) normed input
+    q: Vec<f32>,           // (q_dim)
+    k: Vec<f32>,           // (kv_dim)
+    v: Vec<f32>,           // (kv_dim)
+    attn: Vec<f32>,        // (q_dim) attention output
+    att: Vec<f32>,         // (n_ctx) scores of one head
+    d: Vec<f32>,           // (n_embd) projection output
+    hb: Vec<f32>,          // (n_ff) gate
+    hb2: Vec<f32>,         // (n_ff) up
+    rope: Vec<(f32, f32)>, // (rope_dim / 2) cos and sin at the current position
+    pub logits: Vec<f32>,  // (n_vocab)
+    act: Activations,      // the current matmul input, quantized, with its lookup tables
 }
 
 impl Scratch {
@@ -64,6 +65,7 @@ impl Scratch {
             d: z(cfg.n_embd),
             hb: z(cfg.n_ff),
             hb2: z(cfg.n_ff),
+            rope: vec![(1.0, 0.0); cfg.rope_dim / 2],
             logits: z(cfg.n_vocab),
             act: Activations::new(),
         }
@@ -100,25 +102,26 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
-/// RoPE as ggml applies it to `llama` GGUFs ("normal" mode): adjacent pairs (x[2i], x[2i+1])
-/// of each head rotate by pos * base^(-2i/rope_dim), the angle stepped in f32 as ggml does.
-pub fn rope(
-    x: &mut [f32],
-    head_dim: usize,
-    rope_dim: usize,
-    pos: usize,
-    theta_scale: f32,
-    freqs: Option<&[f32]>,
-) {
+/// RoPE angles for position `pos` as ggml computes them for `llama` GGUFs ("normal" mode):
+/// pair i turns by pos * base^(-2i/rope_dim), the angle stepped in f32 as ggml does.
+/// Fills (cos, sin) for the rope_dim/2 pairs; the same for every head and layer.
+pub fn rope_angles(cs: &mut [(f32, f32)], pos: usize, theta_scale: f32, freqs: Option<&[f32]>) {
+    let mut theta = pos as f32;
+    for (i, c) in cs.iter_mut().enumerate() {
+        let t = freqs.map_or(theta, |f| theta / f[i]);
+        let (sin, cos) = math::sin_cos(t);
+        *c = (cos, sin);
+        theta *= theta_scale;
+    }
+}
+
+/// Rotate adjacent pairs (x[2i], x[2i+1]) of each head by the angles in `cs`.
+pub fn rope(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
     for head in x.chunks_exact_mut(head_dim) {
-        let mut theta = pos as f32;
-        for i in (0..rope_dim).step_by(2) {
-            let t = freqs.map_or(theta, |f| theta / f[i / 2]);
-            let (sin, cos) = math::sin_cos(t);
-            let (a, b) = (head[i], head[i + 1]);
-            head[i] = a * cos - b * sin;
-            head[i + 1] = a * sin + b * cos;
-            theta *= theta_scale;
+        for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(cs) {
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * cos - b * sin;
+            pair[1] = a * sin + b * cos;
         }
     }
 }
@@ -153,7 +156,7 @@ pub fn forward(
     let (hd, kvd) = (cfg.head_dim, cfg.kv_dim());
     let kv_mul = cfg.n_head / cfg.n_head_kv;
     let scale = 1.0 / (hd as f32).sqrt();
-    let ts = theta_scale(cfg);
+    rope_angles(&mut s.rope, pos, theta_scale(cfg), w.rope_freqs.as_deref());
     w.tok_embd.row(file, token as usize, &mut s.x)?;
 
     for (l, layer) in w.layers.iter().enumerate() {
@@ -163,9 +166,8 @@ pub fn forward(
         layer.wq.forward(&s.xb, &s.act, &mut s.q);
         layer.wk.forward(&s.xb, &s.act, &mut s.k);
         layer.wv.forward(&s.xb, &s.act, &mut s.v);
-        let freqs = w.rope_freqs.as_deref();
-        rope(&mut s.q, hd, cfg.rope_dim, pos, ts, freqs);
-        rope(&mut s.k, hd, cfg.rope_dim, pos, ts, freqs);
+        rope(&mut s.q, hd, &s.rope);
+        rope(&mut s.k, hd, &s.rope);
         let at = kv.at(l, pos);
         kv.k[at..at + kvd].copy_from_slice(&s.k);
         kv.v[at..at + kvd].copy_from_slice(&s.v);

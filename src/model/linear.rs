@@ -100,8 +100,8 @@ impl Linear {
     pub fn forward(&self, x: &[f32], act: &Activations, y: &mut [f32]) {
         match self {
             Linear::F32 { cols, w, .. } => kf32::matvec(w, *cols, x, y),
-            Linear::Lut(m) => kernel::lut_gemv(kernel::isa(), m, act, y),
-            Linear::Q8(m) => kernel::q8_gemv(kernel::isa(), m, act, y),
+            Linear::Lut(m) => kernel::lut_gemv(kernel::isa(), m, act, y, kernel::knobs()),
+            Linear::Q8(m) => kernel::q8_gemv(kernel::isa(), m, act, y, kernel::knobs()),
         }
     }
 

@@ -400,6 +400,26 @@ impl Session {
         Ok(Step::Token { id, text })
     }
 
+    /// Sample and run one token without stopping at end-of-text (for benchmarks, which must
+    /// generate a fixed number of tokens).
+    pub fn next_token_unchecked(&mut self) -> Result<Step> {
+        if !self.have_logits {
+            return Err(Error::invalid("nothing to continue: feed a prompt first"));
+        }
+        let id = self.sampler.sample(&self.scratch.logits, &self.tokens);
+        if self.pos() >= self.n_ctx() {
+            return Ok(Step::Done {
+                reason: StopReason::ContextFull,
+                text: String::new(),
+            });
+        }
+        self.step(id, true)?;
+        Ok(Step::Token {
+            id,
+            text: String::new(),
+        })
+    }
+
     /// End a generation early (token limit): flush any partial character.
     pub fn finish(&mut self) -> String {
         self.stream.finish()

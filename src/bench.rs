@@ -1,0 +1,78 @@
+//! `tmac bench`: decode and prefill speed of a model on this machine, single-threaded.
+
+use crate::error::Result;
+use crate::model::{Model, Session, SessionOptions, Step};
+use crate::sampler::SamplerParams;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct BenchResult {
+    /// Tokens per second for each repetition.
+    pub prefill: Vec<f64>,
+    pub decode: Vec<f64>,
+}
+
+/// Min, median and max of a sample.
+pub fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    (s[0], s[s.len() / 2], s[s.len() - 1])
+}
+
+/// Prefill `n_prompt` tokens, then decode `n_gen` tokens greedily, `reps` times.
+pub fn run(model: &Arc<Model>, n_prompt: usize, n_gen: usize, reps: usize) -> Result<BenchResult> {
+    // a deterministic prompt: token ids spread over the vocabulary (as llama-bench uses random ids)
+    let n_vocab = model.cfg.n_vocab as u64;
+    let prompt: Vec<u32> = (0..n_prompt as u64)
+        .map(|i| ((i * 7919 + 13) % n_vocab) as u32)
+        .collect();
+    let opts = SessionOptions {
+        n_ctx: (n_prompt + n_gen + 1).max(16),
+        sampler: SamplerParams::greedy(),
+    };
+    let mut s = Session::new(model.clone(), &opts)?;
+    let mut r = BenchResult {
+        prefill: Vec::new(),
+        decode: Vec::new(),
+    };
+    for _ in 0..reps {
+        s.reset();
+        let t = Instant::now();
+        s.feed(&prompt)?;
+        r.prefill.push(n_prompt as f64 / t.elapsed().as_secs_f64());
+        s.reset();
+        s.feed(&prompt[..1])?;
+        let t = Instant::now();
+        let mut n = 0;
+        while n < n_gen {
+            match s.next_token_unchecked()? {
+                Step::Token { .. } => n += 1,
+                Step::Done { .. } => break,
+            }
+        }
+        r.decode.push(n as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok(r)
+}
+
+/// One core's sustained read bandwidth in GB/s: stream a buffer much larger than the caches
+/// several times and keep the best pass.
+pub fn read_bandwidth(mib: usize) -> f64 {
+    let n = mib * 1024 * 1024 / 8;
+    let buf: Vec<u64> = (0..n as u64).collect();
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        // 8 independent lanes so the adds do not serialize
+        let mut acc = [0u64; 8];
+        for c in buf.chunks_exact(8) {
+            for l in 0..8 {
+                acc[l] = acc[l].wrapping_add(c[l]);
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        std::hint::black_box(acc);
+        best = best.max((n * 8) as f64 / secs / 1e9);
+    }
+    best
+}
