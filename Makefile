@@ -18,7 +18,7 @@ VALGRIND      := valgrind --quiet --error-exitcode=9 --leak-check=full \
                  --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect
 C_OUT         := build/c
 
-.PHONY: all build lib run test model fmt-check clippy fixtures llama-cpp clean \
+.PHONY: all build lib run test model bench fmt-check clippy fixtures llama-cpp clean \
         header check-header c-examples test-c test-install install test-bindings
 
 all: lib
@@ -158,6 +158,11 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --release --all-targets -- -D warnings
+
+# tmac against llama.cpp, one core, same models, same run: writes BENCHMARKS.md and docs/bench.png.
+# Long (it builds llama.cpp and multi-GB models under build/bench); not part of `make test`.
+bench: $(MODEL)
+	python3 tools/bench.py $(BENCH_ARGS)
 
 # Reference llama.cpp (from the llama-cpp-python sdist on PyPI) and the fixtures made with it.
 llama-cpp:

@@ -75,7 +75,7 @@ pub fn tiny_llama_writer(spec: &TinySpec) -> GgufWriter {
     }
     let n_vocab = tokens.len();
     w.set_str("tokenizer.ggml.model", "gpt2");
-    w.set_str("tokenizer.ggml.pre", "gpt2");
+    w.set_str("tokenizer.ggml.pre", "gpt-2");
     w.set("tokenizer.ggml.tokens", Value::Array(Array::Str(tokens)));
     w.set("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
     w.set(

@@ -16,8 +16,9 @@ commands:
   quantize IN OUT --type T [--group G] [--scale S] [--head H]
                              convert a model to a tmac file (quantize -h for the types)
   tune MODEL [-r ROUNDS]      time the kernel knobs on this machine, save the fastest
-  bench MODEL [-p N] [-n N] [-r N] [--f32]
-                             decode and prefill tok/s on this machine (1 thread)
+  bench MODEL [-p N] [-n N] [-r N] [--f32] [--json] [--bandwidth]
+                             decode and prefill tok/s on this machine (1 thread);
+                             --bandwidth also measures one core's read bandwidth
   perplexity MODEL -f TEXT_FILE [-c N] [--chunks N] [--f32]
                              perplexity as llama-perplexity computes it (n_ctx 512 default)
 
@@ -400,8 +401,8 @@ fn quantize(args: &[String]) -> Result<(), String> {
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
-    let (mut model, mut n_prompt, mut n_gen, mut reps, mut compute) =
-        (None, 64, 64, 3, Compute::default());
+    let (mut model, mut n_prompt, mut n_gen, mut reps, mut compute) = (None, 64, 64, 3, Compute::default());
+    let (mut json, mut bandwidth) = (false, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
@@ -410,8 +411,17 @@ fn bench(args: &[String]) -> Result<(), String> {
             "-n" => n_gen = parse_num(a, val()?)?,
             "-r" => reps = parse_num(a, val()?)?,
             "--f32" => compute = Compute::F32,
+            "--json" => json = true,
+            "--bandwidth" => bandwidth = true,
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             s => model = Some(s.to_string()),
+        }
+    }
+    if bandwidth {
+        // one core's streaming read bandwidth, for the roofline
+        println!("read bandwidth: {:.2} GB/s", tmac::bench::read_bandwidth(1024));
+        if model.is_none() {
+            return Ok(());
         }
     }
     let model = model.ok_or("bench: no model given")?;
@@ -419,18 +429,21 @@ fn bench(args: &[String]) -> Result<(), String> {
     let m = Model::load(&model, &LoadOptions { compute }).map_err(|e| e.to_string())?;
     let load = t0.elapsed().as_secs_f64();
     let rss_load = rss_mib();
-    let r = tmac::bench::run(&m, n_prompt.max(1), n_gen.max(1), reps.max(1))
-        .map_err(|e| e.to_string())?;
-    let (p, d) = (
-        tmac::bench::spread(&r.prefill),
-        tmac::bench::spread(&r.decode),
-    );
+    let r = tmac::bench::run(&m, n_prompt.max(1), n_gen.max(1), reps.max(1)).map_err(|e| e.to_string())?;
+    let (p, d) = (tmac::bench::spread(&r.prefill), tmac::bench::spread(&r.decode));
+    let (isa, kind, wbytes, bpw) = (tmac::kernel::isa().name(), m.weights.layers[0].wq.kind(), m.weight_bytes(), m.bits_per_weight());
+    if json {
+        let list = |v: &[f64]| v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(", ");
+        println!(
+            "{{\"model\": {model:?}, \"kernel\": {isa:?}, \"weights\": {kind:?}, \"load_s\": {load:.4}, \"rss_load_mib\": {rss_load:.1}, \"weight_bytes\": {wbytes}, \"bits_per_weight\": {bpw:.4}, \"prefill_tps\": [{}], \"decode_tps\": [{}]}}",
+            list(&r.prefill),
+            list(&r.decode)
+        );
+        return Ok(());
+    }
     println!(
-        "{model}: kernel {} | {} | load {:.3} s | RSS after load {:.0} MiB, after the run {:.0} MiB\nprefill {n_prompt} tokens: {:.1} tok/s (min {:.1}, max {:.1})\ndecode {n_gen} tokens: {:.1} tok/s (min {:.1}, max {:.1})",
-        tmac::kernel::isa().name(),
-        m.weights.layers[0].wq.kind(),
-        load,
-        rss_load,
+        "{model}: kernel {isa} | {kind} | {:.1} MiB of weights per token ({bpw:.2} bits per weight)\nload {load:.3} s | RSS after load {rss_load:.0} MiB, after the run {:.0} MiB\nprefill {n_prompt} tokens: {:.1} tok/s (min {:.1}, max {:.1})\ndecode {n_gen} tokens: {:.1} tok/s (min {:.1}, max {:.1})",
+        wbytes as f64 / 1048576.0,
         rss_mib(),
         p.1, p.0, p.2, d.1, d.0, d.2
     );

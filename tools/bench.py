@@ -1,0 +1,337 @@
+#!/usr/bin/env python3
+"""`make bench`: tmac against llama.cpp on one core, the same models, in the same run.
+
+Builds tmac and llama.cpp (tools/llama_cpp.sh), makes every model it measures, runs tmac and
+llama.cpp alternately (so drift in the machine's speed hits both), and writes BENCHMARKS.md and
+docs/bench.png from the measurements. Nothing in those files is typed by hand.
+
+  python3 tools/bench.py [--reps N] [--only smollm2,bitnet-2b,llama-7b]
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "build", "bench")
+TMAC = os.path.join(ROOT, "target", "release", "tmac")
+N_PROMPT, N_GEN = 128, 64
+FAMILIES = ["smollm2", "bitnet-2b", "llama-7b"]
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+class Runner:
+    """Runs a command and records its peak RSS (ru_maxrss, via wait4)."""
+
+    def __init__(self, env=None):
+        self.env = env
+
+    def __call__(self, cmd):
+        import tempfile
+        with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
+            p = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=self.env)
+            _, status, ru = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            fo.seek(0)
+            fe.seek(0)
+            out, err = fo.read().decode(errors="replace"), fe.read().decode(errors="replace")
+        if p.returncode != 0:
+            raise RuntimeError("%s failed (%d):\n%s" % (" ".join(cmd), p.returncode, err[-3000:]))
+        return out, err, ru.ru_maxrss / 1024.0
+
+
+def llama_env(bin_dir):
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = bin_dir + ":" + env.get("LD_LIBRARY_PATH", "")
+    return env
+
+
+def sh(cmd, **kw):
+    log("$ " + " ".join(cmd))
+    subprocess.check_call(cmd, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+def smollm2_models(bin_dir, env):
+    """llama.cpp and tmac variants of SmolLM2, all made from the same F32 weights."""
+    q4_1 = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    f32 = os.path.join(ROOT, "build", "SmolLM2-135M-Instruct.F32.gguf")
+    if not os.path.exists(f32):
+        sh([os.path.join(bin_dir, "llama-quantize"), "--allow-requantize", q4_1, f32, "F32"], env=env,
+           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    llama, fallbacks = {"F32": f32}, {}
+    for t in ["Q8_0", "Q4_0", "Q4_1", "Q2_K", "TQ2_0", "TQ1_0"]:
+        path = os.path.join(OUT, "smollm2-%s.gguf" % t.lower())
+        log_path = path + ".log"
+        if not os.path.exists(path):
+            with open(log_path, "w") as lf:
+                sh([os.path.join(bin_dir, "llama-quantize"), "--allow-requantize", f32, path, t], env=env,
+                   stdout=lf, stderr=lf)
+        llama[t] = path
+        # "ncols 576 not divisible by 256 (required for type tq2_0) -> falling back to q4_0"
+        falls = re.findall(r"falling back to\s+(\S+)", open(log_path).read()) if os.path.exists(log_path) else []
+        if falls:
+            counts = {}
+            for f in falls:
+                counts[f] = counts.get(f, 0) + 1
+            fallbacks[t] = counts
+    tmac = {}
+    for t, extra in [("f32", ["--head", "f32"]), ("q8", []), ("q4", []), ("q2", []), ("tq", [])]:
+        path = os.path.join(OUT, "smollm2-%s.tmac" % t)
+        if not os.path.exists(path):
+            sh([TMAC, "quantize", f32, path, "--type", t] + extra, stderr=subprocess.DEVNULL)
+        tmac[t] = path
+    pairs = [("f32", "F32"), ("q8", "Q8_0"), ("q4", "Q4_0"), ("q4", "Q4_1"), ("q2", "Q2_K"),
+             ("tq", "TQ2_0"), ("tq", "TQ1_0"), ("tq", "Q4_0")]
+    return llama, tmac, pairs, fallbacks
+
+
+def synth_models(shape):
+    """A model of `shape` with random ternary weights, as llama.cpp TQ2_0 / TQ1_0 and tmac tq."""
+    llama = {}
+    for t in ["tq2_0", "tq1_0"]:
+        path = os.path.join(OUT, "%s-%s.gguf" % (shape, t))
+        if not os.path.exists(path):
+            sh(["cargo", "run", "--quiet", "--release", "--example", "synth_model", "--", shape, t, path],
+               cwd=ROOT, stderr=subprocess.DEVNULL)
+        llama[t.upper()] = path
+    tm = os.path.join(OUT, "%s-tq.tmac" % shape)
+    if not os.path.exists(tm):
+        sh([TMAC, "quantize", llama["TQ2_0"], tm, "--type", "tq"], stderr=subprocess.DEVNULL)
+    return llama, {"tq": tm}, [("tq", "TQ2_0"), ("tq", "TQ1_0")], {}
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement
+
+
+def measure_tmac(runner, path):
+    out, _, rss = runner([TMAC, "bench", path, "-p", str(N_PROMPT), "-n", str(N_GEN), "-r", "1", "--json"])
+    j = json.loads(out.strip().splitlines()[-1])
+    return {"prefill": j["prefill_tps"][0], "decode": j["decode_tps"][0], "load": j["load_s"],
+            "rss": rss, "weight_bytes": j["weight_bytes"], "kernel": j["kernel"], "weights": j["weights"]}
+
+
+def measure_llama(runner, bin_dir, path):
+    out, _, rss = runner([os.path.join(bin_dir, "llama-bench"), "-m", path, "-t", "1", "-p", str(N_PROMPT),
+                          "-n", str(N_GEN), "-r", "1", "-o", "json"])
+    rows = json.loads(out)
+    pp = [r for r in rows if r["n_prompt"] > 0 and r["n_gen"] == 0][0]
+    tg = [r for r in rows if r["n_gen"] > 0 and r["n_prompt"] == 0][0]
+    # load time as llama.cpp reports it for a one-token completion
+    _, err, _ = runner([os.path.join(bin_dir, "llama-completion"), "-m", path, "-p", "Hi", "-n", "1", "-t", "1",
+                        "--no-warmup", "-no-cnv"])
+    m = re.search(r"load time\s*=\s*([0-9.]+) ms", err)
+    return {"prefill": pp["avg_ts"], "decode": tg["avg_ts"], "load": float(m.group(1)) / 1000 if m else None,
+            "rss": rss, "n_params": pp["model_n_params"], "size": pp["model_size"], "commit": pp["build_commit"]}
+
+
+def spread(v):
+    v = sorted(x for x in v if x is not None)
+    if not v:
+        return None
+    return v[0], statistics.median(v), v[-1]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", default=",".join(FAMILIES))
+    args = ap.parse_args()
+    families = [f for f in args.only.split(",") if f]
+    os.makedirs(OUT, exist_ok=True)
+    sh(["cargo", "build", "--quiet", "--release", "--bin", "tmac", "--example", "synth_model"], cwd=ROOT)
+    bin_dir = subprocess.check_output([os.path.join(ROOT, "tools", "llama_cpp.sh")], text=True).strip().splitlines()[-1]
+    env = llama_env(bin_dir)
+    runner = Runner(env)
+
+    models = {}
+    for fam in families:
+        models[fam] = smollm2_models(bin_dir, env) if fam == "smollm2" else synth_models(fam)
+
+    bw_out, _, _ = runner([TMAC, "bench", "--bandwidth"])
+    bandwidth = float(re.search(r"([0-9.]+) GB/s", bw_out).group(1))
+    log("read bandwidth: %.2f GB/s" % bandwidth)
+
+    results = {fam: {"tmac": {}, "llama": {}} for fam in families}
+    for rep in range(args.reps):
+        for fam in families:
+            llama, tmac, pairs, _ = models[fam]
+            # alternate: each pair's tmac run is followed by its llama.cpp run
+            order = []
+            for t, l in pairs:
+                for key in (("tmac", t), ("llama", l)):
+                    if key not in order:
+                        order.append(key)
+            for engine, name in order:
+                log("rep %d: %s %s %s" % (rep + 1, fam, engine, name))
+                if engine == "tmac":
+                    r = measure_tmac(runner, tmac[name])
+                else:
+                    r = measure_llama(runner, bin_dir, llama[name])
+                results[fam][engine].setdefault(name, []).append(r)
+
+    report = {"date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
+              "cpu": cpu_name(), "bandwidth": bandwidth, "reps": args.reps,
+              "tmac_commit": git_rev(), "families": {}}
+    for fam in families:
+        llama, tmac, pairs, fallbacks = models[fam]
+        fr = results[fam]
+        n_params = next(iter(fr["llama"].values()))[0]["n_params"]
+        rows = []
+        for engine, paths in (("tmac", tmac), ("llama", llama)):
+            for name, path in paths.items():
+                runs = fr[engine].get(name)
+                if not runs:
+                    continue
+                size = os.path.getsize(path)
+                row = {"engine": engine, "name": name, "size": size, "bpw": size * 8 / n_params,
+                       "prefill": spread([r["prefill"] for r in runs]), "decode": spread([r["decode"] for r in runs]),
+                       "load": spread([r["load"] for r in runs]), "rss": spread([r["rss"] for r in runs])}
+                if engine == "tmac":
+                    wb = runs[0]["weight_bytes"]
+                    row["roofline"] = bandwidth * 1e9 / wb
+                    row["weights"] = runs[0]["weights"]
+                    row["kernel"] = runs[0]["kernel"]
+                else:
+                    row["commit"] = runs[0]["commit"]
+                rows.append(row)
+        ratios = []
+        for t, l in pairs:
+            tr, lr = fr["tmac"][t], fr["llama"][l]
+            ratios.append({"tmac": t, "llama": l,
+                           "decode": spread([a["decode"] / b["decode"] for a, b in zip(tr, lr)]),
+                           "prefill": spread([a["prefill"] / b["prefill"] for a, b in zip(tr, lr)])})
+        report["families"][fam] = {"n_params": n_params, "rows": rows, "ratios": ratios, "fallbacks": fallbacks}
+    with open(os.path.join(OUT, "results.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    write_markdown(report)
+    plot(report)
+
+
+def cpu_name():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def git_rev():
+    try:
+        rev = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
+        dirty = subprocess.call(["git", "diff", "--quiet", "HEAD"], cwd=ROOT) != 0
+        return rev + ("+changes" if dirty else "")
+    except Exception:
+        return "unknown"
+
+
+TITLES = {"smollm2": "SmolLM2-135M-Instruct (real weights)",
+          "bitnet-2b": "BitNet-b1.58-2B-4T shape, random ternary weights (2560/6912, 30 layers, vocab 128256, 8-bit head)",
+          "llama-7b": "Llama-2-7B shape, random ternary weights (4096/11008, 32 layers, vocab 32000, 8-bit head)"}
+
+
+def fmt(s, digits=1):
+    if s is None:
+        return "-"
+    lo, med, hi = s
+    return "%.*f (%.*f-%.*f)" % (digits, med, digits, lo, digits, hi)
+
+
+def write_markdown(rep):
+    L = []
+    L.append("# Benchmarks\n")
+    L.append("Generated by `make bench` (tools/bench.py) on %s; do not edit by hand.\n" % rep["date"])
+    L.append("- Machine: %s, one core (1 thread for both engines); streaming read bandwidth of one core: "
+             "**%.1f GB/s** (`tmac bench --bandwidth`)." % (rep["cpu"], rep["bandwidth"]))
+    llama_commit = None
+    for fam in rep["families"].values():
+        for r in fam["rows"]:
+            llama_commit = llama_commit or r.get("commit")
+    L.append("- tmac commit %s; llama.cpp commit %s (from llama-cpp-python 0.3.36 on PyPI, built with "
+             "cmake, Release, GGML_NATIVE=ON: it uses every instruction set this CPU has, AVX-512 "
+             "included, while tmac's x86 kernels are AVX2)." % (rep["tmac_commit"], llama_commit))
+    L.append("- Each configuration ran %d times, tmac and llama.cpp alternating; figures are the median "
+             "with (min-max). Prefill: a %d-token prompt; decode: %d new tokens. tmac: `tmac bench MODEL "
+             "-p %d -n %d -r 1 --json`; llama.cpp: `llama-bench -m MODEL -t 1 -p %d -n %d -r 1 -o json`, "
+             "load time from `llama-completion -n 1`. Peak RSS is each process's maximum resident set."
+             % (rep["reps"], N_PROMPT, N_GEN, N_PROMPT, N_GEN, N_PROMPT, N_GEN))
+    L.append("- Roofline: the decode speed one core's read bandwidth allows, given the bytes of weights "
+             "tmac reads per token.\n")
+    L.append("![decode speed by bits per weight](docs/bench.png)\n")
+    for key, fam in rep["families"].items():
+        L.append("## %s\n" % TITLES.get(key, key))
+        L.append("| engine | weights | file MiB | bits/weight (file) | prefill tok/s | decode tok/s | "
+                 "% of roofline | load s | peak RSS MiB |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for r in fam["rows"]:
+            roof = "%.0f%%" % (100 * r["decode"][1] / r["roofline"]) if "roofline" in r else "-"
+            L.append("| %s | %s | %.1f | %.2f | %s | %s | %s | %s | %s |" % (
+                "tmac" if r["engine"] == "tmac" else "llama.cpp", r["name"], r["size"] / 1048576, r["bpw"],
+                fmt(r["prefill"]), fmt(r["decode"]), roof, fmt(r["load"], 3), fmt(r["rss"], 0)))
+        L.append("")
+        L.append("| tmac / llama.cpp | decode ratio | prefill ratio |")
+        L.append("|---|---:|---:|")
+        for q in fam["ratios"]:
+            L.append("| %s / %s | %s | %s |" % (q["tmac"], q["llama"], fmt(q["decode"], 2), fmt(q["prefill"], 2)))
+        if fam["fallbacks"]:
+            L.append("")
+            L.append("llama-quantize could not use some types on every tensor (rows must be a multiple of "
+                     "the type's block):")
+            for t, counts in fam["fallbacks"].items():
+                L.append("- %s: %s" % (t, ", ".join("%d tensors fell back to %s" % (n, f) for f, n in counts.items())))
+        L.append("")
+    with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
+        f.write("\n".join(L) + "\n")
+    log("wrote BENCHMARKS.md")
+
+
+def plot(rep):
+    try:
+        import matplotlib
+    except ImportError:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "matplotlib"])
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fams = list(rep["families"].items())
+    fig, axes = plt.subplots(1, len(fams), figsize=(5.5 * len(fams), 4.5), squeeze=False)
+    for ax, (key, fam) in zip(axes[0], fams):
+        for engine, color, marker in (("tmac", "tab:blue", "o"), ("llama", "tab:orange", "s")):
+            rows = [r for r in fam["rows"] if r["engine"] == engine]
+            ax.scatter([r["bpw"] for r in rows], [r["decode"][1] for r in rows], color=color, marker=marker,
+                       label="tmac" if engine == "tmac" else "llama.cpp", zorder=3)
+            for r in rows:
+                ax.annotate(r["name"], (r["bpw"], r["decode"][1]), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7, color=color)
+        # roofline: bandwidth / (params * bits / 8)
+        bits = [b / 10 for b in range(12, 340)]
+        ax.plot(bits, [rep["bandwidth"] * 1e9 / (fam["n_params"] * b / 8) for b in bits], color="gray",
+                linestyle="--", label="read-bandwidth roofline", zorder=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("bits per weight (file size / parameters)")
+        ax.set_ylabel("decode tok/s, 1 thread")
+        ax.set_title(key, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
+    fig.savefig(os.path.join(ROOT, "docs", "bench.png"), dpi=110)
+    log("wrote docs/bench.png")
+
+
+if __name__ == "__main__":
+    main()
