@@ -35,6 +35,10 @@
 // `tmac_params.flags`: compute in f32 with every weight dequantized (the reference path).
 #define TMAC_FLAG_F32 1
 
+// `tmac_params.flags`: when generation fills the context, drop its older half and go on
+// (instead of returning `TMAC_DONE`).
+#define TMAC_FLAG_SLIDING_WINDOW 2
+
 // Status codes. Fixed width (`int32_t`) and append-only: values are never reused.
 // Negative values are errors; `TMAC_OK` and `TMAC_DONE` are not.
 enum tmac_status
@@ -97,6 +101,10 @@ typedef struct tmac_params {
   uint32_t max_tokens;
   // `TMAC_FLAG_*` bits. Default 0.
   uint32_t flags;
+  // MiB the handle may allocate for its KV cache and buffers (the model's weights are
+  // mapped, not counted); a load that would need more fails with `TMAC_ERR_LIMIT`.
+  // 0 = no limit. Default 0.
+  uint32_t memory_budget_mib;
 } tmac_params;
 
 // What a handle's model is. Strings are owned by the handle (valid until `tmac_free`).

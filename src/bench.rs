@@ -29,6 +29,7 @@ pub fn run(model: &Arc<Model>, n_prompt: usize, n_gen: usize, reps: usize) -> Re
     let opts = SessionOptions {
         n_ctx: (n_prompt + n_gen + 1).max(16),
         sampler: SamplerParams::greedy(),
+        ..Default::default()
     };
     let mut s = Session::new(model.clone(), &opts)?;
     let mut r = BenchResult {

@@ -25,6 +25,10 @@ pub const TMAC_ABI_VERSION: u32 = 1;
 /// `tmac_params.flags`: compute in f32 with every weight dequantized (the reference path).
 pub const TMAC_FLAG_F32: u32 = 1;
 
+/// `tmac_params.flags`: when generation fills the context, drop its older half and go on
+/// (instead of returning `TMAC_DONE`).
+pub const TMAC_FLAG_SLIDING_WINDOW: u32 = 2;
+
 /// Status codes. Fixed width (`int32_t`) and append-only: values are never reused.
 /// Negative values are errors; `TMAC_OK` and `TMAC_DONE` are not.
 #[repr(i32)]
@@ -95,6 +99,10 @@ pub struct tmac_params {
     pub max_tokens: u32,
     /// `TMAC_FLAG_*` bits. Default 0.
     pub flags: u32,
+    /// MiB the handle may allocate for its KV cache and buffers (the model's weights are
+    /// mapped, not counted); a load that would need more fails with `TMAC_ERR_LIMIT`.
+    /// 0 = no limit. Default 0.
+    pub memory_budget_mib: u32,
 }
 
 const PARAMS_V1_SIZE: usize = std::mem::size_of::<tmac_params>();
@@ -231,6 +239,7 @@ fn default_params() -> tmac_params {
         seed: s.seed,
         max_tokens: 0,
         flags: 0,
+        memory_budget_mib: 0,
     }
 }
 
@@ -248,6 +257,8 @@ fn sampler_params(p: &tmac_params) -> SamplerParams {
 
 fn new_handle(model: Arc<Model>, p: &tmac_params) -> Result<Box<tmac>, Error> {
     let opts = SessionOptions {
+        memory_budget: p.memory_budget_mib as usize * 1048576,
+        sliding_window: p.flags & TMAC_FLAG_SLIDING_WINDOW != 0,
         n_ctx: p.n_ctx as usize,
         sampler: sampler_params(p),
     };
@@ -287,7 +298,12 @@ fn load_with(
     } else {
         Compute::default()
     };
-    match load(&LoadOptions { compute }).and_then(|m| new_handle(m, &p)) {
+    match load(&LoadOptions {
+        compute,
+        ..Default::default()
+    })
+    .and_then(|m| new_handle(m, &p))
+    {
         Ok(h) => {
             // SAFETY: out is non-null (checked above) and points to writable storage.
             unsafe { *out = Box::into_raw(h) };

@@ -9,6 +9,7 @@ fn f32_model() -> std::sync::Arc<Model> {
         smollm2(),
         &LoadOptions {
             compute: Compute::F32,
+            ..Default::default()
         },
     )
     .unwrap()
@@ -72,6 +73,7 @@ fn greedy_generation_matches_llama_cpp() {
         let opts = SessionOptions {
             n_ctx: 256,
             sampler: SamplerParams::greedy(),
+            ..Default::default()
         };
         let mut s = Session::new(m.clone(), &opts).unwrap();
         s.prompt(&prompt).unwrap();

@@ -22,6 +22,7 @@ TMAC_DONE = 1
 TMAC_ERR_BUFFER_TOO_SMALL = -7
 TMAC_ERR_STATE = -9
 TMAC_FLAG_F32 = 1
+TMAC_FLAG_SLIDING_WINDOW = 2
 
 
 class Params(ctypes.Structure):
@@ -38,6 +39,7 @@ class Params(ctypes.Structure):
         ("seed", c_uint64),
         ("max_tokens", c_uint32),
         ("flags", c_uint32),
+        ("memory_budget_mib", c_uint32),
     ]
 
 
@@ -125,7 +127,8 @@ def _check(status, handle):
 
 class Model:
     """A loaded model and one conversation on it. Keyword arguments set tmac_params fields
-    (n_ctx, temperature, top_p, top_k, min_p, repeat_penalty, seed, max_tokens, flags);
+    (n_ctx, temperature, top_p, top_k, min_p, repeat_penalty, seed, max_tokens, flags,
+    memory_budget_mib);
     the defaults are tmac_params_default()'s: greedy sampling."""
 
     def __init__(self, path, _handle=None, **params):

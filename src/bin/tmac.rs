@@ -33,6 +33,7 @@ run options (llama2.c style):
   --min-p P     min-p, 0 = off (default 0.05)
   --repeat-penalty R   1 = off (default 1.0)
   --chat        wrap the prompt in the model's chat template
+  --sliding-window     when the context fills, drop its older half and go on
   -y SYSTEM     system message for --chat
   --f32         reference path: all weights dequantized to f32
   -h            this help
@@ -74,6 +75,7 @@ struct RunArgs {
     chat: bool,
     system: Option<String>,
     compute: Compute,
+    slide: bool,
 }
 
 fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
@@ -92,6 +94,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
         chat: false,
         system: None,
         compute: Compute::default(),
+        slide: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -112,6 +115,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
             "--repeat-penalty" => a.sampler.repeat_penalty = parse_num(arg, val()?)?,
             "-y" => a.system = Some(val()?.clone()),
             "--chat" => a.chat = true,
+            "--sliding-window" => a.slide = true,
             "--f32" => a.compute = Compute::F32,
             s if s.starts_with('-') => return Err(format!("unknown option {s}\n\n{USAGE}")),
             s if a.model.is_empty() => a.model = s.to_string(),
@@ -133,12 +137,20 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
 fn run(args: &[String]) -> Result<(), String> {
     let a = parse_run(args)?;
     let t0 = Instant::now();
-    let model =
-        Model::load(&a.model, &LoadOptions { compute: a.compute }).map_err(|e| e.to_string())?;
+    let model = Model::load(
+        &a.model,
+        &LoadOptions {
+            compute: a.compute,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let load_s = t0.elapsed().as_secs_f64();
     let opts = SessionOptions {
         n_ctx: a.n_ctx,
         sampler: a.sampler.clone(),
+        sliding_window: a.slide,
+        ..Default::default()
     };
     let mut s = Session::new(model, &opts).map_err(|e| e.to_string())?;
 
@@ -299,7 +311,14 @@ fn perplexity(args: &[String]) -> Result<(), String> {
         file.ok_or("perplexity: give the text with -f")?,
     );
     let text = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
-    let m = Model::load(&model, &LoadOptions { compute }).map_err(|e| e.to_string())?;
+    let m = Model::load(
+        &model,
+        &LoadOptions {
+            compute,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     let r = tmac::perplexity::perplexity(&m, &text, n_ctx, chunks, |c, p| {
         eprint!("[{}]{p:.4} ", c + 1)
@@ -401,7 +420,8 @@ fn quantize(args: &[String]) -> Result<(), String> {
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
-    let (mut model, mut n_prompt, mut n_gen, mut reps, mut compute) = (None, 64, 64, 3, Compute::default());
+    let (mut model, mut n_prompt, mut n_gen, mut reps, mut compute) =
+        (None, 64, 64, 3, Compute::default());
     let (mut json, mut bandwidth) = (false, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -419,21 +439,45 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
     if bandwidth {
         // one core's streaming read bandwidth, for the roofline
-        println!("read bandwidth: {:.2} GB/s", tmac::bench::read_bandwidth(1024));
+        println!(
+            "read bandwidth: {:.2} GB/s",
+            tmac::bench::read_bandwidth(1024)
+        );
         if model.is_none() {
             return Ok(());
         }
     }
     let model = model.ok_or("bench: no model given")?;
     let t0 = Instant::now();
-    let m = Model::load(&model, &LoadOptions { compute }).map_err(|e| e.to_string())?;
+    let m = Model::load(
+        &model,
+        &LoadOptions {
+            compute,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let load = t0.elapsed().as_secs_f64();
     let rss_load = rss_mib();
-    let r = tmac::bench::run(&m, n_prompt.max(1), n_gen.max(1), reps.max(1)).map_err(|e| e.to_string())?;
-    let (p, d) = (tmac::bench::spread(&r.prefill), tmac::bench::spread(&r.decode));
-    let (isa, kind, wbytes, bpw) = (tmac::kernel::isa().name(), m.weights.layers[0].wq.kind(), m.weight_bytes(), m.bits_per_weight());
+    let r = tmac::bench::run(&m, n_prompt.max(1), n_gen.max(1), reps.max(1))
+        .map_err(|e| e.to_string())?;
+    let (p, d) = (
+        tmac::bench::spread(&r.prefill),
+        tmac::bench::spread(&r.decode),
+    );
+    let (isa, kind, wbytes, bpw) = (
+        tmac::kernel::isa().name(),
+        m.weights.layers[0].wq.kind(),
+        m.weight_bytes(),
+        m.bits_per_weight(),
+    );
     if json {
-        let list = |v: &[f64]| v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(", ");
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.3}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         println!(
             "{{\"model\": {model:?}, \"kernel\": {isa:?}, \"weights\": {kind:?}, \"load_s\": {load:.4}, \"rss_load_mib\": {rss_load:.1}, \"weight_bytes\": {wbytes}, \"bits_per_weight\": {bpw:.4}, \"prefill_tps\": [{}], \"decode_tps\": [{}]}}",
             list(&r.prefill),

@@ -17,7 +17,7 @@ use crate::quant::q8::Q8Matrix;
 use lut::Activations;
 use std::sync::OnceLock;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
     Scalar,
     Avx2,

@@ -2,7 +2,7 @@
 
 use super::config::{Activation, Config};
 use super::linear::Linear;
-use super::weights::Weights;
+use super::Model;
 use crate::error::{Error, Result};
 use crate::kernel::f32 as kf32;
 use crate::kernel::lut::Activations;
@@ -52,6 +52,18 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    /// Bytes `new` allocates.
+    pub fn bytes(cfg: &Config, n_ctx: usize) -> usize {
+        4 * (3 * cfg.n_embd
+            + 2 * cfg.q_dim()
+            + 2 * cfg.kv_dim()
+            + n_ctx
+            + 2 * cfg.n_ff
+            + cfg.n_vocab
+            + cfg.rope_dim / 2 * 2)
+            + 2 * cfg.n_embd.max(cfg.n_ff) * 2
+    }
+
     pub fn new(cfg: &Config, n_ctx: usize) -> Scratch {
         let z = |n| vec![0f32; n];
         Scratch {
@@ -131,17 +143,15 @@ pub fn theta_scale(cfg: &Config) -> f32 {
 }
 
 /// Run token `token` at position `pos`; when `want_logits`, fill `s.logits`.
-#[allow(clippy::too_many_arguments)]
 pub fn forward(
-    cfg: &Config,
-    w: &Weights,
-    file: &[u8],
+    m: &Model,
     kv: &mut KvCache,
     s: &mut Scratch,
     token: u32,
     pos: usize,
     want_logits: bool,
 ) -> Result<()> {
+    let (cfg, w, file, isa, knobs) = (&m.cfg, &m.weights, m.file(), m.isa, &m.knobs);
     if pos >= kv.n_ctx {
         return Err(Error::new(
             crate::error::ErrorKind::ContextFull,
@@ -163,9 +173,9 @@ pub fn forward(
         // attention
         rmsnorm(&mut s.xb, &s.x, &layer.attn_norm, cfg.rms_eps);
         Linear::prepare(&mut s.act, &s.xb, &[&layer.wq, &layer.wk, &layer.wv]);
-        layer.wq.forward(&s.xb, &s.act, &mut s.q);
-        layer.wk.forward(&s.xb, &s.act, &mut s.k);
-        layer.wv.forward(&s.xb, &s.act, &mut s.v);
+        layer.wq.forward(&s.xb, &s.act, &mut s.q, isa, knobs);
+        layer.wk.forward(&s.xb, &s.act, &mut s.k, isa, knobs);
+        layer.wv.forward(&s.xb, &s.act, &mut s.v, isa, knobs);
         rope(&mut s.q, hd, &s.rope);
         rope(&mut s.k, hd, &s.rope);
         let at = kv.at(l, pos);
@@ -192,7 +202,7 @@ pub fn forward(
             rmsnorm_inplace(&mut s.attn, n, cfg.rms_eps);
         }
         Linear::prepare(&mut s.act, &s.attn, &[&layer.wo]);
-        layer.wo.forward(&s.attn, &s.act, &mut s.d);
+        layer.wo.forward(&s.attn, &s.act, &mut s.d, isa, knobs);
         for (x, d) in s.x.iter_mut().zip(&s.d) {
             *x += d;
         }
@@ -200,8 +210,8 @@ pub fn forward(
         // feed-forward
         rmsnorm(&mut s.xb, &s.x, &layer.ffn_norm, cfg.rms_eps);
         Linear::prepare(&mut s.act, &s.xb, &[&layer.w_gate, &layer.w_up]);
-        layer.w_gate.forward(&s.xb, &s.act, &mut s.hb);
-        layer.w_up.forward(&s.xb, &s.act, &mut s.hb2);
+        layer.w_gate.forward(&s.xb, &s.act, &mut s.hb, isa, knobs);
+        layer.w_up.forward(&s.xb, &s.act, &mut s.hb2, isa, knobs);
         for (g, &u) in s.hb.iter_mut().zip(&s.hb2) {
             *g = match cfg.act {
                 Activation::Silu => *g / (1.0 + math::exp(-*g)) * u,
@@ -215,7 +225,7 @@ pub fn forward(
             rmsnorm_inplace(&mut s.hb, n, cfg.rms_eps);
         }
         Linear::prepare(&mut s.act, &s.hb, &[&layer.w_down]);
-        layer.w_down.forward(&s.hb, &s.act, &mut s.d);
+        layer.w_down.forward(&s.hb, &s.act, &mut s.d, isa, knobs);
         for (x, d) in s.x.iter_mut().zip(&s.d) {
             *x += d;
         }
@@ -223,7 +233,7 @@ pub fn forward(
     if want_logits {
         rmsnorm(&mut s.xb, &s.x, &w.out_norm, cfg.rms_eps);
         Linear::prepare(&mut s.act, &s.xb, &[&w.output]);
-        w.output.forward(&s.xb, &s.act, &mut s.logits);
+        w.output.forward(&s.xb, &s.act, &mut s.logits, isa, knobs);
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! A linear layer y = W x and the input it reads. Each weight format (f32 reference, T-MAC
 //! lookup tables, 8-bit) is one variant; the forward pass does not care which it calls.
 
-use crate::kernel::{self, f32 as kf32, lut::Activations};
+use crate::kernel::{self, f32 as kf32, lut::Activations, Isa, Knobs};
 use crate::quant::lut::LutMatrix;
 use crate::quant::q8::Q8Matrix;
 
@@ -97,11 +97,11 @@ impl Linear {
     }
 
     /// y (rows) = W x (cols); `act` holds x prepared by `prepare`.
-    pub fn forward(&self, x: &[f32], act: &Activations, y: &mut [f32]) {
+    pub fn forward(&self, x: &[f32], act: &Activations, y: &mut [f32], isa: Isa, knobs: &Knobs) {
         match self {
             Linear::F32 { cols, w, .. } => kf32::matvec(w, *cols, x, y),
-            Linear::Lut(m) => kernel::lut_gemv(kernel::isa(), m, act, y, kernel::knobs()),
-            Linear::Q8(m) => kernel::q8_gemv(kernel::isa(), m, act, y, kernel::knobs()),
+            Linear::Lut(m) => kernel::lut_gemv(isa, m, act, y, knobs),
+            Linear::Q8(m) => kernel::q8_gemv(isa, m, act, y, knobs),
         }
     }
 

@@ -8,6 +8,7 @@ pub mod weights;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::gguf::Gguf;
 use crate::format::{self, Bytes, Kind};
+use crate::kernel::{self, Isa, Knobs};
 use crate::sampler::{Sampler, SamplerParams};
 use crate::tokenizer::stream::Utf8Stream;
 use crate::tokenizer::Vocab;
@@ -30,9 +31,14 @@ pub enum Compute {
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     pub compute: Compute,
+    /// Kernel instruction set; None = the process default (`kernel::isa()`, TMAC_KERNEL).
+    pub kernel: Option<Isa>,
 }
 
 pub struct Model {
+    /// Instruction set and tuning knobs of the kernels this model runs on.
+    pub isa: Isa,
+    pub knobs: Knobs,
     pub cfg: Config,
     pub vocab: Vocab,
     pub weights: Weights,
@@ -58,6 +64,7 @@ impl Model {
             u64,
             Option<std::time::SystemTime>,
             Compute,
+            Option<Isa>,
         );
         static CACHE: Mutex<Vec<(Key, Weak<Model>)>> = Mutex::new(Vec::new());
         let path = path.as_ref();
@@ -68,7 +75,13 @@ impl Model {
             )
         })?;
         let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let key: Key = (canon, meta.len(), meta.modified().ok(), opts.compute);
+        let key: Key = (
+            canon,
+            meta.len(),
+            meta.modified().ok(),
+            opts.compute,
+            opts.kernel,
+        );
         let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
         cache.retain(|(_, w)| w.strong_count() > 0);
         if let Some(m) = cache
@@ -116,7 +129,24 @@ impl Model {
                 None => tensor_types.push((t.typ.name().to_string(), 1)),
             }
         }
+        let isa = match opts.kernel {
+            None => kernel::isa(),
+            Some(i) if i.available() => i,
+            Some(i) => {
+                return Err(Error::unsupported(format!(
+                    "the {} kernels need a CPU this is not",
+                    i.name()
+                )))
+            }
+        };
+        let knobs = if isa == kernel::isa() {
+            *kernel::knobs()
+        } else {
+            Knobs::default_for(isa)
+        };
         Ok(Arc::new(Model {
+            isa,
+            knobs,
             cfg,
             vocab,
             weights,
@@ -192,6 +222,10 @@ pub struct SessionOptions {
     /// Context length in tokens; 0 = the model's default.
     pub n_ctx: usize,
     pub sampler: SamplerParams,
+    /// Bytes the session may allocate (KV cache and buffers); 0 = no limit.
+    pub memory_budget: usize,
+    /// When generation fills the context, drop its older half and go on instead of stopping.
+    pub sliding_window: bool,
 }
 
 /// One conversation: KV cache, position, sampler and output stream.
@@ -209,6 +243,7 @@ pub struct Session {
     n_chat_messages: usize,
     /// The assistant's chat turn is open (its end-of-turn marker is not in the cache yet).
     in_reply: bool,
+    sliding_window: bool,
 }
 
 impl Session {
@@ -225,7 +260,26 @@ impl Session {
                 model.cfg.n_ctx_train
             )));
         }
+        let (kv, buf) = (
+            KvCache::bytes(&model.cfg, n_ctx),
+            Scratch::bytes(&model.cfg, n_ctx),
+        );
+        if opts.memory_budget > 0 && kv + buf > opts.memory_budget {
+            let mib = |b: usize| b as f64 / 1048576.0;
+            return Err(Error::new(
+                ErrorKind::Limit,
+                format!(
+                    "a context of {n_ctx} tokens needs {:.1} MiB (KV cache {:.1} MiB, buffers {:.1} MiB), \
+                     over the memory budget of {:.1} MiB: ask for a smaller context",
+                    mib(kv + buf),
+                    mib(kv),
+                    mib(buf),
+                    mib(opts.memory_budget)
+                ),
+            ));
+        }
         Ok(Session {
+            sliding_window: opts.sliding_window,
             kv: KvCache::new(&model.cfg, n_ctx),
             scratch: Scratch::new(&model.cfg, n_ctx),
             tokens: Vec::new(),
@@ -326,16 +380,7 @@ impl Session {
         let m = &*self.model;
         let pos = self.tokens.len();
         self.have_logits = false;
-        forward::forward(
-            &m.cfg,
-            &m.weights,
-            m.file(),
-            &mut self.kv,
-            &mut self.scratch,
-            token,
-            pos,
-            want_logits,
-        )?;
+        forward::forward(m, &mut self.kv, &mut self.scratch, token, pos, want_logits)?;
         self.tokens.push(token);
         self.have_logits = want_logits;
         Ok(())
@@ -388,14 +433,13 @@ impl Session {
                 text: self.stream.finish(),
             });
         }
-        if self.pos() >= self.n_ctx() {
+        if !self.advance(id)? {
             self.have_logits = false;
             return Ok(Step::Done {
                 reason: StopReason::ContextFull,
                 text: self.stream.finish(),
             });
         }
-        self.step(id, true)?;
         let text = self.stream.push(self.model.vocab.piece(id));
         Ok(Step::Token { id, text })
     }
@@ -407,17 +451,39 @@ impl Session {
             return Err(Error::invalid("nothing to continue: feed a prompt first"));
         }
         let id = self.sampler.sample(&self.scratch.logits, &self.tokens);
-        if self.pos() >= self.n_ctx() {
+        if !self.advance(id)? {
             return Ok(Step::Done {
                 reason: StopReason::ContextFull,
                 text: String::new(),
             });
         }
-        self.step(id, true)?;
         Ok(Step::Token {
             id,
             text: String::new(),
         })
+    }
+
+    /// Run the sampled token `id`, sliding the context first if it is full and the session
+    /// slides. False if the context is full.
+    fn advance(&mut self, id: u32) -> Result<bool> {
+        if self.pos() >= self.n_ctx() {
+            if !self.sliding_window {
+                return Ok(false);
+            }
+            self.slide()?;
+        }
+        self.step(id, true)?;
+        Ok(true)
+    }
+
+    /// Keep the newer half of the context: recompute its keys and values at positions from 0.
+    fn slide(&mut self) -> Result<()> {
+        let keep = self.tokens.split_off(self.tokens.len() - self.n_ctx() / 2);
+        self.tokens.clear();
+        for (i, &t) in keep.iter().enumerate() {
+            self.step(t, i + 1 == keep.len())?;
+        }
+        Ok(())
     }
 
     /// End a generation early (token limit): flush any partial character.

@@ -127,6 +127,16 @@ static void test_bad_files(void) {
     CHECK(strlen(tmac_last_error(NULL)) > 0, "no message");
 
     tmac_params p = tmac_params_default();
+    if (smollm2) { /* its default context (2048) needs about 100 MiB of KV cache */
+        p.memory_budget_mib = 8;
+        CHECK_STATUS(tmac_load(model_path, &p, &t), TMAC_ERR_LIMIT);
+        CHECK(strstr(tmac_last_error(NULL), "memory budget") != NULL, "message: %s", tmac_last_error(NULL));
+        p.memory_budget_mib = 512;
+        CHECK_STATUS(tmac_load(model_path, &p, &t), TMAC_OK);
+        tmac_free(t);
+        t = NULL;
+    }
+    p = tmac_params_default();
     p.struct_size = 0;
     CHECK_STATUS(tmac_load(model_path, &p, &t), TMAC_ERR_INVALID_ARG);
     CHECK(strstr(tmac_last_error(NULL), "struct_size") != NULL, "message: %s", tmac_last_error(NULL));
@@ -253,10 +263,10 @@ int main(int argc, char **argv) {
     }
     model_path = argv[1];
     snprintf(scratch, sizeof scratch, "%s", argv[2]);
+    smollm2 = argc > 3 && strcmp(argv[3], "--smollm2") == 0;
     test_statics();
     test_null_arguments();
     test_bad_files();
-    smollm2 = argc > 3 && strcmp(argv[3], "--smollm2") == 0;
     test_session();
     if (smollm2) test_multibyte();
     if (failures) {

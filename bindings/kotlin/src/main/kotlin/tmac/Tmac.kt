@@ -23,6 +23,7 @@ const val TMAC_DONE = 1
 const val TMAC_ERR_BUFFER_TOO_SMALL = -7
 const val TMAC_ERR_STATE = -9
 const val TMAC_FLAG_F32 = 1
+const val TMAC_FLAG_SLIDING_WINDOW = 2
 
 /** size_t: 8 bytes on arm64-v8a and x86_64, 4 on armeabi-v7a. */
 class SizeT(value: Long = 0) : IntegerType(Native.SIZE_T_SIZE, value, true) {
@@ -40,7 +41,7 @@ class SizeTByReference : ByReference(Native.SIZE_T_SIZE) {
 
 /** struct tmac_params. Field names and order are the header's. */
 @Structure.FieldOrder("struct_size", "n_ctx", "temperature", "top_p", "top_k", "min_p",
-    "repeat_penalty", "seed", "max_tokens", "flags")
+    "repeat_penalty", "seed", "max_tokens", "flags", "memory_budget_mib")
 open class Params : Structure() {
     @JvmField var struct_size: Int = 0
     @JvmField var n_ctx: Int = 0
@@ -52,6 +53,7 @@ open class Params : Structure() {
     @JvmField var seed: Long = 0
     @JvmField var max_tokens: Int = 0
     @JvmField var flags: Int = 0
+    @JvmField var memory_budget_mib: Int = 0
 
     /** Returned by value from tmac_params_default(). */
     class ByValue : Params(), Structure.ByValue

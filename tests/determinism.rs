@@ -1,0 +1,175 @@
+//! Identical output everywhere: the same model, prompt and seed give the same tokens on every
+//! run, and the same logits bit for bit whichever kernel computes them (scalar, AVX2, NEON) and
+//! on whichever CPU (a hash of SmolLM2's logits is committed; the aarch64 run under qemu checks
+//! it too). Also the context limits: the memory budget and the sliding window.
+
+mod common;
+use common::*;
+use std::sync::Arc;
+use tmac::kernel::Isa;
+use tmac::{
+    ErrorKind, LoadOptions, Model, SamplerParams, Session, SessionOptions, Step, StopReason,
+};
+
+fn load(path: &std::path::Path, kernel: Isa) -> Arc<Model> {
+    Model::load(
+        path,
+        &LoadOptions {
+            kernel: Some(kernel),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Logits after each token of `text`.
+fn logits(m: &Arc<Model>, text: &str) -> Vec<u32> {
+    let mut s = Session::new(
+        m.clone(),
+        &SessionOptions {
+            n_ctx: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let toks = m.vocab.encode(text, true, true);
+    let mut bits = Vec::new();
+    s.eval(&toks, |_, l| bits.extend(l.iter().map(|v| v.to_bits())))
+        .unwrap();
+    bits
+}
+
+fn fnv(bits: &[u32]) -> u64 {
+    bits.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn simd() -> Option<Isa> {
+    [Isa::Avx2, Isa::Neon].into_iter().find(|i| i.available())
+}
+
+const TEXT: &str = "The quick brown fox jumps over the lazy dog.";
+
+#[test]
+fn every_kernel_gives_the_same_logits_and_so_does_every_cpu() {
+    let path = smollm2();
+    let scalar = logits(&load(&path, Isa::Scalar), TEXT);
+    if let Some(isa) = simd() {
+        assert!(
+            logits(&load(&path, isa), TEXT) == scalar,
+            "{} logits differ from scalar",
+            isa.name()
+        );
+    }
+    // the committed hash was computed on x86-64; any CPU must reproduce it
+    let want = fixture("logits_hash.txt");
+    let want = lines(&want).next().unwrap().trim();
+    assert_eq!(
+        format!("{:016x}", fnv(&scalar)),
+        want,
+        "SmolLM2 logits hash ({} values)",
+        scalar.len()
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_text() {
+    let m = Model::load(smollm2(), &LoadOptions::default()).unwrap();
+    let run = |seed| {
+        let sampler = SamplerParams {
+            seed,
+            temperature: 0.9,
+            ..Default::default()
+        };
+        let mut s = Session::new(
+            m.clone(),
+            &SessionOptions {
+                n_ctx: 128,
+                sampler,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        s.prompt("Once upon a time").unwrap();
+        let mut ids = Vec::new();
+        while ids.len() < 40 {
+            match s.next_token().unwrap() {
+                Step::Token { id, .. } => ids.push(id),
+                Step::Done { .. } => break,
+            }
+        }
+        ids
+    };
+    assert_eq!(run(42), run(42));
+    assert_ne!(run(42), run(43));
+    // and across processes
+    let cli = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tmac"))
+            .arg("run")
+            .arg(smollm2())
+            .args(["-i", "Once upon a time", "-n", "24", "-t", "0.9", "-s", "7"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        out.stdout
+    };
+    assert_eq!(cli(), cli());
+}
+
+fn tiny() -> Arc<Model> {
+    let spec = tmac::testing::TinySpec {
+        n_ctx: 32,
+        ..Default::default()
+    };
+    let bytes = tmac::testing::tiny_llama(&spec);
+    Model::from_bytes(
+        Arc::new(tmac::format::Bytes::Owned(bytes)),
+        &LoadOptions::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn memory_budget_is_enforced_before_allocating() {
+    let m = tiny();
+    let opts = |budget| SessionOptions {
+        n_ctx: 32,
+        memory_budget: budget,
+        ..Default::default()
+    };
+    let e = Session::new(m.clone(), &opts(1000)).err().unwrap();
+    assert_eq!(e.kind, ErrorKind::Limit);
+    assert!(
+        e.msg.contains("memory budget") && e.msg.contains("KV cache"),
+        "{e}"
+    );
+    assert!(Session::new(m, &opts(64 << 20)).is_ok());
+}
+
+#[test]
+fn a_full_context_stops_or_slides() {
+    let m = tiny();
+    let gen = |slide: bool| {
+        let opts = SessionOptions {
+            n_ctx: 32,
+            sampler: SamplerParams::greedy(),
+            sliding_window: slide,
+            ..Default::default()
+        };
+        let mut s = Session::new(m.clone(), &opts).unwrap();
+        s.prompt("the cat sat on").unwrap();
+        let mut n = 0;
+        while n < 100 {
+            match s.next_token_unchecked().unwrap() {
+                Step::Token { .. } => n += 1,
+                Step::Done { reason, .. } => return (n, Some(reason)),
+            }
+        }
+        (n, None)
+    };
+    let (n, why) = gen(false);
+    assert_eq!(why, Some(StopReason::ContextFull));
+    assert!(n > 0 && n < 32, "{n}");
+    assert_eq!(gen(true), (100, None));
+}
