@@ -18,7 +18,8 @@ VALGRIND      := valgrind --quiet --error-exitcode=9 --leak-check=full \
                  --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect
 C_OUT         := build/c
 
-.PHONY: all build lib run test model bench fmt-check clippy fixtures llama-cpp clean \
+
+.PHONY: all build lib run test model bench fuzz fmt-check clippy fixtures llama-cpp clean \
         header check-header c-examples test-c test-install install test-bindings
 
 all: lib
@@ -163,6 +164,23 @@ clippy:
 # Long (it builds llama.cpp and multi-GB models under build/bench); not part of `make test`.
 bench: $(MODEL)
 	python3 tools/bench.py $(BENCH_ARGS)
+
+# Fuzz every parser and the C API with cargo-fuzz (nightly), FUZZ_SECONDS each (default 600);
+# not part of `make test`. Crashes land in fuzz/artifacts/; copy them to fuzz/regressions/.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= model_file tokenizer capi
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	mkdir -p fuzz/corpus/model_file fuzz/corpus/tokenizer fuzz/corpus/capi build
+	$(CARGO) run --quiet --release --example tiny_model -- fuzz/corpus/model_file/tiny.gguf
+	$(CARGO) run --quiet --release --bin tmac -- quantize fuzz/corpus/model_file/tiny.gguf fuzz/corpus/model_file/tiny.tmac --type tq 2>/dev/null
+	printf 'Hello <|im_start|>user\n 123 😀 中文' > fuzz/corpus/tokenizer/seed
+	for t in $(FUZZ_TARGETS); do \
+	  (cd fuzz && $(CARGO) +nightly fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) \
+	    -max_len=400000 -rss_limit_mb=4096 -print_final_stats=1) > build/fuzz-$$t.log 2>&1; \
+	  echo "$$t: $$(grep -E 'stat::number_of_executed_units|Done [0-9]+ runs' build/fuzz-$$t.log | tail -1)"; \
+	  grep -q 'ERROR: libFuzzer\|panicked' build/fuzz-$$t.log && echo "$$t: CRASH, see build/fuzz-$$t.log and fuzz/artifacts/$$t"; \
+	done; true
 
 # Reference llama.cpp (from the llama-cpp-python sdist on PyPI) and the fixtures made with it.
 llama-cpp:

@@ -139,3 +139,113 @@ pub fn tiny_llama_writer(spec: &TinySpec) -> GgufWriter {
 fn to_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
+
+/// The bodies of the fuzz targets (fuzz/fuzz_targets/*.rs), shared with
+/// tests/fuzz_regressions.rs, which replays every input the fuzzers ever crashed on.
+pub mod fuzz {
+    use crate::capi::*;
+    use crate::format::Bytes;
+    use crate::{Model, Session, SessionOptions};
+    use std::ffi::{c_char, c_void};
+    use std::sync::{Arc, OnceLock};
+
+    fn load(data: &[u8]) -> crate::Result<Arc<Model>> {
+        Model::from_bytes(Arc::new(Bytes::Owned(data.to_vec())), &Default::default())
+    }
+
+    /// Any bytes as a model file: parse and load return, never panic.
+    pub fn model_file(data: &[u8]) {
+        let _ = crate::format::gguf::Gguf::parse(data);
+        if let Ok(m) = load(data) {
+            // a model that loads must also run a token
+            if let Ok(mut s) = Session::new(
+                m,
+                &SessionOptions {
+                    n_ctx: 8,
+                    ..Default::default()
+                },
+            ) {
+                let _ = s.feed(&[0]);
+            }
+        }
+    }
+
+    fn tiny_model() -> &'static Arc<Model> {
+        static M: OnceLock<Arc<Model>> = OnceLock::new();
+        M.get_or_init(|| {
+            load(&super::tiny_llama(&Default::default())).expect("the tiny model loads")
+        })
+    }
+
+    /// Arbitrary text through the tokenizer and arbitrary ids through the streaming decoder:
+    /// ids stay in the vocabulary, pre-tokenizers keep every byte, output is valid UTF-8.
+    pub fn tokenizer(data: &[u8]) {
+        let v = &tiny_model().vocab;
+        let text = String::from_utf8_lossy(data);
+        for (add, parse) in [(true, true), (false, false)] {
+            assert!(v
+                .encode(&text, add, parse)
+                .iter()
+                .all(|&i| (i as usize) < v.len()));
+        }
+        for pre in ["gpt-2", "smollm", "llama-bpe", "qwen2"] {
+            let words = crate::tokenizer::pretok::PreTok::from_name(pre)
+                .unwrap()
+                .split(&text);
+            assert_eq!(words.concat(), text, "{pre} lost text");
+        }
+        let mut stream = crate::tokenizer::stream::Utf8Stream::default();
+        let mut out = String::new();
+        for pair in data.chunks(2) {
+            let id =
+                u16::from_le_bytes([pair[0], *pair.get(1).unwrap_or(&0)]) as u32 % v.len() as u32;
+            out += &stream.push(v.piece(id));
+        }
+        out += &stream.finish();
+        assert!(std::str::from_utf8(out.as_bytes()).is_ok());
+    }
+
+    /// A sequence of C API calls driven by `data`, on a tiny model held in memory.
+    pub fn capi(data: &[u8]) {
+        static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+        let bytes = BYTES.get_or_init(|| {
+            super::tiny_llama(&super::TinySpec {
+                n_ctx: 32,
+                ..Default::default()
+            })
+        });
+        let mut p = tmac_params_default();
+        p.n_ctx = 1 + data.first().copied().unwrap_or(16) as u32 % 32;
+        p.max_tokens = data.get(1).copied().unwrap_or(4) as u32 % 8;
+        let mut t: *mut tmac = std::ptr::null_mut();
+        if tmac_load_from_memory(bytes.as_ptr() as *const c_void, bytes.len(), &p, &mut t)
+            != tmac_status::TMAC_OK
+        {
+            return;
+        }
+        let mut buf = [0u8; 8];
+        let mut n = 0usize;
+        for op in data.chunks(3).skip(1) {
+            let arg = op.get(1).copied().unwrap_or(0);
+            let text = &op[op.len().min(1)..];
+            let _ = match op[0] % 9 {
+                0 => tmac_prompt(t, text.as_ptr() as *const c_char, text.len()),
+                1 => tmac_prompt_chat(
+                    t,
+                    c"user".as_ptr(),
+                    text.as_ptr() as *const c_char,
+                    text.len(),
+                ),
+                2 => tmac_next_token(t, buf.as_mut_ptr() as *mut c_char, arg as usize % 9, &mut n),
+                3 => tmac_reset(t),
+                4 => tmac_set_temperature(t, arg as f32 / 50.0 - 0.5),
+                5 => tmac_set_top_k(t, arg as u32),
+                6 => tmac_set_top_p(t, arg as f32 / 200.0),
+                7 => tmac_set_seed(t, arg as u64),
+                _ => tmac_prompt(t, std::ptr::null(), arg as usize % 2),
+            };
+            let _ = tmac_last_error(t);
+        }
+        tmac_free(t);
+    }
+}
