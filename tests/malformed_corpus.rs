@@ -91,7 +91,7 @@ fn fields(bytes: &[u8]) -> Vec<(usize, usize, String)> {
                 pos += 12;
                 match a {
                     Array::Str(items) => {
-                        if let Some(first) = items.first() {
+                        if !items.is_empty() {
                             v.push((pos, 8, format!("first string length in {k}")));
                         }
                         for it in items {
