@@ -258,3 +258,28 @@ fn q8_kernels_agree() {
         }
     }
 }
+
+#[test]
+fn batched_gemm_equals_one_gemv_per_input() {
+    let mut rng = Rng::new(31);
+    for case in 0..40 {
+        let c = random_case(&mut rng);
+        let acts: Vec<Activations> = (0..1 + case % 7)
+            .map(|_| random_activations(&mut rng, c.cols, 1 << 20))
+            .collect();
+        for isa in std::iter::once(Isa::Scalar).chain(simd_isas()) {
+            let knobs = Knobs::default_for(isa);
+            let mut ys = vec![0f32; acts.len() * c.rows];
+            kernel::lut_gemm(isa, &c.m, &acts, &mut ys, &knobs);
+            for (a, y) in acts.iter().zip(ys.chunks_exact(c.rows)) {
+                let mut one = vec![0f32; c.rows];
+                kernel::lut_gemv(isa, &c.m, a, &mut one, &knobs);
+                assert!(
+                    one.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()),
+                    "case {case} {}",
+                    isa.name()
+                );
+            }
+        }
+    }
+}

@@ -192,6 +192,7 @@ unsafe fn lut_gemv_pp<const PP: usize>(
     m: &LutMatrix,
     act: &Activations,
     y: &mut [f32],
+    rbs: std::ops::Range<usize>,
     knobs: &super::Knobs,
 ) {
     let g = m.geometry();
@@ -200,29 +201,35 @@ unsafe fn lut_gemv_pp<const PP: usize>(
     let fs: Vec<(f32, i32)> = (0..g.groups)
         .map(|grp| (act.scale_at(grp * m.group), act.sum(grp * m.group, m.group)))
         .collect();
-    let mut rb = 0;
+    let mut rb = rbs.start;
     if knobs.row_tile >= 2 {
-        while rb + 2 <= g.row_blocks {
+        while rb + 2 <= rbs.end {
             lut_tile::<PP, 2>(m, &g, &act.tables, &fs, rb, knobs.prefetch, y);
             rb += 2;
         }
     }
-    while rb < g.row_blocks {
+    while rb < rbs.end {
         lut_tile::<PP, 1>(m, &g, &act.tables, &fs, rb, knobs.prefetch, y);
         rb += 1;
     }
 }
 
-/// y = W x for a LUT matrix (see scalar::lut_gemv for the semantics).
+/// y = W x for a LUT matrix, row blocks `rbs` (see scalar::lut_gemv for the semantics).
 ///
 /// # Safety
 /// AVX2 and F16C must be available; `act` must have its tables built for this matrix's width.
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn lut_gemv(m: &LutMatrix, act: &Activations, y: &mut [f32], knobs: &super::Knobs) {
+pub unsafe fn lut_gemv(
+    m: &LutMatrix,
+    act: &Activations,
+    y: &mut [f32],
+    rbs: std::ops::Range<usize>,
+    knobs: &super::Knobs,
+) {
     if m.geometry().plane_pairs == 2 {
-        lut_gemv_pp::<2>(m, act, y, knobs)
+        lut_gemv_pp::<2>(m, act, y, rbs, knobs)
     } else {
-        lut_gemv_pp::<1>(m, act, y, knobs)
+        lut_gemv_pp::<1>(m, act, y, rbs, knobs)
     }
 }
 

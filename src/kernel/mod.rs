@@ -107,15 +107,44 @@ impl Knobs {
 
 /// y = W x for a LUT matrix, with `isa` (which must be available).
 pub fn lut_gemv(isa: Isa, m: &LutMatrix, act: &Activations, y: &mut [f32], knobs: &Knobs) {
+    lut_rows(isa, m, act, y, 0..m.rows.div_ceil(16), knobs);
+}
+
+/// Rows of y = W x, for the row blocks (of 16 rows) in `rbs`.
+fn lut_rows(
+    isa: Isa,
+    m: &LutMatrix,
+    act: &Activations,
+    y: &mut [f32],
+    rbs: std::ops::Range<usize>,
+    knobs: &Knobs,
+) {
     assert!(act.tables_ready() && act.a.len() >= m.cols.div_ceil(8) * 8 && y.len() >= m.rows);
+    assert!(rbs.end <= m.rows.div_ceil(16));
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Isa::Avx2 is only used when available() confirmed AVX2 and F16C.
-        Isa::Avx2 => unsafe { avx2::lut_gemv(m, act, y, knobs) },
+        Isa::Avx2 => unsafe { avx2::lut_gemv(m, act, y, rbs, knobs) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: Isa::Neon is only used when available() confirmed NEON.
-        Isa::Neon => unsafe { neon::lut_gemv(m, act, y, knobs) },
-        _ => scalar::lut_gemv(m, act, y),
+        Isa::Neon => unsafe { neon::lut_gemv(m, act, y, rbs, knobs) },
+        _ => scalar::lut_gemv(m, act, y, rbs),
+    }
+}
+
+/// Y = W X for several inputs at once (prefill): ys holds one output row of m.rows per input.
+/// Rows are taken a tile at a time and every input is run over the tile while its weights are
+/// still in cache, so the weights are read from memory once per batch instead of per token.
+pub fn lut_gemm(isa: Isa, m: &LutMatrix, acts: &[Activations], ys: &mut [f32], knobs: &Knobs) {
+    const TILE_ROWS: usize = 64;
+    let nrb = m.rows.div_ceil(16);
+    let mut rb = 0;
+    while rb < nrb {
+        let end = (rb + TILE_ROWS / 16).min(nrb);
+        for (act, y) in acts.iter().zip(ys.chunks_exact_mut(m.rows)) {
+            lut_rows(isa, m, act, y, rb..end, knobs);
+        }
+        rb = end;
     }
 }
 

@@ -134,11 +134,17 @@ pub unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
 /// # Safety
 /// NEON must be available; `act` must have its tables built for this matrix's width.
 #[target_feature(enable = "neon")]
-pub unsafe fn lut_gemv(m: &LutMatrix, act: &Activations, y: &mut [f32], knobs: &super::Knobs) {
+pub unsafe fn lut_gemv(
+    m: &LutMatrix,
+    act: &Activations,
+    y: &mut [f32],
+    rbs: std::ops::Range<usize>,
+    knobs: &super::Knobs,
+) {
     let g = m.geometry();
     let (data, scales) = (m.data.as_slice(), m.scales.as_slice());
     debug_assert!(scales.len() >= g.scales_len());
-    for rb in 0..g.row_blocks {
+    for rb in rbs {
         let mut yv = [vdupq_n_f32(0.0); 4];
         for grp in 0..g.groups {
             let acc = group_ints(data, &g, &act.tables, rb, grp, knobs.prefetch);

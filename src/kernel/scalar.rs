@@ -67,11 +67,11 @@ pub fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     }
 }
 
-/// y (rows) = W x for a LUT matrix; `act` must have its tables built.
-pub fn lut_gemv(m: &LutMatrix, act: &Activations, y: &mut [f32]) {
+/// y (rows) = W x for a LUT matrix, row blocks `rbs` only; `act` must have its tables built.
+pub fn lut_gemv(m: &LutMatrix, act: &Activations, y: &mut [f32], rbs: std::ops::Range<usize>) {
     let g = m.geometry();
     let (data, scales) = (m.data.as_slice(), m.scales.as_slice());
-    for rb in 0..g.row_blocks {
+    for rb in rbs {
         let mut y16 = [0f32; 16];
         for grp in 0..g.groups {
             let acc = lut_group_ints(data, &g, &act.tables, rb, grp);

@@ -34,38 +34,39 @@ impl KvCache {
     }
 }
 
-/// Activation buffers, allocated once per session.
+/// Tokens run through the layers together during prefill: each weight tile is read once per
+/// batch and reused from cache for every token of it.
+pub const MAX_BATCH: usize = 16;
+
+/// Activation buffers for up to MAX_BATCH tokens, allocated once per session. Vectors hold one
+/// row per token: `x` is (batch, n_embd) and so on.
 pub struct Scratch {
-    x: Vec<f32>,           // (n_embd) residual stream
-    xb: Vec<f32>,          // (n_embd) normed input
-    q: Vec<f32>,           // (q_dim)
-    k: Vec<f32>,           // (kv_dim)
-    v: Vec<f32>,           // (kv_dim)
-    attn: Vec<f32>,        // (q_dim) attention output
-    att: Vec<f32>,         // (n_ctx) scores of one head
-    d: Vec<f32>,           // (n_embd) projection output
-    hb: Vec<f32>,          // (n_ff) gate
-    hb2: Vec<f32>,         // (n_ff) up
-    rope: Vec<(f32, f32)>, // (rope_dim / 2) cos and sin at the current position
-    pub logits: Vec<f32>,  // (n_vocab)
-    act: Activations,      // the current matmul input, quantized, with its lookup tables
+    x: Vec<f32>,            // (batch, n_embd) residual stream
+    xb: Vec<f32>,           // (batch, n_embd) normed input
+    q: Vec<f32>,            // (batch, q_dim)
+    k: Vec<f32>,            // (batch, kv_dim)
+    v: Vec<f32>,            // (batch, kv_dim)
+    attn: Vec<f32>,         // (batch, q_dim) attention output
+    att: Vec<f32>,          // (n_ctx) scores of one head
+    d: Vec<f32>,            // (batch, n_embd) projection output
+    hb: Vec<f32>,           // (batch, n_ff) gate
+    hb2: Vec<f32>,          // (batch, n_ff) up
+    rope: Vec<(f32, f32)>,  // (batch, rope_dim / 2) cos and sin at each token's position
+    pub logits: Vec<f32>,   // (n_vocab)
+    acts: Vec<Activations>, // (batch) matmul inputs, quantized, with their lookup tables
 }
 
 impl Scratch {
-    /// Bytes `new` allocates.
+    /// Bytes `new` allocates (activation tables excluded: they grow with the widest input).
     pub fn bytes(cfg: &Config, n_ctx: usize) -> usize {
-        4 * (3 * cfg.n_embd
-            + 2 * cfg.q_dim()
-            + 2 * cfg.kv_dim()
-            + n_ctx
-            + 2 * cfg.n_ff
-            + cfg.n_vocab
-            + cfg.rope_dim / 2 * 2)
-            + 2 * cfg.n_embd.max(cfg.n_ff) * 2
+        let per_token =
+            3 * cfg.n_embd + 2 * cfg.q_dim() + 2 * cfg.kv_dim() + 2 * cfg.n_ff + cfg.rope_dim;
+        4 * (MAX_BATCH * per_token + n_ctx + cfg.n_vocab)
+            + MAX_BATCH * cfg.n_embd.max(cfg.n_ff) * 17
     }
 
     pub fn new(cfg: &Config, n_ctx: usize) -> Scratch {
-        let z = |n| vec![0f32; n];
+        let z = |n: usize| vec![0f32; MAX_BATCH * n];
         Scratch {
             x: z(cfg.n_embd),
             xb: z(cfg.n_embd),
@@ -73,13 +74,13 @@ impl Scratch {
             k: z(cfg.kv_dim()),
             v: z(cfg.kv_dim()),
             attn: z(cfg.q_dim()),
-            att: z(n_ctx),
+            att: vec![0f32; n_ctx],
             d: z(cfg.n_embd),
             hb: z(cfg.n_ff),
             hb2: z(cfg.n_ff),
-            rope: vec![(1.0, 0.0); cfg.rope_dim / 2],
-            logits: z(cfg.n_vocab),
-            act: Activations::new(),
+            rope: vec![(1.0, 0.0); MAX_BATCH * (cfg.rope_dim / 2)],
+            logits: vec![0f32; cfg.n_vocab],
+            acts: (0..MAX_BATCH).map(|_| Activations::new()).collect(),
         }
     }
 }
@@ -142,77 +143,124 @@ pub fn theta_scale(cfg: &Config) -> f32 {
     math::pow64(cfg.rope_base as f64, -2.0 / cfg.rope_dim as f64) as f32
 }
 
-/// Run token `token` at position `pos`; when `want_logits`, fill `s.logits`.
+/// Run `tokens` (at most MAX_BATCH) at positions pos.. and write their keys and values to the
+/// cache. Afterwards `logits(.., b)` gives the logits after token b.
 pub fn forward(
     m: &Model,
     kv: &mut KvCache,
     s: &mut Scratch,
-    token: u32,
+    tokens: &[u32],
     pos: usize,
-    want_logits: bool,
 ) -> Result<()> {
     let (cfg, w, file, isa, knobs) = (&m.cfg, &m.weights, m.file(), m.isa, &m.knobs);
-    if pos >= kv.n_ctx {
+    let n = tokens.len();
+    assert!(n <= MAX_BATCH);
+    if pos + n > kv.n_ctx {
         return Err(Error::new(
             crate::error::ErrorKind::ContextFull,
             "context is full",
         ));
     }
-    if token as usize >= w.tok_embd.rows() {
+    if let Some(t) = tokens.iter().find(|&&t| t as usize >= w.tok_embd.rows()) {
         return Err(Error::invalid(format!(
-            "token id {token} is outside the vocabulary"
+            "token id {t} is outside the vocabulary"
         )));
     }
-    let (hd, kvd) = (cfg.head_dim, cfg.kv_dim());
+    let (d, q_dim, hd, kvd, ff) = (
+        cfg.n_embd,
+        cfg.q_dim(),
+        cfg.head_dim,
+        cfg.kv_dim(),
+        cfg.n_ff,
+    );
     let kv_mul = cfg.n_head / cfg.n_head_kv;
     let scale = 1.0 / (hd as f32).sqrt();
-    rope_angles(&mut s.rope, pos, theta_scale(cfg), w.rope_freqs.as_deref());
-    w.tok_embd.row(file, token as usize, &mut s.x)?;
+    let half = cfg.rope_dim / 2;
+    for (b, &t) in tokens.iter().enumerate() {
+        rope_angles(
+            &mut s.rope[b * half..(b + 1) * half],
+            pos + b,
+            theta_scale(cfg),
+            w.rope_freqs.as_deref(),
+        );
+        w.tok_embd
+            .row(file, t as usize, &mut s.x[b * d..(b + 1) * d])?;
+    }
+    // x (n, cols) through `mats` into the outputs, each token's input prepared once for all
+    macro_rules! matmul {
+        ($x:expr, $cols:expr, [$(($mat:expr, $y:expr, $rows:expr)),+]) => {{
+            let users = [$(&$mat),+];
+            for b in 0..n {
+                Linear::prepare(&mut s.acts[b], &$x[b * $cols..(b + 1) * $cols], &users);
+            }
+            $( $mat.forward_batch(&$x[..n * $cols], &s.acts[..n], &mut $y[..n * $rows], isa, knobs); )+
+        }};
+    }
 
     for (l, layer) in w.layers.iter().enumerate() {
         // attention
-        rmsnorm(&mut s.xb, &s.x, &layer.attn_norm, cfg.rms_eps);
-        Linear::prepare(&mut s.act, &s.xb, &[&layer.wq, &layer.wk, &layer.wv]);
-        layer.wq.forward(&s.xb, &s.act, &mut s.q, isa, knobs);
-        layer.wk.forward(&s.xb, &s.act, &mut s.k, isa, knobs);
-        layer.wv.forward(&s.xb, &s.act, &mut s.v, isa, knobs);
-        rope(&mut s.q, hd, &s.rope);
-        rope(&mut s.k, hd, &s.rope);
-        let at = kv.at(l, pos);
-        kv.k[at..at + kvd].copy_from_slice(&s.k);
-        kv.v[at..at + kvd].copy_from_slice(&s.v);
-
+        for b in 0..n {
+            rmsnorm(
+                &mut s.xb[b * d..(b + 1) * d],
+                &s.x[b * d..(b + 1) * d],
+                &layer.attn_norm,
+                cfg.rms_eps,
+            );
+        }
+        matmul!(
+            s.xb,
+            d,
+            [
+                (layer.wq, s.q, q_dim),
+                (layer.wk, s.k, kvd),
+                (layer.wv, s.v, kvd)
+            ]
+        );
+        for b in 0..n {
+            let cs = &s.rope[b * half..(b + 1) * half];
+            rope(&mut s.q[b * q_dim..(b + 1) * q_dim], hd, cs);
+            rope(&mut s.k[b * kvd..(b + 1) * kvd], hd, cs);
+            let at = kv.at(l, pos + b);
+            kv.k[at..at + kvd].copy_from_slice(&s.k[b * kvd..(b + 1) * kvd]);
+            kv.v[at..at + kvd].copy_from_slice(&s.v[b * kvd..(b + 1) * kvd]);
+        }
         let base = kv.at(l, 0);
-        for h in 0..cfg.n_head {
-            let q = &s.q[h * hd..(h + 1) * hd];
-            let kvh = (h / kv_mul) * hd;
-            let att = &mut s.att[..=pos];
-            for (t, a) in att.iter_mut().enumerate() {
-                let k = &kv.k[base + t * kvd + kvh..][..hd];
-                *a = kf32::dot(q, k) * scale;
+        for b in 0..n {
+            let p = pos + b; // token b sees positions 0..=p
+            for h in 0..cfg.n_head {
+                let q = &s.q[b * q_dim + h * hd..][..hd];
+                let kvh = (h / kv_mul) * hd;
+                let att = &mut s.att[..=p];
+                for (t, a) in att.iter_mut().enumerate() {
+                    *a = kf32::dot(q, &kv.k[base + t * kvd + kvh..][..hd]) * scale;
+                }
+                softmax(att);
+                let out = &mut s.attn[b * q_dim + h * hd..][..hd];
+                out.fill(0.0);
+                for (t, &a) in att.iter().enumerate() {
+                    kf32::axpy(a, &kv.v[base + t * kvd + kvh..][..hd], out);
+                }
             }
-            softmax(att);
-            let out = &mut s.attn[h * hd..(h + 1) * hd];
-            out.fill(0.0);
-            for (t, &a) in att.iter().enumerate() {
-                kf32::axpy(a, &kv.v[base + t * kvd + kvh..][..hd], out);
+            if let Some(sub) = &layer.attn_sub_norm {
+                rmsnorm_inplace(&mut s.attn[b * q_dim..(b + 1) * q_dim], sub, cfg.rms_eps);
             }
         }
-        if let Some(n) = &layer.attn_sub_norm {
-            rmsnorm_inplace(&mut s.attn, n, cfg.rms_eps);
-        }
-        Linear::prepare(&mut s.act, &s.attn, &[&layer.wo]);
-        layer.wo.forward(&s.attn, &s.act, &mut s.d, isa, knobs);
-        for (x, d) in s.x.iter_mut().zip(&s.d) {
-            *x += d;
+        matmul!(s.attn, q_dim, [(layer.wo, s.d, d)]);
+        for (x, dv) in s.x[..n * d].iter_mut().zip(&s.d) {
+            *x += dv;
         }
 
         // feed-forward
-        rmsnorm(&mut s.xb, &s.x, &layer.ffn_norm, cfg.rms_eps);
-        Linear::prepare(&mut s.act, &s.xb, &[&layer.w_gate, &layer.w_up]);
-        layer.w_gate.forward(&s.xb, &s.act, &mut s.hb, isa, knobs);
-        layer.w_up.forward(&s.xb, &s.act, &mut s.hb2, isa, knobs);
-        for (g, &u) in s.hb.iter_mut().zip(&s.hb2) {
+        for b in 0..n {
+            rmsnorm(
+                &mut s.xb[b * d..(b + 1) * d],
+                &s.x[b * d..(b + 1) * d],
+                &layer.ffn_norm,
+                cfg.rms_eps,
+            );
+        }
+        matmul!(s.xb, d, [(layer.w_gate, s.hb, ff), (layer.w_up, s.hb2, ff)]);
+        for (g, &u) in s.hb[..n * ff].iter_mut().zip(&s.hb2) {
             *g = match cfg.act {
                 Activation::Silu => *g / (1.0 + math::exp(-*g)) * u,
                 Activation::Relu2 => {
@@ -221,19 +269,30 @@ pub fn forward(
                 }
             };
         }
-        if let Some(n) = &layer.ffn_sub_norm {
-            rmsnorm_inplace(&mut s.hb, n, cfg.rms_eps);
+        if let Some(sub) = &layer.ffn_sub_norm {
+            for b in 0..n {
+                rmsnorm_inplace(&mut s.hb[b * ff..(b + 1) * ff], sub, cfg.rms_eps);
+            }
         }
-        Linear::prepare(&mut s.act, &s.hb, &[&layer.w_down]);
-        layer.w_down.forward(&s.hb, &s.act, &mut s.d, isa, knobs);
-        for (x, d) in s.x.iter_mut().zip(&s.d) {
-            *x += d;
+        matmul!(s.hb, ff, [(layer.w_down, s.d, d)]);
+        for (x, dv) in s.x[..n * d].iter_mut().zip(&s.d) {
+            *x += dv;
         }
-    }
-    if want_logits {
-        rmsnorm(&mut s.xb, &s.x, &w.out_norm, cfg.rms_eps);
-        Linear::prepare(&mut s.act, &s.xb, &[&w.output]);
-        w.output.forward(&s.xb, &s.act, &mut s.logits, isa, knobs);
     }
     Ok(())
+}
+
+/// Fill `s.logits` with the logits after token `b` of the last `forward` batch.
+pub fn logits(m: &Model, s: &mut Scratch, b: usize) {
+    let (cfg, w) = (&m.cfg, &m.weights);
+    let d = cfg.n_embd;
+    rmsnorm(
+        &mut s.xb[..d],
+        &s.x[b * d..(b + 1) * d],
+        &w.out_norm,
+        cfg.rms_eps,
+    );
+    Linear::prepare(&mut s.acts[0], &s.xb[..d], &[&w.output]);
+    w.output
+        .forward(&s.xb[..d], &s.acts[0], &mut s.logits, m.isa, &m.knobs);
 }

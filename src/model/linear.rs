@@ -105,6 +105,31 @@ impl Linear {
         }
     }
 
+    /// Y = W X for several inputs: `xs` and `ys` hold one row per input, `acts` their prepared
+    /// forms. LUT matrices read their weights once per batch.
+    pub fn forward_batch(
+        &self,
+        xs: &[f32],
+        acts: &[Activations],
+        ys: &mut [f32],
+        isa: Isa,
+        knobs: &Knobs,
+    ) {
+        let (rows, cols) = (self.rows(), self.cols());
+        match self {
+            Linear::Lut(m) if acts.len() > 1 => kernel::lut_gemm(isa, m, acts, ys, knobs),
+            _ => {
+                for ((x, act), y) in xs
+                    .chunks_exact(cols)
+                    .zip(acts)
+                    .zip(ys.chunks_exact_mut(rows))
+                {
+                    self.forward(x, act, y, isa, knobs);
+                }
+            }
+        }
+    }
+
     /// Row `r` as f32 (for the reference path and checks).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         match self {

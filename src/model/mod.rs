@@ -350,10 +350,7 @@ impl Session {
             .into_iter()
             .chain(tokens.iter().copied())
             .collect();
-        for (i, &t) in all.iter().enumerate() {
-            self.step(t, i + 1 == all.len())?;
-        }
-        Ok(())
+        self.run(&all, true)
     }
 
     /// Feed `tokens`, calling `f(position in tokens, logits)` after each one (for scoring).
@@ -364,26 +361,50 @@ impl Session {
                 "the tokens do not fit in the context",
             ));
         }
-        for (i, &t) in tokens.iter().enumerate() {
-            if t as usize >= self.model.cfg.n_vocab {
-                return Err(Error::invalid(format!(
-                    "token id {t} is outside the vocabulary"
-                )));
+        let mut i = 0;
+        for batch in tokens.chunks(forward::MAX_BATCH) {
+            self.have_logits = false;
+            forward::forward(
+                &self.model,
+                &mut self.kv,
+                &mut self.scratch,
+                batch,
+                self.tokens.len(),
+            )?;
+            self.tokens.extend_from_slice(batch);
+            for b in 0..batch.len() {
+                forward::logits(&self.model, &mut self.scratch, b);
+                f(i, &self.scratch.logits);
+                i += 1;
             }
-            self.step(t, true)?;
-            f(i, &self.scratch.logits);
+            self.have_logits = true;
+        }
+        Ok(())
+    }
+
+    /// Run `tokens` through the model in batches; logits of the last one when `want_logits`.
+    fn run(&mut self, tokens: &[u32], want_logits: bool) -> Result<()> {
+        self.have_logits = false;
+        for batch in tokens.chunks(forward::MAX_BATCH) {
+            forward::forward(
+                &self.model,
+                &mut self.kv,
+                &mut self.scratch,
+                batch,
+                self.tokens.len(),
+            )?;
+            self.tokens.extend_from_slice(batch);
+        }
+        if want_logits && !tokens.is_empty() {
+            let last = (tokens.len() - 1) % forward::MAX_BATCH;
+            forward::logits(&self.model, &mut self.scratch, last);
+            self.have_logits = true;
         }
         Ok(())
     }
 
     fn step(&mut self, token: u32, want_logits: bool) -> Result<()> {
-        let m = &*self.model;
-        let pos = self.tokens.len();
-        self.have_logits = false;
-        forward::forward(m, &mut self.kv, &mut self.scratch, token, pos, want_logits)?;
-        self.tokens.push(token);
-        self.have_logits = want_logits;
-        Ok(())
+        self.run(&[token], want_logits)
     }
 
     /// Tokenize and feed text. BOS is added at the start of the context if the model asks.
@@ -480,10 +501,7 @@ impl Session {
     fn slide(&mut self) -> Result<()> {
         let keep = self.tokens.split_off(self.tokens.len() - self.n_ctx() / 2);
         self.tokens.clear();
-        for (i, &t) in keep.iter().enumerate() {
-            self.step(t, i + 1 == keep.len())?;
-        }
-        Ok(())
+        self.run(&keep, true)
     }
 
     /// End a generation early (token limit): flush any partial character.
