@@ -287,7 +287,12 @@ fn load_with(
     } else {
         Compute::default()
     };
-    match load(&LoadOptions { compute }).and_then(|m| new_handle(m, &p)) {
+    match load(&LoadOptions {
+        compute,
+        ..Default::default()
+    })
+    .and_then(|m| new_handle(m, &p))
+    {
         Ok(h) => {
             // SAFETY: out is non-null (checked above) and points to writable storage.
             unsafe { *out = Box::into_raw(h) };

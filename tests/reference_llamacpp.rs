@@ -9,6 +9,7 @@ fn f32_model() -> std::sync::Arc<Model> {
         smollm2(),
         &LoadOptions {
             compute: Compute::F32,
+            ..Default::default()
         },
     )
     .unwrap()

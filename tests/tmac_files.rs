@@ -107,6 +107,7 @@ fn every_type_quantizes_and_runs() {
             &out,
             &LoadOptions {
                 compute: tmac::Compute::F32,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod forward;
+pub mod legacy;
 pub mod linear;
 pub mod weights;
 
@@ -30,6 +31,10 @@ pub enum Compute {
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     pub compute: Compute,
+    /// llama2.c-style files (llama2.c checkpoints, the original T-MAC engine's files) keep the
+    /// vocabulary in a separate tokenizer.bin: this one, or by default `tokenizer.bin` next to
+    /// the model, else in the current directory. GGUF files ignore it.
+    pub tokenizer: Option<std::path::PathBuf>,
 }
 
 pub struct Model {
@@ -47,7 +52,7 @@ impl Model {
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Arc<Model>> {
         let path = path.as_ref();
         let bytes = format::map_file(path)?;
-        Model::from_bytes(bytes, opts).map_err(|e| e.context(path.display()))
+        Model::from_bytes_at(bytes, opts, Some(path)).map_err(|e| e.context(path.display()))
     }
 
     /// Like `load`, but a file already loaded with the same options (and not modified since)
@@ -58,6 +63,7 @@ impl Model {
             u64,
             Option<std::time::SystemTime>,
             Compute,
+            Option<std::path::PathBuf>,
         );
         static CACHE: Mutex<Vec<(Key, Weak<Model>)>> = Mutex::new(Vec::new());
         let path = path.as_ref();
@@ -68,7 +74,13 @@ impl Model {
             )
         })?;
         let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let key: Key = (canon, meta.len(), meta.modified().ok(), opts.compute);
+        let key: Key = (
+            canon,
+            meta.len(),
+            meta.modified().ok(),
+            opts.compute,
+            opts.tokenizer.clone(),
+        );
         let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
         cache.retain(|(_, w)| w.strong_count() > 0);
         if let Some(m) = cache
@@ -84,11 +96,21 @@ impl Model {
     }
 
     pub fn from_bytes(bytes: Arc<Bytes>, opts: &LoadOptions) -> Result<Arc<Model>> {
+        Model::from_bytes_at(bytes, opts, None)
+    }
+
+    /// `from_bytes` for a file at `path` (legacy files look for tokenizer.bin next to it).
+    fn from_bytes_at(
+        bytes: Arc<Bytes>,
+        opts: &LoadOptions,
+        path: Option<&Path>,
+    ) -> Result<Arc<Model>> {
         let file = bytes.as_slice();
         let kind = format::detect(file)?;
-        let g = match kind {
-            Kind::Gguf => Gguf::parse(file)?,
-        };
+        if kind.is_legacy() {
+            return legacy::load(bytes, kind, opts, path);
+        }
+        let g = Gguf::parse(file)?;
         let mut cfg = Config::from_gguf(&g)?;
         let vocab = Vocab::from_gguf(&g)?;
         cfg.n_vocab = vocab.len();
