@@ -13,13 +13,16 @@ commands:
   run MODEL [options]        generate text
   info MODEL                 print architecture, shapes, tensor types, size, tokenizer
   tokenize MODEL -i TEXT     print token ids (special tokens in TEXT are recognised)
-  quantize IN OUT --type T [--group G] [--scale S] [--head H]
-                             convert a model to a tmac file (quantize -h for the types)
+  quantize IN OUT --type T [--group G] [--scale S] [--head H] [-z TOKENIZER]
+                             convert a model to a tmac file, or a llama2.c checkpoint to
+                             the original T-MAC engine's v1/v2/Q4V1 files (quantize -h)
+  export --llama2c MODEL OUT.bin TOKENIZER.bin
+                             write MODEL as a llama2.c checkpoint and tokenizer.bin
   tune MODEL [-r ROUNDS]      time the kernel knobs on this machine, save the fastest
-  bench MODEL [-p N] [-n N] [-r N] [--f32] [--json] [--bandwidth]
+  bench MODEL [-p N] [-n N] [-r N] [--f32] [--json] [--bandwidth] [-z TOKENIZER]
                              decode and prefill tok/s on this machine (1 thread);
                              --bandwidth also measures one core's read bandwidth
-  perplexity MODEL -f TEXT_FILE [-c N] [--chunks N] [--f32]
+  perplexity MODEL -f TEXT_FILE [-c N] [--chunks N] [--f32] [-z TOKENIZER]
                              perplexity as llama-perplexity computes it (n_ctx 512 default)
 
 run options (llama2.c style):
@@ -36,6 +39,10 @@ run options (llama2.c style):
   --sliding-window     when the context fills, drop its older half and go on
   -y SYSTEM     system message for --chat
   --f32         reference path: all weights dequantized to f32
+  -z FILE       tokenizer.bin of a llama2.c / original T-MAC model (default: the one next
+                to the model, else ./tokenizer.bin); such models (detected by their first
+                bytes, not their name) default to llama2.c's sampling: -t 1 -p 0.9, no
+                top-k or min-p
   -h            this help
 ";
 
@@ -47,6 +54,7 @@ fn main() -> ExitCode {
         Some("tokenize") => tokenize(&args[1..]),
         Some("perplexity") => perplexity(&args[1..]),
         Some("quantize") => quantize(&args[1..]),
+        Some("export") => export(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("tune") => tune(&args[1..]),
         Some("-h" | "--help" | "help") => {
@@ -76,6 +84,9 @@ struct RunArgs {
     system: Option<String>,
     compute: Compute,
     slide: bool,
+    tokenizer: Option<String>,
+    /// Sampling flags given on the command line (the others take the model's defaults).
+    given: Vec<&'static str>,
 }
 
 fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
@@ -95,6 +106,8 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
         system: None,
         compute: Compute::default(),
         slide: false,
+        tokenizer: None,
+        given: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -103,15 +116,28 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
             "-h" | "--help" => return Err(USAGE.to_string()),
             "-i" => a.prompt = val()?.clone(),
             "-n" => a.steps = parse_num(arg, val()?)?,
-            "-t" => a.sampler.temperature = parse_num(arg, val()?)?,
-            "-p" => a.sampler.top_p = parse_num(arg, val()?)?,
-            "-k" => a.sampler.top_k = parse_num(arg, val()?)?,
+            "-t" => {
+                a.sampler.temperature = parse_num(arg, val()?)?;
+                a.given.push("-t");
+            }
+            "-p" => {
+                a.sampler.top_p = parse_num(arg, val()?)?;
+                a.given.push("-p");
+            }
+            "-k" => {
+                a.sampler.top_k = parse_num(arg, val()?)?;
+                a.given.push("-k");
+            }
+            "-z" => a.tokenizer = Some(val()?.clone()),
             "-s" => {
                 a.sampler.seed = parse_num(arg, val()?)?;
                 a.seed_given = true;
             }
             "-c" => a.n_ctx = parse_num(arg, val()?)?,
-            "--min-p" => a.sampler.min_p = parse_num(arg, val()?)?,
+            "--min-p" => {
+                a.sampler.min_p = parse_num(arg, val()?)?;
+                a.given.push("--min-p");
+            }
             "--repeat-penalty" => a.sampler.repeat_penalty = parse_num(arg, val()?)?,
             "-y" => a.system = Some(val()?.clone()),
             "--chat" => a.chat = true,
@@ -135,17 +161,30 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
 }
 
 fn run(args: &[String]) -> Result<(), String> {
-    let a = parse_run(args)?;
+    let mut a = parse_run(args)?;
     let t0 = Instant::now();
-    let model = Model::load(
-        &a.model,
-        &LoadOptions {
-            compute: a.compute,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let model =
+        Model::load(&a.model, &load_options(a.compute, &a.tokenizer)).map_err(|e| e.to_string())?;
     let load_s = t0.elapsed().as_secs_f64();
+    // llama2.c and the original T-MAC engine: llama2.c's sampler (temperature and top-p only)
+    let legacy = model.format.is_legacy();
+    if legacy {
+        let (given, p) = (|f: &str| a.given.contains(&f), &mut a.sampler);
+        if !given("-t") {
+            p.temperature = 1.0;
+        }
+        if !given("-p") {
+            p.top_p = 0.9;
+        }
+        if !given("-k") {
+            p.top_k = 0;
+        }
+        if !given("--min-p") {
+            p.min_p = 0.0;
+        }
+    }
+    // as llama2.c prints it: the space SentencePiece puts before the first word goes after BOS
+    let mut strip_space = legacy && a.prompt.is_empty() && !a.chat;
     let opts = SessionOptions {
         n_ctx: a.n_ctx,
         sampler: a.sampler.clone(),
@@ -183,8 +222,14 @@ fn run(args: &[String]) -> Result<(), String> {
     let mut reason = tmac::StopReason::Limit;
     while generated < a.steps {
         match s.next_token().map_err(|e| e.to_string())? {
-            Step::Token { text, .. } => {
+            Step::Token { mut text, .. } => {
                 generated += 1;
+                if strip_space && !text.is_empty() {
+                    strip_space = false;
+                    if let Some(t) = text.strip_prefix(' ') {
+                        text = t.to_string();
+                    }
+                }
                 out.write_all(text.as_bytes())
                     .and_then(|_| out.flush())
                     .map_err(|e| e.to_string())?;
@@ -214,15 +259,38 @@ fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+fn load_options(compute: Compute, tokenizer: &Option<String>) -> LoadOptions {
+    LoadOptions {
+        compute,
+        tokenizer: tokenizer.as_ref().map(std::path::PathBuf::from),
+        ..Default::default()
+    }
+}
+
+/// `args` without `-z FILE`, and FILE.
+fn take_tokenizer(args: &[String]) -> Result<(Vec<String>, Option<String>), String> {
+    let (mut rest, mut z) = (Vec::new(), None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-z" => z = Some(it.next().ok_or("-z needs a value")?.clone()),
+            _ => rest.push(a.clone()),
+        }
+    }
+    Ok((rest, z))
+}
+
 fn load_for_inspection(args: &[String]) -> Result<std::sync::Arc<Model>, String> {
+    let (args, z) = take_tokenizer(args)?;
     let path = args
         .first()
         .ok_or_else(|| format!("no model given\n\n{USAGE}"))?;
-    Model::load(path, &LoadOptions::default()).map_err(|e| e.to_string())
+    Model::load(path, &load_options(Compute::default(), &z)).map_err(|e| e.to_string())
 }
 
 fn info(args: &[String]) -> Result<(), String> {
     let m = load_for_inspection(args)?;
+    let args = take_tokenizer(args)?.0;
     let c = &m.cfg;
     let v = &m.vocab;
     println!(
@@ -292,6 +360,7 @@ fn tokenize(args: &[String]) -> Result<(), String> {
 }
 
 fn perplexity(args: &[String]) -> Result<(), String> {
+    let (args, z) = take_tokenizer(args)?;
     let (mut model, mut file, mut n_ctx, mut chunks, mut compute) =
         (None, None, 512, 0, Compute::default());
     let mut it = args.iter();
@@ -311,14 +380,7 @@ fn perplexity(args: &[String]) -> Result<(), String> {
         file.ok_or("perplexity: give the text with -f")?,
     );
     let text = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
-    let m = Model::load(
-        &model,
-        &LoadOptions {
-            compute,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let m = Model::load(&model, &load_options(compute, &z)).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     let r = tmac::perplexity::perplexity(&m, &text, n_ctx, chunks, |c, p| {
         eprint!("[{}]{p:.4} ", c + 1)
@@ -337,10 +399,12 @@ fn perplexity(args: &[String]) -> Result<(), String> {
 }
 
 const QUANTIZE_USAGE: &str = "\
-usage: tmac quantize IN OUT --type T [--group G] [--scale S] [--head H]
+usage: tmac quantize IN OUT --type T [--group G] [--scale S] [--head H] [-z TOKENIZER]
 
-Converts IN (a GGUF model, or a tmac file) into OUT, a tmac file: tensors already in kernel
-layout, mapped and used in place at load.
+Converts IN (a GGUF model, a tmac file, a llama2.c checkpoint or an original T-MAC v1/v2/Q4V1
+file) into OUT, a tmac file: tensors already in kernel layout, mapped and used in place at load.
+llama2.c and T-MAC files take their tokenizer.bin from -z (default: next to IN). Ternary v1/v2
+weights carry over exactly to tq, Q4V1 to q4 (group 32).
 
 types (--type for the transformer blocks, --head for the embedding and output head):
   tq    ternary {-1, 0, +1} times an absmean scale; --scale tensor|row|group (default tensor)
@@ -348,10 +412,17 @@ types (--type for the transformer blocks, --head for the embedding and output he
   q4    4-bit, scale and minimum per group (default 32; GGUF Q4_0/Q4_1 carried over exactly)
   q8    8-bit, one scale per 32 (the default --head)
   f32   unquantized
+
+the original T-MAC engine's files, from a llama2.c checkpoint, by its scripts' exact rules:
+  v1    .tmac.bin: ternary, threshold 0.7 x mean|w| per stacked tensor, no scales
+  v2    .tmac2.bin: ternary, threshold 0.4 x mean|row|, f16 scale per row
+  q4v1  .q4.bin: int4 baseline, blocks of 32, f16 scale max|x| / 7
 ";
 
 fn quantize(args: &[String]) -> Result<(), String> {
     use tmac::quant::quantize::{quantize_file, QuantizeOptions, Target};
+    let (args, tokenizer) = take_tokenizer(args)?;
+    let args = args.as_slice();
     let (mut paths, mut typ, mut group, mut scale, mut head) = (
         Vec::new(),
         None,
@@ -381,6 +452,17 @@ fn quantize(args: &[String]) -> Result<(), String> {
         return Err(format!("quantize: give IN and OUT\n\n{QUANTIZE_USAGE}"));
     };
     let typ = typ.ok_or_else(|| format!("quantize: --type is required\n\n{QUANTIZE_USAGE}"))?;
+    if let Some(t) = tmac::quant::legacy::LegacyType::parse(&typ) {
+        let t0 = Instant::now();
+        let n = tmac::quant::legacy::write_legacy(src.as_ref(), dst.as_ref(), t)
+            .map_err(|e| e.to_string())?;
+        println!(
+            "{dst}: {typ} | {n} bytes ({:.1} MiB) | {:.1} s",
+            n as f64 / 1048576.0,
+            t0.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let default_group = if typ == "q2" {
         64
     } else if typ == "tq" {
@@ -392,20 +474,26 @@ fn quantize(args: &[String]) -> Result<(), String> {
         Target::parse(&typ, group.unwrap_or(default_group), &scale).map_err(|e| e.to_string())?;
     let head = Target::parse(&head, 32, "tensor").map_err(|e| e.to_string())?;
     let t0 = Instant::now();
-    let summary = quantize_file(
-        src.as_ref(),
-        dst.as_ref(),
-        &QuantizeOptions { target, head },
-        |done, total, name| {
-            let width = 30;
-            let fill = done * width / total.max(1);
-            eprint!(
-                "\r[{}{}] {done}/{total} {name:<32}",
-                "#".repeat(fill),
-                " ".repeat(width - fill)
-            );
-        },
-    )
+    let progress = |done: usize, total: usize, name: &str| {
+        let width = 30;
+        let fill = done * width / total.max(1);
+        eprint!(
+            "\r[{}{}] {done}/{total} {name:<32}",
+            "#".repeat(fill),
+            " ".repeat(width - fill)
+        );
+    };
+    let opts = QuantizeOptions { target, head };
+    let summary = match &tokenizer {
+        Some(z) => tmac::quant::legacy::legacy_to_tmac(
+            src.as_ref(),
+            Some(z.as_ref()),
+            dst.as_ref(),
+            &opts,
+            progress,
+        ),
+        None => quantize_file(src.as_ref(), dst.as_ref(), &opts, progress),
+    }
     .map_err(|e| e.to_string())?;
     eprintln!();
     println!(
@@ -419,7 +507,50 @@ fn quantize(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+fn export(args: &[String]) -> Result<(), String> {
+    const EXPORT_USAGE: &str =
+        "usage: tmac export --llama2c MODEL OUT.bin TOKENIZER.bin [-z TOKENIZER]
+writes MODEL (GGUF, or any file tmac runs) as a llama2.c \"version 0\" checkpoint (f32) and its
+vocabulary as a llama2.c tokenizer.bin";
+    let (args, z) = take_tokenizer(args)?;
+    let (mut llama2c, mut paths) = (false, Vec::new());
+    for a in &args {
+        match a.as_str() {
+            "--llama2c" => llama2c = true,
+            "-h" | "--help" => {
+                println!("{EXPORT_USAGE}");
+                return Ok(());
+            }
+            s if s.starts_with('-') => return Err(format!("unknown option {s}\n{EXPORT_USAGE}")),
+            s => paths.push(s.to_string()),
+        }
+    }
+    let ([src, out, tok], true) = (paths.as_slice(), llama2c) else {
+        return Err(EXPORT_USAGE.to_string());
+    };
+    let t0 = Instant::now();
+    let s = tmac::model::legacy::export_llama2c(
+        src.as_ref(),
+        z.as_deref().map(std::path::Path::new),
+        out.as_ref(),
+        tok.as_ref(),
+    )
+    .map_err(|e| e.to_string())?;
+    println!(
+        "{out}: llama2.c checkpoint, {} | rope base {} | {} bytes ({:.1} MiB)\n{tok}: {} tokens, {} bytes | {:.1} s",
+        s.header.describe(),
+        s.rope_base,
+        s.model_bytes,
+        s.model_bytes as f64 / 1048576.0,
+        s.header.vocab_size,
+        s.tokenizer_bytes,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn bench(args: &[String]) -> Result<(), String> {
+    let (args, z) = take_tokenizer(args)?;
     let (mut model, mut n_prompt, mut n_gen, mut reps, mut compute) =
         (None, 64, 64, 3, Compute::default());
     let (mut json, mut bandwidth) = (false, false);
@@ -449,14 +580,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
     let model = model.ok_or("bench: no model given")?;
     let t0 = Instant::now();
-    let m = Model::load(
-        &model,
-        &LoadOptions {
-            compute,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let m = Model::load(&model, &load_options(compute, &z)).map_err(|e| e.to_string())?;
     let load = t0.elapsed().as_secs_f64();
     let rss_load = rss_mib();
     let r = tmac::bench::run(&m, n_prompt.max(1), n_gen.max(1), reps.max(1))

@@ -3,6 +3,8 @@
 
 pub mod gguf;
 pub mod gguf_write;
+pub mod legacy;
+pub mod llama2c;
 pub mod reader;
 pub mod tmacfile;
 
@@ -86,14 +88,35 @@ pub fn map_file(path: &Path) -> Result<Arc<Bytes>> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Gguf,
+    /// llama2.c "version 0" checkpoint (no magic; see `llama2c::detect`).
+    Llama2c,
+    /// The original T-MAC engine's v1 file ("TMAC").
+    TmacV1,
+    /// The original T-MAC engine's v2 file ("TM2\0").
+    TmacV2,
+    /// The original engine's int4 baseline ("Q4V1").
+    Q4V1,
+}
+
+impl Kind {
+    /// A format of the original Mojo T-MAC engine or llama2.c (read by format::legacy).
+    pub fn is_legacy(self) -> bool {
+        self != Kind::Gguf
+    }
 }
 
 pub fn detect(bytes: &[u8]) -> Result<Kind> {
     match bytes.get(..4) {
         Some(m) if m == gguf::MAGIC => Ok(Kind::Gguf),
-        Some(m) => Err(Error::format(format!(
-            "unknown model format (first bytes {m:02x?})"
-        ))),
+        Some(m) if m == legacy::MAGIC_V1 => Ok(Kind::TmacV1),
+        Some(m) if m == legacy::MAGIC_V2 => Ok(Kind::TmacV2),
+        Some(m) if m == legacy::MAGIC_Q4 => Ok(Kind::Q4V1),
+        Some(m) => match llama2c::detect(bytes) {
+            Ok(_) => Ok(Kind::Llama2c),
+            Err(why) => Err(Error::format(format!(
+                "unknown model format (first bytes {m:02x?}); {why}"
+            ))),
+        },
         None => Err(Error::format("file too short to be a model")),
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod forward;
+pub mod legacy;
 pub mod linear;
 pub mod weights;
 
@@ -33,6 +34,10 @@ pub struct LoadOptions {
     pub compute: Compute,
     /// Kernel instruction set; None = the process default (`kernel::isa()`, TMAC_KERNEL).
     pub kernel: Option<Isa>,
+    /// llama2.c-style files (llama2.c checkpoints, the original T-MAC engine's files) keep the
+    /// vocabulary in a separate tokenizer.bin: this one, or by default `tokenizer.bin` next to
+    /// the model, else in the current directory. GGUF files ignore it.
+    pub tokenizer: Option<std::path::PathBuf>,
 }
 
 pub struct Model {
@@ -53,7 +58,7 @@ impl Model {
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Arc<Model>> {
         let path = path.as_ref();
         let bytes = format::map_file(path)?;
-        Model::from_bytes(bytes, opts).map_err(|e| e.context(path.display()))
+        Model::from_bytes_at(bytes, opts, Some(path)).map_err(|e| e.context(path.display()))
     }
 
     /// Like `load`, but a file already loaded with the same options (and not modified since)
@@ -65,6 +70,7 @@ impl Model {
             Option<std::time::SystemTime>,
             Compute,
             Option<Isa>,
+            Option<std::path::PathBuf>,
         );
         static CACHE: Mutex<Vec<(Key, Weak<Model>)>> = Mutex::new(Vec::new());
         let path = path.as_ref();
@@ -81,6 +87,7 @@ impl Model {
             meta.modified().ok(),
             opts.compute,
             opts.kernel,
+            opts.tokenizer.clone(),
         );
         let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
         cache.retain(|(_, w)| w.strong_count() > 0);
@@ -97,11 +104,21 @@ impl Model {
     }
 
     pub fn from_bytes(bytes: Arc<Bytes>, opts: &LoadOptions) -> Result<Arc<Model>> {
+        Model::from_bytes_at(bytes, opts, None)
+    }
+
+    /// `from_bytes` for a file at `path` (legacy files look for tokenizer.bin next to it).
+    fn from_bytes_at(
+        bytes: Arc<Bytes>,
+        opts: &LoadOptions,
+        path: Option<&Path>,
+    ) -> Result<Arc<Model>> {
         let file = bytes.as_slice();
         let kind = format::detect(file)?;
-        let g = match kind {
-            Kind::Gguf => Gguf::parse(file)?,
-        };
+        if kind.is_legacy() {
+            return legacy::load(bytes, kind, opts, path);
+        }
+        let g = Gguf::parse(file)?;
         let mut cfg = Config::from_gguf(&g)?;
         let vocab = Vocab::from_gguf(&g)?;
         cfg.n_vocab = vocab.len();
@@ -129,21 +146,7 @@ impl Model {
                 None => tensor_types.push((t.typ.name().to_string(), 1)),
             }
         }
-        let isa = match opts.kernel {
-            None => kernel::isa(),
-            Some(i) if i.available() => i,
-            Some(i) => {
-                return Err(Error::unsupported(format!(
-                    "the {} kernels need a CPU this is not",
-                    i.name()
-                )))
-            }
-        };
-        let knobs = if isa == kernel::isa() {
-            *kernel::knobs()
-        } else {
-            Knobs::default_for(isa)
-        };
+        let (isa, knobs) = kernels_for(opts)?;
         Ok(Arc::new(Model {
             isa,
             knobs,
@@ -184,6 +187,26 @@ impl Model {
     pub fn default_context(&self) -> usize {
         self.cfg.n_ctx_train.min(DEFAULT_CTX_CAP)
     }
+}
+
+/// The kernels a model loaded with `opts` runs on, and their knobs.
+fn kernels_for(opts: &LoadOptions) -> Result<(Isa, Knobs)> {
+    let isa = match opts.kernel {
+        None => kernel::isa(),
+        Some(i) if i.available() => i,
+        Some(i) => {
+            return Err(Error::unsupported(format!(
+                "the {} kernels need a CPU this is not",
+                i.name()
+            )))
+        }
+    };
+    let knobs = if isa == kernel::isa() {
+        *kernel::knobs()
+    } else {
+        Knobs::default_for(isa)
+    };
+    Ok((isa, knobs))
 }
 
 pub(crate) const DEFAULT_CTX_CAP: usize = 2048;

@@ -2,6 +2,7 @@
 //! read: bit-plane LUT matrices and 8-bit matrices.
 
 pub mod ggml;
+pub mod legacy;
 pub mod lut;
 pub mod q8;
 pub mod quantize;

@@ -252,6 +252,8 @@ pub fn quantize_file(
     let file = bytes.as_slice();
     let g = match format::detect(file)? {
         Kind::Gguf => Gguf::parse(file)?,
+        // llama2.c and the original T-MAC engine's files (tokenizer.bin next to them)
+        _ => return super::legacy::legacy_to_tmac(src, None, dst, opts, progress),
     };
     let ctx = |e: Error| e.context(src.display());
     let mut cfg = Config::from_gguf(&g).map_err(ctx)?;

@@ -377,9 +377,20 @@ fn piece_of(model: Model, text: &[u8], ty: TokenType) -> Vec<u8> {
             }
         }
         TokenType::Normal => match model {
-            Model::Spm => String::from_utf8_lossy(text)
-                .replace(spm::SPACE, " ")
-                .into_bytes(),
+            // bytes, not text: a token may hold part of a character (llama.cpp's unescape)
+            Model::Spm => {
+                let (mut out, mut i) = (Vec::with_capacity(text.len()), 0);
+                while i < text.len() {
+                    if text[i..].starts_with(spm::SPACE.as_bytes()) {
+                        out.push(b' ');
+                        i += spm::SPACE.len();
+                    } else {
+                        out.push(text[i]);
+                        i += 1;
+                    }
+                }
+                out
+            }
             Model::Bpe(_) => {
                 let s = String::from_utf8_lossy(text);
                 let mut out = Vec::with_capacity(text.len());

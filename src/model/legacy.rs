@@ -1,0 +1,688 @@
+//! Models from the original T-MAC engine's files and llama2.c checkpoints (format/legacy.rs),
+//! and the export of any model tmac runs to a llama2.c checkpoint and tokenizer.bin.
+//!
+//! Loading maps each file onto tmac's own structures:
+//! - llama2.c f32 checkpoints: `Linear::F32` (the reference path); the token embedding is read
+//!   in place from the file.
+//! - T-MAC v1 and v2: ternary LUT matrices (codes q = w + 1, `Zero::Offset(1)`, one scale group
+//!   per row). v2 rows get their f16 scale; v1 stores no scale and gets d = 1.0, keeping its
+//!   semantics (outputs and embedding rows are plain sums of -1/0/+1 weights).
+//! - Q4V1: blocks of 32 with an f16 scale and nibble = q + 8, like ggml's Q4_0 but with another
+//!   nibble order and blocks that run across rows. When every row starts on a block boundary
+//!   (cols % 32 == 0, true for every llama2.c model) it becomes a 4-bit LUT matrix with
+//!   `Zero::Offset(8)` and groups of 32, exactly; otherwise it is dequantized to f32.
+//! - The shared classifier (positive vocab_size) is the embedding matrix, held once.
+//!
+//! Config: llama2.c's constants (RMSNorm eps 1e-5, SwiGLU, adjacent-pair RoPE over the whole
+//! head, which is tmac's "normal" RoPE). The RoPE base is not in the header: it is recovered
+//! from the freq_cis tables (pair head_size/2 - 1 at position 1 gives base^(-(hs-2)/hs)), and
+//! the whole table is then checked against RoPE with that base; tables too small to tell
+//! (seq_len 1 or head size 2) mean llama2.c's 10000. So `tmac export --llama2c` of a model with
+//! base 100000 (SmolLM2) runs with 100000 again.
+//!
+//! Vocabulary (tokenizer.bin): llama2.c's scheme is tmac's SentencePiece-style `Spm` model:
+//! best-score pair merges, `<0xNN>` byte fallback, a dummy leading space before the text (as
+//! llama2.c's run.c adds, and the Mojo engine forgot), BOS = 1 added, EOS = 2; generation also
+//! stops at BOS as in run.c. Spaces are real spaces in tokenizer.bin and become U+2581 here.
+
+use super::config::{Activation, Arch, Config};
+use super::linear::Linear;
+use super::weights::{Embedding, Layer, Weights};
+use super::{Compute, LoadOptions, Model};
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::gguf::Gguf;
+use crate::format::legacy::{self, LegacyFile, Storage, Tensor};
+use crate::format::llama2c::{self, Header};
+use crate::format::{Blob, Bytes, Kind};
+use crate::quant::ggml::GgmlType;
+use crate::quant::lut::{self, LutMatrix, Zero};
+use crate::tokenizer::{Model as TokModel, TokenType, Vocab, VocabSpec};
+use half::f16;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The tokenizer.bin to use: the one given, else `tokenizer.bin` next to the model, else in the
+/// current directory (the original's default).
+pub fn tokenizer_path(given: Option<&Path>, model: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p.to_path_buf());
+    }
+    let mut tried = Vec::new();
+    if let Some(m) = model {
+        let p = m.parent().map_or_else(
+            || PathBuf::from("tokenizer.bin"),
+            |d| d.join("tokenizer.bin"),
+        );
+        if p.is_file() {
+            return Ok(p);
+        }
+        tried.push(p);
+    }
+    let cwd = PathBuf::from("tokenizer.bin");
+    if cwd.is_file() {
+        return Ok(cwd);
+    }
+    tried.push(cwd);
+    Err(Error::new(
+        ErrorKind::Io,
+        format!(
+            "this model file has no vocabulary: give its tokenizer.bin with -z (looked for {})",
+            tried
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ),
+    ))
+}
+
+/// Load a legacy file (`kind` as detected) with its tokenizer.bin.
+pub(super) fn load(
+    bytes: Arc<Bytes>,
+    kind: Kind,
+    opts: &LoadOptions,
+    model_path: Option<&Path>,
+) -> Result<Arc<Model>> {
+    let file = bytes.as_slice();
+    let lf = legacy::parse(kind, file)?;
+    let cfg = config(&lf, file)?;
+    let tok = tokenizer_path(opts.tokenizer.as_deref(), model_path)?;
+    let tok_bytes = std::fs::read(&tok).map_err(|e| {
+        Error::new(
+            ErrorKind::Io,
+            format!("{}: cannot read the tokenizer: {e}", tok.display()),
+        )
+    })?;
+    let vocab = vocab_from_tokenizer_bin(&tok_bytes, cfg.n_vocab)
+        .map_err(|e| e.context(format!("tokenizer {}", tok.display())))?;
+    let weights = weights(&lf, file, opts.compute)?;
+    let n_float = lf
+        .tensors
+        .iter()
+        .filter(|t| t.storage == Storage::F32)
+        .count();
+    let mut tensor_types = vec![("F32".to_string(), n_float)];
+    let quantized = lf.tensors.len() - n_float;
+    if quantized > 0 {
+        let name = match kind {
+            Kind::TmacV1 => "ternary (T-MAC v1)",
+            Kind::TmacV2 => "ternary (T-MAC v2)",
+            _ => "Q4V1",
+        };
+        tensor_types.push((name.to_string(), quantized));
+    }
+    let (isa, knobs) = super::kernels_for(opts)?;
+    Ok(Arc::new(Model {
+        isa,
+        knobs,
+        cfg,
+        vocab,
+        weights,
+        format: kind,
+        file_size: file.len(),
+        tensor_types,
+        bytes,
+    }))
+}
+
+fn config(lf: &LegacyFile, file: &[u8]) -> Result<Config> {
+    let h = &lf.header;
+    let (re, im) = (tensor(lf, "freq_cis_real")?, tensor(lf, "freq_cis_imag")?);
+    let rope_base = rope_base_from_tables(re.data(file), im.data(file), h.seq_len, h.head_size())?;
+    Ok(Config {
+        arch: Arch::Llama,
+        arch_name: "llama".to_string(),
+        n_embd: h.dim,
+        n_ff: h.hidden_dim,
+        n_layer: h.n_layers,
+        n_head: h.n_heads,
+        n_head_kv: h.n_kv_heads,
+        head_dim: h.head_size(),
+        n_vocab: h.vocab_size,
+        n_ctx_train: h.seq_len,
+        rms_eps: 1e-5,
+        rope_base,
+        rope_dim: h.head_size(),
+        act: Activation::Silu,
+    })
+}
+
+fn tensor<'a>(lf: &'a LegacyFile, name: &str) -> Result<&'a Tensor> {
+    lf.tensor(name)
+        .ok_or_else(|| Error::format(format!("missing tensor {name}")))
+}
+
+/// The RoPE base that the freq_cis tables (f32 [seq_len][head_size / 2] each) were made with.
+pub fn rope_base_from_tables(
+    re: &[u8],
+    im: &[u8],
+    seq_len: usize,
+    head_size: usize,
+) -> Result<f32> {
+    let half = head_size / 2;
+    let at = |d: &[u8], p: usize, i: usize| legacy::f32_at(d, p * half + i) as f64;
+    let base = if seq_len < 2 || half < 2 {
+        10000.0
+    } else {
+        let i = half - 1;
+        let angle = at(im, 1, i).atan2(at(re, 1, i)); // = base^(-2i / head_size)
+        let b = (-angle.ln() * head_size as f64 / (2 * i) as f64).exp();
+        if !(angle > 0.0 && b.is_finite() && b > 1.0) {
+            return Err(Error::format(format!(
+                "freq_cis tables: position 1, pair {i} (cos {}, sin {}) is not a RoPE rotation",
+                at(re, 1, i),
+                at(im, 1, i)
+            )));
+        }
+        // bases are integers in practice; the f32 tables give about 7 digits
+        if b >= 100.0 {
+            b.round()
+        } else {
+            b
+        }
+    };
+    for p in 0..seq_len {
+        for i in 0..half {
+            let a = p as f64 * base.powf(-2.0 * i as f64 / head_size as f64);
+            let tol = 1e-4 + a * 2.5e-7; // f32 tables: angle and cos/sin rounded to f32
+            let (c, s) = (at(re, p, i), at(im, p, i));
+            if !((c - a.cos()).abs() <= tol && (s - a.sin()).abs() <= tol) {
+                return Err(Error::format(format!(
+                    "freq_cis tables are not RoPE with base {base}: position {p}, pair {i} holds \
+                     cos {c}, sin {s}; expected {}, {}",
+                    a.cos(),
+                    a.sin()
+                )));
+            }
+        }
+    }
+    Ok(base as f32)
+}
+
+/// llama2.c's tokenizer.bin as a tmac vocabulary (see the module comment).
+pub fn vocab_from_tokenizer_bin(buf: &[u8], n_vocab: usize) -> Result<Vocab> {
+    let tb = llama2c::read_tokenizer(buf, n_vocab)?;
+    let n = tb.tokens.len();
+    let (mut tokens, mut scores, mut types) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (i, (t, s)) in tb.tokens.into_iter().enumerate() {
+        types.push(if i == 1 || i == 2 {
+            TokenType::Control // BOS "\n<s>\n" and EOS "\n</s>\n" in llama2.c's export
+        } else if i == 0 && t == b"<unk>" {
+            TokenType::Unknown
+        } else if is_byte_token(&t) {
+            TokenType::Byte
+        } else {
+            TokenType::Normal
+        });
+        tokens.push(replace(&t, b" ", "\u{2581}".as_bytes()));
+        scores.push(s);
+    }
+    let id = |i: u32| ((i as usize) < n).then_some(i);
+    let mut v = Vocab::new(VocabSpec {
+        model: TokModel::Spm,
+        tokens,
+        scores,
+        types,
+        merges: Vec::new(),
+        bos: id(1),
+        eos: id(2),
+        add_bos: true,
+        add_eos: false,
+        add_space_prefix: true,
+        chat_template: None,
+    })?;
+    // run.c also stops when the model produces BOS
+    v.eog.extend(id(1));
+    v.eog.sort_unstable();
+    v.eog.dedup();
+    Ok(v)
+}
+
+fn is_byte_token(t: &[u8]) -> bool {
+    t.len() == 6
+        && t.starts_with(b"<0x")
+        && t[5] == b'>'
+        && t[3..5].iter().all(|c| c.is_ascii_hexdigit())
+}
+
+/// `text` with every occurrence of `from` replaced by `to` (bytes; not necessarily UTF-8).
+fn replace(text: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(text[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// One (rows, cols) matrix of a stacked tensor, as the kernels hold it.
+fn matrix(t: &Tensor, file: &[u8], layer: usize) -> Result<Linear> {
+    let (rows, cols) = (t.spec.rows, t.spec.cols);
+    let base = layer * rows * cols; // element offset of this layer
+    let data = t.data(file);
+    let kp = cols.div_ceil(8) * 8; // one scale group per row
+    let codes = |f: &dyn Fn(usize) -> u8| -> Vec<u8> { (0..rows * cols).map(f).collect() };
+    let m = match t.storage {
+        Storage::F32 => {
+            return Ok(Linear::F32 {
+                rows,
+                cols,
+                w: (0..rows * cols)
+                    .map(|i| legacy::f32_at(data, base + i))
+                    .collect(),
+            })
+        }
+        Storage::Ternary => {
+            let q = codes(&|i| legacy::ternary_q(data, base + i));
+            lut::pack(
+                rows,
+                cols,
+                2,
+                kp,
+                Zero::Offset(1),
+                true,
+                |r, c| q[r * cols + c],
+                |_, _| (f16::ONE, f16::ZERO), // v1: no scale
+            )
+        }
+        Storage::TernaryRows => {
+            let row0 = layer * rows;
+            let q = codes(&|i| {
+                legacy::ternary_q(legacy::v2_row(data, cols, row0 + i / cols).1, i % cols)
+            });
+            lut::pack(
+                rows,
+                cols,
+                2,
+                kp,
+                Zero::Offset(1),
+                true,
+                |r, c| q[r * cols + c],
+                |r, _| (legacy::v2_row(data, cols, row0 + r).0, f16::ZERO),
+            )
+        }
+        Storage::Q4Blocks if cols % legacy::Q4_BLOCK == 0 => {
+            let q = codes(&|i| legacy::q4_at(data, base + i).1);
+            lut::pack(
+                rows,
+                cols,
+                4,
+                legacy::Q4_BLOCK,
+                Zero::Offset(8),
+                false,
+                |r, c| q[r * cols + c],
+                |r, g| {
+                    let (d, _) = legacy::q4_at(data, base + r * cols + g * legacy::Q4_BLOCK);
+                    (d, f16::ZERO)
+                },
+            )
+        }
+        Storage::Q4Blocks => {
+            // rows do not start on block boundaries: dequantize
+            let mut w = Vec::with_capacity(rows * cols);
+            for i in 0..rows * cols {
+                let (d, nib) = legacy::q4_at(data, base + i);
+                if !d.is_finite() {
+                    return Err(Error::format(format!(
+                        "block {} has a scale that is not finite",
+                        (base + i) / legacy::Q4_BLOCK
+                    )));
+                }
+                w.push((nib as i32 - 8) as f32 * d.to_f32());
+            }
+            return Ok(Linear::F32 { rows, cols, w });
+        }
+    };
+    m.validate()?;
+    Ok(Linear::Lut(m))
+}
+
+/// A LUT matrix held once and used twice (the embedding and the shared classifier).
+fn shared_twice(m: LutMatrix) -> (LutMatrix, LutMatrix) {
+    let arc = |b: Blob| -> (Blob, Blob) {
+        let v = match b {
+            Blob::Owned(v) => v,
+            other => return (Blob::Owned(other.as_slice().to_vec()), other),
+        };
+        let len = v.len();
+        let bytes = Arc::new(Bytes::Owned(v));
+        let mk = || Blob::Mapped {
+            bytes: bytes.clone(),
+            start: 0,
+            len,
+        };
+        (mk(), mk())
+    };
+    let (d1, d2) = arc(m.data);
+    let (s1, s2) = arc(m.scales);
+    let mk = |data, scales| LutMatrix {
+        rows: m.rows,
+        cols: m.cols,
+        bits: m.bits,
+        group: m.group,
+        zero: m.zero,
+        ternary: m.ternary,
+        data,
+        scales,
+    };
+    (mk(d1, s1), mk(d2, s2))
+}
+
+fn to_f32(m: Linear) -> Linear {
+    match m {
+        Linear::F32 { .. } => m,
+        other => {
+            let (rows, cols) = (other.rows(), other.cols());
+            let mut w = vec![0f32; rows * cols];
+            for (r, row) in w.chunks_exact_mut(cols).enumerate() {
+                other.dequantize_row(r, row);
+            }
+            Linear::F32 { rows, cols, w }
+        }
+    }
+}
+
+fn vector(t: &Tensor, file: &[u8], layer: usize) -> Result<Vec<f32>> {
+    let n = t.spec.rows * t.spec.cols;
+    let v: Vec<f32> = (0..n)
+        .map(|i| legacy::f32_at(t.data(file), layer * n + i))
+        .collect();
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::format(format!(
+            "tensor {}: element {} is {}",
+            t.spec.name,
+            layer * n + i,
+            v[i]
+        )));
+    }
+    Ok(v)
+}
+
+fn weights(lf: &LegacyFile, file: &[u8], compute: Compute) -> Result<Weights> {
+    let h = &lf.header;
+    let t = |name: &str| tensor(lf, name);
+    let mat = |name: &str, l: usize| -> Result<Linear> {
+        let m = matrix(t(name)?, file, l).map_err(|e| e.context(format!("tensor {name}")))?;
+        Ok(match compute {
+            Compute::F32 => to_f32(m),
+            Compute::Kernels => m,
+        })
+    };
+    let emb_t = t("token_embedding")?;
+    let (tok_embd, tied_output) = if emb_t.storage == Storage::F32 {
+        let e = Embedding::File {
+            typ: GgmlType::F32,
+            offset: emb_t.start,
+            row_bytes: h.dim * 4,
+            rows: h.vocab_size,
+        };
+        (e, h.shared_classifier.then(|| mat("token_embedding", 0)))
+    } else {
+        let m = matrix(emb_t, file, 0).map_err(|e| e.context("tensor token_embedding"))?;
+        match (m, h.shared_classifier, compute) {
+            (Linear::Lut(m), true, Compute::Kernels) => {
+                let (a, b) = shared_twice(m);
+                (Embedding::Matrix(Linear::Lut(a)), Some(Ok(Linear::Lut(b))))
+            }
+            (m, true, _) => (Embedding::Matrix(m), Some(mat("token_embedding", 0))),
+            (m, false, _) => (Embedding::Matrix(m), None),
+        }
+    };
+    let mut layers = Vec::with_capacity(h.n_layers);
+    for l in 0..h.n_layers {
+        layers.push(Layer {
+            attn_norm: vector(t("rms_att_weight")?, file, l)?,
+            wq: mat("wq", l)?,
+            wk: mat("wk", l)?,
+            wv: mat("wv", l)?,
+            wo: mat("wo", l)?,
+            attn_sub_norm: None,
+            ffn_norm: vector(t("rms_ffn_weight")?, file, l)?,
+            w_gate: mat("w1", l)?,
+            w_up: mat("w3", l)?,
+            w_down: mat("w2", l)?,
+            ffn_sub_norm: None,
+        });
+    }
+    let output = match tied_output {
+        Some(m) => m?,
+        None => mat("wcls", 0)?,
+    };
+    Ok(Weights {
+        tok_embd,
+        layers,
+        out_norm: vector(t("rms_final_weight")?, file, 0)?,
+        output,
+        rope_freqs: None,
+    })
+}
+
+/// What `export_llama2c` wrote.
+pub struct ExportSummary {
+    pub header: Header,
+    pub model_bytes: u64,
+    pub tokenizer_bytes: u64,
+    pub rope_base: f32,
+}
+
+/// f32 values streamed to a file.
+struct Out {
+    w: std::io::BufWriter<std::fs::File>,
+    n: u64,
+}
+
+impl Out {
+    fn bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.n += b.len() as u64;
+        self.w.write_all(b)
+    }
+    fn f32s(&mut self, v: &[f32]) -> std::io::Result<()> {
+        let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.bytes(&b)
+    }
+    fn matrix(&mut self, m: &Linear, row: &mut [f32]) -> std::io::Result<()> {
+        let row = &mut row[..m.cols()];
+        for r in 0..m.rows() {
+            m.dequantize_row(r, row);
+            self.f32s(row)?;
+        }
+        Ok(())
+    }
+}
+
+/// Write the model at `src` (GGUF, or any file tmac loads) as a llama2.c "version 0" checkpoint
+/// at `out_model` (f32 weights in the fixed order, freq_cis tables from the model's RoPE base,
+/// negative vocab_size when the output head is not the embedding) and its vocabulary as a
+/// tokenizer.bin at `out_tok`.
+///
+/// Q and K need no permutation: GGUF stores them for adjacent-pair ("normal") RoPE already,
+/// which is what llama2.c rotates. A byte-level BPE vocabulary (SmolLM2, GPT-2 style) is
+/// written as each token's raw bytes, with score -rank of the best merge that makes the token
+/// (0 for bytes and special tokens), so llama2.c's best-score-first merging approximates the
+/// BPE merge order; it does not reproduce BPE's pre-tokenizer splits.
+pub fn export_llama2c(
+    src: &Path,
+    tokenizer: Option<&Path>,
+    out_model: &Path,
+    out_tok: &Path,
+) -> Result<ExportSummary> {
+    let m = Model::load(
+        src,
+        &LoadOptions {
+            compute: Compute::F32,
+            tokenizer: tokenizer.map(Path::to_path_buf),
+            ..Default::default()
+        },
+    )?;
+    let c = &m.cfg;
+    let unsupported = |what: String| Err(Error::unsupported(format!("llama2.c export: {what}")));
+    if c.arch != Arch::Llama || c.act != Activation::Silu {
+        return unsupported(format!("architecture {} is not plain Llama", c.arch_name));
+    }
+    if c.head_dim * c.n_head != c.n_embd || c.rope_dim != c.head_dim {
+        return unsupported(format!(
+            "head size {} x {} heads != embedding {}, or partial RoPE ({} of {})",
+            c.head_dim, c.n_head, c.n_embd, c.rope_dim, c.head_dim
+        ));
+    }
+    if m.weights.rope_freqs.is_some() {
+        return unsupported("per-dimension RoPE frequency factors (Llama 3.1)".into());
+    }
+    let shared = match m.format {
+        Kind::Gguf => Gguf::parse(m.file())?.tensor("output.weight").is_none(),
+        kind => legacy::parse(kind, m.file())?.header.shared_classifier,
+    };
+    let header = Header {
+        dim: c.n_embd,
+        hidden_dim: c.n_ff,
+        n_layers: c.n_layer,
+        n_heads: c.n_head,
+        n_kv_heads: c.n_head_kv,
+        vocab_size: c.n_vocab,
+        shared_classifier: shared,
+        seq_len: c.n_ctx_train,
+    };
+    if c.n_ctx_train > i32::MAX as usize || Header::parse(&header.to_bytes()).ok() != Some(header) {
+        return unsupported(format!(
+            "shape {} does not fit a llama2.c header",
+            header.describe()
+        ));
+    }
+    let tokens = export_vocab(&m)?;
+    let io = |p: &Path| {
+        let p = p.display().to_string();
+        move |e: std::io::Error| Error::new(ErrorKind::Io, format!("{p}: {e}"))
+    };
+    let tok_bytes = llama2c::write_tokenizer(&tokens);
+    std::fs::write(out_tok, &tok_bytes).map_err(io(out_tok))?;
+    let file = std::fs::File::create(out_model).map_err(io(out_model))?;
+    let mut o = Out {
+        w: std::io::BufWriter::new(file),
+        n: 0,
+    };
+    write_checkpoint(&m, &header, &mut o).map_err(io(out_model))?;
+    o.w.flush().map_err(io(out_model))?;
+    Ok(ExportSummary {
+        header,
+        model_bytes: o.n,
+        tokenizer_bytes: tok_bytes.len() as u64,
+        rope_base: c.rope_base,
+    })
+}
+
+fn write_checkpoint(m: &Model, h: &Header, o: &mut Out) -> std::io::Result<()> {
+    let w = &m.weights;
+    let mut row = vec![0f32; h.dim.max(h.hidden_dim)];
+    o.bytes(&h.to_bytes())?;
+    for id in 0..h.vocab_size {
+        w.tok_embd
+            .row(m.file(), id, &mut row[..h.dim])
+            .map_err(|e| std::io::Error::other(e.msg))?;
+        o.f32s(&row[..h.dim])?;
+    }
+    for l in &w.layers {
+        o.f32s(&l.attn_norm)?;
+    }
+    type Pick = fn(&Layer) -> &Linear;
+    let picks: [Pick; 4] = [|l| &l.wq, |l| &l.wk, |l| &l.wv, |l| &l.wo];
+    for pick in picks {
+        for l in &w.layers {
+            o.matrix(pick(l), &mut row)?;
+        }
+    }
+    for l in &w.layers {
+        o.f32s(&l.ffn_norm)?;
+    }
+    // w1 = gate, w2 = down, w3 = up
+    let picks: [Pick; 3] = [|l| &l.w_gate, |l| &l.w_down, |l| &l.w_up];
+    for pick in picks {
+        for l in &w.layers {
+            o.matrix(pick(l), &mut row)?;
+        }
+    }
+    o.f32s(&w.out_norm)?;
+    let (re, im) = rope_tables(m.cfg.rope_base as f64, h.seq_len, h.head_size());
+    o.f32s(&re)?;
+    o.f32s(&im)?;
+    if !h.shared_classifier {
+        o.matrix(&w.output, &mut row)?;
+    }
+    Ok(())
+}
+
+/// freq_cis_real and freq_cis_imag: cos and sin of pos * base^(-2i / head_size), [pos][i].
+pub fn rope_tables(base: f64, seq_len: usize, head_size: usize) -> (Vec<f32>, Vec<f32>) {
+    let half = head_size / 2;
+    let (mut re, mut im) = (
+        Vec::with_capacity(seq_len * half),
+        Vec::with_capacity(seq_len * half),
+    );
+    for p in 0..seq_len {
+        for i in 0..half {
+            let a = p as f64 * base.powf(-2.0 * i as f64 / head_size as f64);
+            re.push(a.cos() as f32);
+            im.push(a.sin() as f32);
+        }
+    }
+    (re, im)
+}
+
+/// The vocabulary as tokenizer.bin entries (see `export_llama2c`).
+fn export_vocab(m: &Model) -> Result<Vec<(Vec<u8>, f32)>> {
+    let v = &m.vocab;
+    let n = v.len() as u32;
+    let raw = |id: u32| -> Vec<u8> {
+        match (v.model, v.token_type(id)) {
+            (TokModel::Spm, _) => replace(v.text(id), "\u{2581}".as_bytes(), b" "),
+            (TokModel::Bpe(_), TokenType::Normal | TokenType::Byte) => v.piece(id).to_vec(),
+            (TokModel::Bpe(_), _) => v.text(id).to_vec(),
+        }
+    };
+    let scores: Vec<f32> = match v.model {
+        TokModel::Spm => (0..n).map(|id| v.score(id)).collect(),
+        TokModel::Bpe(_) => {
+            let g = Gguf::parse(m.file())?;
+            let merges = match g.get_array("tokenizer.ggml.merges")? {
+                Some(a) => a.strings().unwrap_or_default().to_vec(),
+                None => Vec::new(),
+            };
+            let unreachable = -(merges.len() as f32) - 1.0;
+            let mut s: Vec<f32> = (0..n)
+                .map(|id| {
+                    // bytes and special tokens are never made by a merge
+                    if v.token_type(id) != TokenType::Normal || v.piece(id).len() <= 1 {
+                        0.0
+                    } else {
+                        unreachable
+                    }
+                })
+                .collect();
+            for (rank, mg) in merges.iter().enumerate() {
+                // "left right", split at the first space after the first byte (as Vocab does)
+                let Some(sp) = mg.iter().skip(1).position(|&b| b == b' ').map(|p| p + 1) else {
+                    continue;
+                };
+                let joined = [&mg[..sp], &mg[sp + 1..]].concat();
+                if let Some(id) = v.id(&joined) {
+                    let sc = -(rank as f32);
+                    if s[id as usize] == unreachable || s[id as usize] < sc {
+                        s[id as usize] = sc;
+                    }
+                }
+            }
+            s
+        }
+    };
+    Ok((0..n).map(|id| (raw(id), scores[id as usize])).collect())
+}
