@@ -138,6 +138,38 @@ def measure_llama(runner, bin_dir, path):
             "rss": rss, "n_params": pp["model_n_params"], "size": pp["model_size"], "commit": pp["build_commit"]}
 
 
+PPL_TEXT = os.path.join(ROOT, "tests", "data", "gpl-3.0.txt")
+
+
+def perplexities(runner, bin_dir, llama, tmac):
+    """Perplexity of every SmolLM2 variant on the committed GPL-3 text, 512-token chunks."""
+    out = {}
+    for name, path in tmac.items():
+        o, _, _ = runner([TMAC, "perplexity", path, "-f", PPL_TEXT, "-c", "512"])
+        out[("tmac", name)] = float(re.search(r"PPL = ([0-9.]+)", o).group(1))
+    for name in ["F32", "Q8_0", "Q4_0", "Q4_1"]:
+        _, e, _ = runner([os.path.join(bin_dir, "llama-perplexity"), "-m", llama[name], "-f", PPL_TEXT, "-c", "512",
+                          "-t", "1"])
+        out[("llama", name)] = float(re.search(r"Final estimate: PPL = ([0-9.]+)", e).group(1))
+    return out
+
+
+def legacy_models():
+    """The original T-MAC engine's four formats, made from SmolLM2 by tmac's own writers."""
+    gguf = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    base = os.path.join(OUT, "smollm2-llama2c.bin")
+    tok = os.path.join(OUT, "smollm2-tokenizer.bin")
+    if not os.path.exists(base):
+        sh([TMAC, "export", "--llama2c", gguf, base, tok], stderr=subprocess.DEVNULL)
+    files = {"f32 (llama2.c)": base}
+    for t, ext in [("q4v1", "q4.bin"), ("v1", "tmac.bin"), ("v2", "tmac2.bin")]:
+        path = os.path.join(OUT, "smollm2." + ext)
+        if not os.path.exists(path):
+            sh([TMAC, "quantize", base, path, "--type", t, "-z", tok], stderr=subprocess.DEVNULL)
+        files[{"q4v1": "int4 (Q4V1)", "v1": "T-MAC v1", "v2": "T-MAC v2"}[t]] = path
+    return files, tok
+
+
 def spread(v):
     v = sorted(x for x in v if x is not None)
     if not v:
@@ -161,6 +193,24 @@ def main():
     for fam in families:
         models[fam] = smollm2_models(bin_dir, env) if fam == "smollm2" else synth_models(fam)
 
+    ppl = {}
+    legacy = None
+    if "smollm2" in families:
+        llama, tmac, _, _ = models["smollm2"]
+        log("perplexities (GPL-3 text)...")
+        ppl = perplexities(runner, bin_dir, llama, tmac)
+        legacy_files, legacy_tok = legacy_models()
+        legacy = {}
+        for name, path in legacy_files.items():
+            runs = []
+            for _ in range(args.reps):
+                out, _, rss = runner([TMAC, "bench", path, "-z", legacy_tok, "-p", str(N_PROMPT), "-n", str(N_GEN),
+                                      "-r", "1", "--json"])
+                j = json.loads(out.strip().splitlines()[-1])
+                runs.append((j["prefill_tps"][0], j["decode_tps"][0]))
+            legacy[name] = {"size": os.path.getsize(path), "prefill": spread([r[0] for r in runs]),
+                            "decode": spread([r[1] for r in runs])}
+
     bw_out, _, _ = runner([TMAC, "bench", "--bandwidth"])
     bandwidth = float(re.search(r"([0-9.]+) GB/s", bw_out).group(1))
     log("read bandwidth: %.2f GB/s" % bandwidth)
@@ -183,9 +233,10 @@ def main():
                     r = measure_llama(runner, bin_dir, llama[name])
                 results[fam][engine].setdefault(name, []).append(r)
 
-    report = {"date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
+    report = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "cpu": cpu_name(), "bandwidth": bandwidth, "reps": args.reps,
-              "tmac_commit": git_rev(), "families": {}}
+              "tmac_commit": git_rev(), "families": {}, "legacy": legacy,
+              "ppl": {"%s/%s" % k: v for k, v in ppl.items()}}
     for fam in families:
         llama, tmac, pairs, fallbacks = models[fam]
         fr = results[fam]
@@ -200,6 +251,7 @@ def main():
                 row = {"engine": engine, "name": name, "size": size, "bpw": size * 8 / n_params,
                        "prefill": spread([r["prefill"] for r in runs]), "decode": spread([r["decode"] for r in runs]),
                        "load": spread([r["load"] for r in runs]), "rss": spread([r["rss"] for r in runs])}
+                row["ppl"] = report["ppl"].get("%s/%s" % (engine, name))
                 if engine == "tmac":
                     wb = runs[0]["weight_bytes"]
                     row["roofline"] = bandwidth * 1e9 / wb
@@ -272,14 +324,22 @@ def write_markdown(rep):
     L.append("![decode speed by bits per weight](docs/bench.png)\n")
     for key, fam in rep["families"].items():
         L.append("## %s\n" % TITLES.get(key, key))
+        ppl_col = any(r.get("ppl") for r in fam["rows"])
         L.append("| engine | weights | file MiB | bits/weight (file) | prefill tok/s | decode tok/s | "
-                 "% of roofline | load s | peak RSS MiB |")
-        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+                 "% of roofline | load s | peak RSS MiB |" + (" perplexity |" if ppl_col else ""))
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if ppl_col else ""))
         for r in fam["rows"]:
             roof = "%.0f%%" % (100 * r["decode"][1] / r["roofline"]) if "roofline" in r else "-"
-            L.append("| %s | %s | %.1f | %.2f | %s | %s | %s | %s | %s |" % (
+            p = ((" %.2f |" % r["ppl"]) if r.get("ppl") else " - |") if ppl_col else ""
+            L.append("| %s | %s | %.1f | %.2f | %s | %s | %s | %s | %s |%s" % (
                 "tmac" if r["engine"] == "tmac" else "llama.cpp", r["name"], r["size"] / 1048576, r["bpw"],
-                fmt(r["prefill"]), fmt(r["decode"]), roof, fmt(r["load"], 3), fmt(r["rss"], 0)))
+                fmt(r["prefill"]), fmt(r["decode"]), roof, fmt(r["load"], 3), fmt(r["rss"], 0), p))
+        if ppl_col:
+            L.append("")
+            L.append("Perplexity: `tmac perplexity MODEL -f tests/data/gpl-3.0.txt -c 512` and `llama-perplexity "
+                     "-f tests/data/gpl-3.0.txt -c 512 -t 1` (the same chunking: 14 chunks, second halves "
+                     "scored). tmac's q4, q2 and tq files are quantized from the F32 GGUF; post-training "
+                     "ternary and 2-bit quantization wreck a 135M model, and the table says so.")
         L.append("")
         L.append("| tmac / llama.cpp | decode ratio | prefill ratio |")
         L.append("|---|---:|---:|")
@@ -292,6 +352,19 @@ def write_markdown(rep):
             for t, counts in fam["fallbacks"].items():
                 L.append("- %s: %s" % (t, ", ".join("%d tensors fell back to %s" % (n, f) for f, n in counts.items())))
         L.append("")
+    if rep.get("legacy"):
+        L.append("## The original T-MAC engine's comparison, on SmolLM2\n")
+        L.append("The original (Mojo) engine compared f32, int4 (Q4V1), T-MAC v1 and T-MAC v2 on stories110M. "
+                 "The same four formats, written by `tmac quantize --type q4v1|v1|v2` from `tmac export "
+                 "--llama2c` of SmolLM2, run by tmac (same prompt and token counts as above):\n")
+        L.append("| format | file MiB | vs f32 | prefill tok/s | decode tok/s |")
+        L.append("|---|---:|---:|---:|---:|")
+        f32size = rep["legacy"]["f32 (llama2.c)"]["size"]
+        for name, r in rep["legacy"].items():
+            L.append("| %s | %.1f | %.1fx smaller | %s | %s |" % (name, r["size"] / 1048576, f32size / r["size"],
+                                                                 fmt(r["prefill"]), fmt(r["decode"])))
+        L.append("\nv1 and v2 are ternary after training (the original's thresholds) and do not produce "
+                 "readable text from a 135M model; Q4V1 does.\n")
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(L) + "\n")
     log("wrote BENCHMARKS.md")
