@@ -465,10 +465,7 @@ impl Session {
 
     /// Sample the next token and run it through the model.
     pub fn next_token(&mut self) -> Result<Step> {
-        if !self.have_logits {
-            return Err(Error::invalid("nothing to continue: feed a prompt first"));
-        }
-        let id = self.sampler.sample(&self.scratch.logits, &self.tokens);
+        let id = self.sample()?;
         if self.model.vocab.is_eog(id) {
             self.have_logits = false;
             self.unfed = Some(id);
@@ -491,10 +488,7 @@ impl Session {
     /// Sample and run one token without stopping at end-of-text (for benchmarks, which must
     /// generate a fixed number of tokens).
     pub fn next_token_unchecked(&mut self) -> Result<Step> {
-        if !self.have_logits {
-            return Err(Error::invalid("nothing to continue: feed a prompt first"));
-        }
-        let id = self.sampler.sample(&self.scratch.logits, &self.tokens);
+        let id = self.sample()?;
         if !self.advance(id)? {
             return Ok(Step::Done {
                 reason: StopReason::ContextFull,
@@ -505,6 +499,14 @@ impl Session {
             id,
             text: String::new(),
         })
+    }
+
+    /// The next token, drawn from the current logits.
+    fn sample(&mut self) -> Result<u32> {
+        if !self.have_logits {
+            return Err(Error::invalid("nothing to continue: feed a prompt first"));
+        }
+        Ok(self.sampler.sample(&self.scratch.logits, &self.tokens))
     }
 
     /// Run the sampled token `id`, sliding the context first if it is full and the session

@@ -2,6 +2,7 @@
 //! characters, then adjacent symbols are merged lowest-rank first (leftmost on ties), as
 //! llama.cpp's `llm_tokenizer_bpe_session` does.
 
+use super::symbols::{merge, split_chars, Symbol};
 use super::unicode::byte_to_char;
 use super::Vocab;
 use std::cmp::Reverse;
@@ -15,13 +16,6 @@ pub fn merge_key(buf: &mut Vec<u8>, left: &[u8], right: &[u8]) {
     buf.extend_from_slice(right);
 }
 
-struct Symbol {
-    start: usize,
-    len: usize,
-    prev: Option<usize>,
-    next: Option<usize>,
-}
-
 /// Tokenize one word (already split by the pre-tokenizer), appending ids to `out`.
 pub fn encode_word(vocab: &Vocab, word: &str, ignore_merges: bool, out: &mut Vec<u32>) {
     let encoded: String = word.bytes().map(byte_to_char).collect();
@@ -32,18 +26,7 @@ pub fn encode_word(vocab: &Vocab, word: &str, ignore_merges: bool, out: &mut Vec
             return;
         }
     }
-    let mut syms: Vec<Symbol> = Vec::new();
-    for (i, (start, c)) in encoded.char_indices().enumerate() {
-        syms.push(Symbol {
-            start,
-            len: c.len_utf8(),
-            prev: i.checked_sub(1),
-            next: Some(i + 1),
-        });
-    }
-    if let Some(last) = syms.last_mut() {
-        last.next = None;
-    }
+    let mut syms = split_chars(&encoded);
     // queue entries: (rank, left, right, left len, right len); lens detect stale entries
     let mut queue = BinaryHeap::new();
     let mut key = Vec::new();
@@ -66,14 +49,7 @@ pub fn encode_word(vocab: &Vocab, word: &str, ignore_merges: bool, out: &mut Vec
         if syms[l].len != llen || syms[r].len != rlen || syms[l].next != Some(r) {
             continue; // one side has merged since this pair was queued
         }
-        syms[l].len += syms[r].len;
-        syms[r].len = 0;
-        let next = syms[r].next;
-        syms[l].next = next;
-        if let Some(n) = next {
-            syms[n].prev = Some(l);
-        }
-        let prev = syms[l].prev;
+        let (prev, next) = merge(&mut syms, l, r);
         push(&syms, prev, Some(l), &mut queue);
         push(&syms, Some(l), next, &mut queue);
     }

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod pretok;
 mod spm;
 pub mod stream;
+mod symbols;
 pub mod unicode;
 mod unicode_data;
 

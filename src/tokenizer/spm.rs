@@ -2,17 +2,11 @@
 //! highest-score pair first (leftmost on ties) while the merged text is a token, and characters
 //! that never became a token fall back to `<0xNN>` byte tokens.
 
+use super::symbols::{merge, split_chars, Symbol};
 use super::Vocab;
 use std::collections::BinaryHeap;
 
 pub const SPACE: &str = "\u{2581}";
-
-struct Symbol {
-    start: usize,
-    len: usize,
-    prev: Option<usize>,
-    next: Option<usize>,
-}
 
 #[derive(PartialEq)]
 struct Bigram {
@@ -37,19 +31,7 @@ impl PartialOrd for Bigram {
 /// Tokenize `text` (spaces already escaped to U+2581), appending ids to `out`.
 pub fn encode(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
     let bytes = text.as_bytes();
-    let mut syms: Vec<Symbol> = text
-        .char_indices()
-        .enumerate()
-        .map(|(i, (start, c))| Symbol {
-            start,
-            len: c.len_utf8(),
-            prev: i.checked_sub(1),
-            next: Some(i + 1),
-        })
-        .collect();
-    if let Some(last) = syms.last_mut() {
-        last.next = None;
-    }
+    let mut syms = split_chars(text);
     let mut queue = BinaryHeap::new();
     let try_add = |syms: &[Symbol], l: Option<usize>, r: Option<usize>, q: &mut BinaryHeap<_>| {
         let (Some(l), Some(r)) = (l, r) else { return };
@@ -72,14 +54,7 @@ pub fn encode(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
         if syms[l].len == 0 || syms[r].len == 0 || syms[l].len + syms[r].len != bg.size {
             continue;
         }
-        syms[l].len += syms[r].len;
-        syms[r].len = 0;
-        let next = syms[r].next;
-        syms[l].next = next;
-        if let Some(n) = next {
-            syms[n].prev = Some(l);
-        }
-        let prev = syms[l].prev;
+        let (prev, next) = merge(&mut syms, l, r);
         try_add(&syms, prev, Some(l), &mut queue);
         try_add(&syms, Some(l), next, &mut queue);
     }
