@@ -168,13 +168,10 @@ bench: $(MODEL)
 # Fuzz every parser and the C API with cargo-fuzz (nightly), FUZZ_SECONDS each (default 600);
 # not part of `make test`. Crashes land in fuzz/artifacts/; copy them to fuzz/regressions/.
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS ?= model_file tokenizer capi
+FUZZ_TARGETS ?= model_file tokenizer tokenizer_bin capi
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
-	mkdir -p fuzz/corpus/model_file fuzz/corpus/tokenizer fuzz/corpus/capi build
-	$(CARGO) run --quiet --release --example tiny_model -- fuzz/corpus/model_file/tiny.gguf
-	$(CARGO) run --quiet --release --bin tmac -- quantize fuzz/corpus/model_file/tiny.gguf fuzz/corpus/model_file/tiny.tmac --type tq 2>/dev/null
-	printf 'Hello <|im_start|>user\n 123 😀 中文' > fuzz/corpus/tokenizer/seed
+	tools/fuzz_seeds.sh
 	for t in $(FUZZ_TARGETS); do \
 	  (cd fuzz && $(CARGO) +nightly fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) \
 	    -max_len=400000 -rss_limit_mb=4096 -print_final_stats=1) > build/fuzz-$$t.log 2>&1; \

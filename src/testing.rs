@@ -170,6 +170,23 @@ pub mod fuzz {
         }
     }
 
+    /// Any bytes as a llama2.c tokenizer.bin (the vocabulary size, which a checkpoint would give,
+    /// comes from the first two bytes), then as the vocabulary of a model: encode and decode.
+    pub fn tokenizer_bin(data: &[u8]) {
+        let Some((n, file)) = data.split_first_chunk::<2>() else {
+            return;
+        };
+        if let Ok(v) =
+            crate::model::legacy::vocab_from_tokenizer_bin(file, u16::from_le_bytes(*n) as usize)
+        {
+            let ids = v.encode(&String::from_utf8_lossy(data), true, true);
+            assert!(ids.iter().all(|&i| (i as usize) < v.len()));
+            for id in ids {
+                let _ = v.piece(id);
+            }
+        }
+    }
+
     fn tiny_model() -> &'static Arc<Model> {
         static M: OnceLock<Arc<Model>> = OnceLock::new();
         M.get_or_init(|| {
