@@ -319,10 +319,22 @@ fn info(args: &[String]) -> Result<(), String> {
         .map(|(t, n)| format!("{t} x{n}"))
         .collect();
     println!("tensor types:  {}", types.join(", "));
+    let l0 = &m.weights.layers[0];
     println!(
-        "compute:       {} ({:.1} MiB of weights per token)",
-        m.weights.layers[0].wq.kind(),
-        m.weight_bytes() as f64 / 1048576.0
+        "weights:       blocks {}, head {} ({:.1} MiB read per token, {:.2} bits per weight)",
+        l0.wq.kind(),
+        m.weights.output.kind(),
+        m.weight_bytes() as f64 / 1048576.0,
+        m.bits_per_weight()
+    );
+    let profile = tmac::kernel::tune::profile_path()
+        .filter(|p| p.exists())
+        .map_or("defaults (no tuning profile)".to_string(), |p| format!("profile {}", p.display()));
+    println!(
+        "kernel:        {} | row_tile {} prefetch {} | {profile}",
+        m.isa.name(),
+        m.knobs.row_tile,
+        m.knobs.prefetch
     );
     let tok = |id: Option<u32>| {
         id.map_or("none".to_string(), |i| {
