@@ -36,7 +36,11 @@ fn ternary_blocks(rng: &mut Rng, n: u64, typ: &str) -> Vec<u8> {
         left -= 1;
         let c = (bits & 3) as u8;
         bits >>= 2;
-        if c == 3 { 1 } else { c }
+        if c == 3 {
+            1
+        } else {
+            c
+        }
     };
     for _ in 0..blocks {
         match typ {
@@ -49,7 +53,10 @@ fn ternary_blocks(rng: &mut Rng, n: u64, typ: &str) -> Vec<u8> {
             _ => {
                 // TQ1_0: 48 bytes of 5 trits and 4 bytes of 4 trits (shifted up one trit),
                 // each stored as ceil(value * 256 / 243), as ggml's quantizer writes them
-                for n in std::iter::repeat(5u32).take(48).chain(std::iter::repeat(4u32).take(4)) {
+                for n in std::iter::repeat(5u32)
+                    .take(48)
+                    .chain(std::iter::repeat(4u32).take(4))
+                {
                     let mut q = 0u32;
                     for _ in 0..n {
                         q = q * 3 + code() as u32;
@@ -85,8 +92,22 @@ fn main() {
         std::process::exit(2);
     };
     let s = match shape.as_str() {
-        "bitnet-2b" => Shape { embd: 2560, ff: 6912, layers: 30, heads: 20, kv_heads: 5, vocab: 128256 },
-        "llama-7b" => Shape { embd: 4096, ff: 11008, layers: 32, heads: 32, kv_heads: 32, vocab: 32000 },
+        "bitnet-2b" => Shape {
+            embd: 2560,
+            ff: 6912,
+            layers: 30,
+            heads: 20,
+            kv_heads: 5,
+            vocab: 128256,
+        },
+        "llama-7b" => Shape {
+            embd: 4096,
+            ff: 11008,
+            layers: 32,
+            heads: 32,
+            kv_heads: 32,
+            vocab: 32000,
+        },
         _ => {
             eprintln!("unknown shape {shape}");
             std::process::exit(2);
@@ -112,23 +133,43 @@ fn main() {
     w.set(&format!("{a}.block_count"), u(s.layers as u64));
     w.set(&format!("{a}.attention.head_count"), u(s.heads));
     w.set(&format!("{a}.attention.head_count_kv"), u(s.kv_heads));
-    w.set(&format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(1e-5));
+    w.set(
+        &format!("{a}.attention.layer_norm_rms_epsilon"),
+        Value::F32(1e-5),
+    );
     w.set(&format!("{a}.rope.freq_base"), Value::F32(500000.0));
     // a filler byte-level vocabulary: the 256 byte characters, then numbered tokens
-    let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| tmac::tokenizer::unicode::byte_to_char(b).to_string().into_bytes()).collect();
+    let mut tokens: Vec<Vec<u8>> = (0..=255u8)
+        .map(|b| {
+            tmac::tokenizer::unicode::byte_to_char(b)
+                .to_string()
+                .into_bytes()
+        })
+        .collect();
     tokens.extend((256..s.vocab).map(|i| format!("tok{i}").into_bytes()));
     w.set_str("tokenizer.ggml.model", "gpt2");
     w.set_str("tokenizer.ggml.pre", "gpt-2");
     w.set("tokenizer.ggml.tokens", Value::Array(Array::Str(tokens)));
-    w.set("tokenizer.ggml.token_type", Value::Array(Array::I32(vec![1; s.vocab as usize])));
-    w.set("tokenizer.ggml.merges", Value::Array(Array::Str(Vec::new())));
+    w.set(
+        "tokenizer.ggml.token_type",
+        Value::Array(Array::I32(vec![1; s.vocab as usize])),
+    );
+    w.set(
+        "tokenizer.ggml.merges",
+        Value::Array(Array::Str(Vec::new())),
+    );
     w.set("tokenizer.ggml.bos_token_id", u(1));
     w.set("tokenizer.ggml.eos_token_id", u(2));
     w.set("tokenizer.ggml.add_bos_token", Value::Bool(false));
 
     let (d, ff) = (s.embd, s.ff);
     let kv = d / s.heads * s.kv_heads;
-    w.add_tensor("token_embd.weight", &[d, s.vocab], 8, q8_blocks(&mut rng, d * s.vocab));
+    w.add_tensor(
+        "token_embd.weight",
+        &[d, s.vocab],
+        8,
+        q8_blocks(&mut rng, d * s.vocab),
+    );
     for l in 0..s.layers {
         let n = |x: &str| format!("blk.{l}.{x}");
         w.add_f32(&n("attn_norm.weight"), &[d], &vec![1.0; d as usize]);
@@ -142,13 +183,25 @@ fn main() {
             ("ffn_up", ff, d),
             ("ffn_down", d, ff),
         ] {
-            w.add_tensor(&n(&format!("{t}.weight")), &[cols, rows], type_id, ternary_blocks(&mut rng, rows * cols, typ));
+            w.add_tensor(
+                &n(&format!("{t}.weight")),
+                &[cols, rows],
+                type_id,
+                ternary_blocks(&mut rng, rows * cols, typ),
+            );
         }
         eprint!("\rlayer {}/{}", l + 1, s.layers);
     }
     w.add_f32("output_norm.weight", &[d], &vec![1.0; d as usize]);
-    w.add_tensor("output.weight", &[d, s.vocab], 8, q8_blocks(&mut rng, d * s.vocab));
+    w.add_tensor(
+        "output.weight",
+        &[d, s.vocab],
+        8,
+        q8_blocks(&mut rng, d * s.vocab),
+    );
     let mut f = std::io::BufWriter::new(std::fs::File::create(out).expect("create output"));
-    w.write(&mut f).and_then(|_| f.flush()).expect("write output");
+    w.write(&mut f)
+        .and_then(|_| f.flush())
+        .expect("write output");
     eprintln!("\r{out}: {shape} {name}");
 }

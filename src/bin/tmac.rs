@@ -401,7 +401,8 @@ fn quantize(args: &[String]) -> Result<(), String> {
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
-    let (mut model, mut n_prompt, mut n_gen, mut reps, mut compute) = (None, 64, 64, 3, Compute::default());
+    let (mut model, mut n_prompt, mut n_gen, mut reps, mut compute) =
+        (None, 64, 64, 3, Compute::default());
     let (mut json, mut bandwidth) = (false, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -419,7 +420,10 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
     if bandwidth {
         // one core's streaming read bandwidth, for the roofline
-        println!("read bandwidth: {:.2} GB/s", tmac::bench::read_bandwidth(1024));
+        println!(
+            "read bandwidth: {:.2} GB/s",
+            tmac::bench::read_bandwidth(1024)
+        );
         if model.is_none() {
             return Ok(());
         }
@@ -429,11 +433,25 @@ fn bench(args: &[String]) -> Result<(), String> {
     let m = Model::load(&model, &LoadOptions { compute }).map_err(|e| e.to_string())?;
     let load = t0.elapsed().as_secs_f64();
     let rss_load = rss_mib();
-    let r = tmac::bench::run(&m, n_prompt.max(1), n_gen.max(1), reps.max(1)).map_err(|e| e.to_string())?;
-    let (p, d) = (tmac::bench::spread(&r.prefill), tmac::bench::spread(&r.decode));
-    let (isa, kind, wbytes, bpw) = (tmac::kernel::isa().name(), m.weights.layers[0].wq.kind(), m.weight_bytes(), m.bits_per_weight());
+    let r = tmac::bench::run(&m, n_prompt.max(1), n_gen.max(1), reps.max(1))
+        .map_err(|e| e.to_string())?;
+    let (p, d) = (
+        tmac::bench::spread(&r.prefill),
+        tmac::bench::spread(&r.decode),
+    );
+    let (isa, kind, wbytes, bpw) = (
+        tmac::kernel::isa().name(),
+        m.weights.layers[0].wq.kind(),
+        m.weight_bytes(),
+        m.bits_per_weight(),
+    );
     if json {
-        let list = |v: &[f64]| v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(", ");
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.3}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         println!(
             "{{\"model\": {model:?}, \"kernel\": {isa:?}, \"weights\": {kind:?}, \"load_s\": {load:.4}, \"rss_load_mib\": {rss_load:.1}, \"weight_bytes\": {wbytes}, \"bits_per_weight\": {bpw:.4}, \"prefill_tps\": [{}], \"decode_tps\": [{}]}}",
             list(&r.prefill),

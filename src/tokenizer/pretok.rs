@@ -21,15 +21,16 @@ impl PreTok {
     /// The splitter for a `tokenizer.ggml.pre` value, as llama.cpp maps them.
     pub fn from_name(name: &str) -> Option<PreTok> {
         Some(match name {
-            "gpt-2" | "gpt2" | "phi-2" | "mpt" | "olmo" | "jais" | "trillion" | "granite-docling" | "mellum"
-            | "modern-bert" | "roberta-bpe" | "jina-es" | "jina-de" | "jina-v2-es" | "jina-v2-de" | "gigachat"
-            | "a.x-4.0" => PreTok::Gpt2,
-            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => {
-                PreTok::DigitsThenGpt2
+            "gpt-2" | "gpt2" | "phi-2" | "mpt" | "olmo" | "jais" | "trillion"
+            | "granite-docling" | "mellum" | "modern-bert" | "roberta-bpe" | "jina-es"
+            | "jina-de" | "jina-v2-es" | "jina-v2-de" | "gigachat" | "a.x-4.0" => PreTok::Gpt2,
+            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone"
+            | "minerva-7b" | "mellum2" => PreTok::DigitsThenGpt2,
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral"
+            | "midm-2.0" | "lfm2" | "jina-v5-nano" | "dbrx" | "smaug-bpe" => PreTok::Llama3,
+            "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "hunyuan" => {
+                PreTok::Qwen2
             }
-            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
-            | "jina-v5-nano" | "dbrx" | "smaug-bpe" => PreTok::Llama3,
-            "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "hunyuan" => PreTok::Qwen2,
             _ => return None,
         })
     }
