@@ -64,7 +64,7 @@ fn ternary_blocks(rng: &mut Rng, n: u64, typ: &str) -> Vec<u8> {
                     if n == 4 {
                         q *= 3;
                     }
-                    out.push(((q * 256 + 242) / 243) as u8);
+                    out.push((q * 256).div_ceil(243) as u8);
                 }
             }
         }
