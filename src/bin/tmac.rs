@@ -320,8 +320,10 @@ fn perplexity(args: &[String]) -> Result<(), String> {
 const QUANTIZE_USAGE: &str = "\
 usage: tmac quantize IN OUT --type T [--group G] [--scale S] [--head H]
 
-Converts IN (a GGUF model, or a tmac file) into OUT, a tmac file: tensors already in kernel
-layout, mapped and used in place at load.
+Converts IN (a GGUF model, a tmac file, or a Hugging Face BitNet model: its directory with
+config.json, tokenizer.json and safetensors) into OUT, a tmac file: tensors already in kernel
+layout, mapped and used in place at load. Exactly ternary weights (BitNet b1.58: TQ1_0, TQ2_0,
+I2_S, ternary F32/F16, packed safetensors) are carried over exactly with --type tq.
 
 types (--type for the transformer blocks, --head for the embedding and output head):
   tq    ternary {-1, 0, +1} times an absmean scale; --scale tensor|row|group (default tensor)
@@ -397,6 +399,9 @@ fn quantize(args: &[String]) -> Result<(), String> {
         summary.matrices,
         t0.elapsed().as_secs_f64()
     );
+    for n in &summary.notes {
+        eprintln!("note: {n}");
+    }
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 //! The transformer forward pass for one token, in the order llama.cpp's graph computes it.
 
-use super::config::{Activation, Config};
+use super::config::{Activation, Arch, Config};
 use super::linear::Linear;
 use super::weights::Weights;
 use crate::error::{Error, Result};
@@ -126,6 +126,28 @@ pub fn rope(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
     }
 }
 
+/// Rotate pairs (x[i], x[i + rope_dim/2]) of each head (ggml's NEOX mode, Hugging Face's
+/// rotate_half), used by BitNet: its converters do not permute Q and K as Llama's do.
+pub fn rope_neox(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
+    let half = cs.len();
+    for head in x.chunks_exact_mut(head_dim) {
+        for (i, &(cos, sin)) in cs.iter().enumerate() {
+            let (a, b) = (head[i], head[i + half]);
+            head[i] = a * cos - b * sin;
+            head[i + half] = a * sin + b * cos;
+        }
+    }
+}
+
+/// Multiply a matrix output by its scale (1 for most matrices).
+fn scale_by(y: &mut [f32], s: f32) {
+    if s != 1.0 {
+        for v in y {
+            *v *= s;
+        }
+    }
+}
+
 pub fn theta_scale(cfg: &Config) -> f32 {
     math::pow64(cfg.rope_base as f64, -2.0 / cfg.rope_dim as f64) as f32
 }
@@ -157,6 +179,11 @@ pub fn forward(
     let kv_mul = cfg.n_head / cfg.n_head_kv;
     let scale = 1.0 / (hd as f32).sqrt();
     rope_angles(&mut s.rope, pos, theta_scale(cfg), w.rope_freqs.as_deref());
+    let rotate = if cfg.arch == Arch::Bitnet {
+        rope_neox
+    } else {
+        rope
+    };
     w.tok_embd.row(file, token as usize, &mut s.x)?;
 
     for (l, layer) in w.layers.iter().enumerate() {
@@ -166,8 +193,12 @@ pub fn forward(
         layer.wq.forward(&s.xb, &s.act, &mut s.q);
         layer.wk.forward(&s.xb, &s.act, &mut s.k);
         layer.wv.forward(&s.xb, &s.act, &mut s.v);
-        rope(&mut s.q, hd, &s.rope);
-        rope(&mut s.k, hd, &s.rope);
+        let [sq, sk, sv, so, sg, su, sd] = layer.scales;
+        scale_by(&mut s.q, sq);
+        scale_by(&mut s.k, sk);
+        scale_by(&mut s.v, sv);
+        rotate(&mut s.q, hd, &s.rope);
+        rotate(&mut s.k, hd, &s.rope);
         let at = kv.at(l, pos);
         kv.k[at..at + kvd].copy_from_slice(&s.k);
         kv.v[at..at + kvd].copy_from_slice(&s.v);
@@ -193,6 +224,7 @@ pub fn forward(
         }
         Linear::prepare(&mut s.act, &s.attn, &[&layer.wo]);
         layer.wo.forward(&s.attn, &s.act, &mut s.d);
+        scale_by(&mut s.d, so);
         for (x, d) in s.x.iter_mut().zip(&s.d) {
             *x += d;
         }
@@ -202,6 +234,8 @@ pub fn forward(
         Linear::prepare(&mut s.act, &s.xb, &[&layer.w_gate, &layer.w_up]);
         layer.w_gate.forward(&s.xb, &s.act, &mut s.hb);
         layer.w_up.forward(&s.xb, &s.act, &mut s.hb2);
+        scale_by(&mut s.hb, sg);
+        scale_by(&mut s.hb2, su);
         for (g, &u) in s.hb.iter_mut().zip(&s.hb2) {
             *g = match cfg.act {
                 Activation::Silu => *g / (1.0 + math::exp(-*g)) * u,
@@ -216,6 +250,7 @@ pub fn forward(
         }
         Linear::prepare(&mut s.act, &s.hb, &[&layer.w_down]);
         layer.w_down.forward(&s.hb, &s.act, &mut s.d);
+        scale_by(&mut s.d, sd);
         for (x, d) in s.x.iter_mut().zip(&s.d) {
             *x += d;
         }

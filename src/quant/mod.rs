@@ -5,3 +5,4 @@ pub mod ggml;
 pub mod lut;
 pub mod q8;
 pub mod quantize;
+pub mod ternary;
