@@ -523,6 +523,33 @@ fn broken_safetensors_are_refused() {
         b
     });
     assert!(convert_err(&d).contains("JSON"));
+    // cut anywhere (inside the length, the header, the data): an error, never a panic
+    let full = std::fs::read(fx("tiny-hf/model.safetensors")).unwrap();
+    let h = header_len(&full);
+    for cut in [
+        0,
+        7,
+        8,
+        9,
+        8 + h / 2,
+        8 + h - 1,
+        8 + h,
+        8 + h + 1,
+        full.len() - 1,
+    ] {
+        let d = hf_copy(&format!("cut{cut}"), |n, b| {
+            if n == "model.safetensors" {
+                b[..cut].to_vec()
+            } else {
+                b
+            }
+        });
+        let e = convert_err(&d);
+        assert!(
+            e.contains("model.safetensors") || e.contains("empty"),
+            "cut {cut}: {e}"
+        );
+    }
     // a packed weight with code 3
     let d = hf_copy("code3", |n, mut b| {
         if n == "model.safetensors" {
