@@ -185,6 +185,7 @@ llama-cpp:
 
 fixtures: $(MODEL)
 	python3 tools/make_fixtures.py $(MODEL)
+	python3 tools/make_bitnet_fixtures.py
 
 clean:
 	$(CARGO) clean

@@ -329,7 +329,9 @@ fn info(args: &[String]) -> Result<(), String> {
     );
     let profile = tmac::kernel::tune::profile_path()
         .filter(|p| p.exists())
-        .map_or("defaults (no tuning profile)".to_string(), |p| format!("profile {}", p.display()));
+        .map_or("defaults (no tuning profile)".to_string(), |p| {
+            format!("profile {}", p.display())
+        });
     println!(
         "kernel:        {} | row_tile {} prefetch {} | {profile}",
         m.isa.name(),
@@ -413,10 +415,12 @@ fn perplexity(args: &[String]) -> Result<(), String> {
 const QUANTIZE_USAGE: &str = "\
 usage: tmac quantize IN OUT --type T [--group G] [--scale S] [--head H] [-z TOKENIZER]
 
-Converts IN (a GGUF model, a tmac file, a llama2.c checkpoint or an original T-MAC v1/v2/Q4V1
-file) into OUT, a tmac file: tensors already in kernel layout, mapped and used in place at load.
-llama2.c and T-MAC files take their tokenizer.bin from -z (default: next to IN). Ternary v1/v2
-weights carry over exactly to tq, Q4V1 to q4 (group 32).
+Converts IN into OUT, a tmac file: tensors already in kernel layout, mapped and used in place
+at load. IN is a GGUF model, a tmac file, a llama2.c checkpoint or an original T-MAC v1/v2/Q4V1
+file (these take their tokenizer.bin from -z, default: next to IN), or a Hugging Face BitNet
+model (its directory with config.json, tokenizer.json and safetensors). Exactly ternary weights
+(BitNet b1.58: TQ1_0, TQ2_0, I2_S, ternary F32/F16, packed safetensors; T-MAC v1/v2) carry over
+exactly with --type tq, Q4V1 and GGUF Q4_0/Q4_1 with --type q4 (group 32).
 
 types (--type for the transformer blocks, --head for the embedding and output head):
   tq    ternary {-1, 0, +1} times an absmean scale; --scale tensor|row|group (default tensor)
@@ -516,6 +520,9 @@ fn quantize(args: &[String]) -> Result<(), String> {
         summary.matrices,
         t0.elapsed().as_secs_f64()
     );
+    for n in &summary.notes {
+        eprintln!("note: {n}");
+    }
     Ok(())
 }
 

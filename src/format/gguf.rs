@@ -301,15 +301,24 @@ impl Gguf {
                 }
                 n = mul(n, d, "element count").map_err(ctx)?;
             }
-            let row = typ.row_bytes(dims[0]).ok_or_else(|| {
-                ctx(Error::format(format!(
-                    "row length {} is not a multiple of the {} block size {}",
-                    dims[0],
-                    typ.name(),
-                    typ.block().0
-                )))
-            })?;
-            let size = mul(row, n / dims[0], "byte size").map_err(ctx)?;
+            let size = if typ == GgmlType::I2S {
+                // bitnet.cpp's I2_S: blocks of 128 over the whole tensor, then a 32-byte scale
+                typ.tensor_bytes(n, dims[0]).ok_or_else(|| {
+                    ctx(Error::format(format!(
+                        "I2_S tensor of {n} elements is not a whole number of 128-element blocks"
+                    )))
+                })?
+            } else {
+                let row = typ.row_bytes(dims[0]).ok_or_else(|| {
+                    ctx(Error::format(format!(
+                        "row length {} is not a multiple of the {} block size {}",
+                        dims[0],
+                        typ.name(),
+                        typ.block().0
+                    )))
+                })?;
+                mul(row, n / dims[0], "byte size").map_err(ctx)?
+            };
             if offset % alignment != 0 {
                 return Err(ctx(Error::format(format!(
                     "data offset {offset} is not aligned to {alignment}"

@@ -55,6 +55,36 @@ impl GgufWriter {
     }
 
     pub fn write(&self, out: &mut impl Write) -> io::Result<()> {
+        let lens: Vec<u64> = self.tensors.iter().map(|t| t.data.len() as u64).collect();
+        out.write_all(&self.header(&lens))?;
+        for t in &self.tensors {
+            out.write_all(&t.data)?;
+            out.write_all(&vec![0u8; self.pad(t.data.len() as u64)])?;
+        }
+        Ok(())
+    }
+
+    /// The file's bytes, releasing each tensor's buffer once it is copied (for large models
+    /// built in memory: the peak is about one copy of the data, not two).
+    pub fn into_bytes(mut self) -> Vec<u8> {
+        let lens: Vec<u64> = self.tensors.iter().map(|t| t.data.len() as u64).collect();
+        let mut out = self.header(&lens);
+        let total: u64 = lens.iter().map(|&n| n + self.pad(n) as u64).sum();
+        out.reserve(total as usize);
+        for t in std::mem::take(&mut self.tensors) {
+            out.extend_from_slice(&t.data);
+            out.resize(out.len() + self.pad(t.data.len() as u64), 0);
+        }
+        out
+    }
+
+    /// Zero bytes that follow `n` bytes of tensor data.
+    fn pad(&self, n: u64) -> usize {
+        (n.div_ceil(self.alignment) * self.alignment - n) as usize
+    }
+
+    /// Header (magic through padding) for tensors of the given data lengths.
+    fn header(&self, lens: &[u64]) -> Vec<u8> {
         let mut head = Vec::new();
         head.extend_from_slice(super::gguf::MAGIC);
         head.extend_from_slice(&3u32.to_le_bytes());
@@ -66,8 +96,7 @@ impl GgufWriter {
             put_value(&mut head, v);
         }
         let mut offset = 0u64;
-        let mut offsets = Vec::new();
-        for t in &self.tensors {
+        for (t, &len) in self.tensors.iter().zip(lens) {
             put_str(&mut head, t.name.as_bytes());
             head.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
             for d in &t.dims {
@@ -75,20 +104,11 @@ impl GgufWriter {
             }
             head.extend_from_slice(&t.type_id.to_le_bytes());
             head.extend_from_slice(&offset.to_le_bytes());
-            offsets.push(offset);
-            offset = (offset + t.data.len() as u64).div_ceil(self.alignment) * self.alignment;
+            offset += len + self.pad(len) as u64;
         }
-        let pad = |n: u64| vec![0u8; (n.div_ceil(self.alignment) * self.alignment - n) as usize];
-        head.extend_from_slice(&pad(head.len() as u64));
-        out.write_all(&head)?;
-        let mut written = 0u64;
-        for (t, &off) in self.tensors.iter().zip(&offsets) {
-            out.write_all(&vec![0u8; (off - written) as usize])?;
-            out.write_all(&t.data)?;
-            written = off + t.data.len() as u64;
-        }
-        out.write_all(&pad(written))?;
-        Ok(())
+        let n = head.len() as u64;
+        head.resize(head.len() + self.pad(n), 0);
+        head
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {

@@ -3,9 +3,12 @@
 
 pub mod gguf;
 pub mod gguf_write;
+pub mod hf;
+pub mod json;
 pub mod legacy;
 pub mod llama2c;
 pub mod reader;
+pub mod safetensors;
 pub mod tmacfile;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -67,7 +70,18 @@ pub fn map_file(path: &Path) -> Result<Arc<Bytes>> {
             format!("{}: cannot open: {e}", path.display()),
         )
     })?;
-    let len = file.metadata()?.len();
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "{}: is a directory (a Hugging Face model? convert it to a tmac file with \
+                 `tmac quantize DIR OUT.tmac --type tq`)",
+                path.display()
+            ),
+        ));
+    }
+    let len = meta.len();
     if len == 0 {
         return Err(Error::format(format!("{}: file is empty", path.display())));
     }

@@ -90,10 +90,19 @@ impl Config {
                 "rope dimension {rope_dim} does not fit head size {head_dim}"
             )));
         }
-        let act = match (arch, g.get_str(&k("hidden_act"))?) {
-            (_, Some("relu2")) => Activation::Relu2,
-            (_, Some("silu") | None) => Activation::Silu,
-            (_, Some(a)) => return Err(Error::unsupported(format!("activation '{a}'"))),
+        // llama.cpp's key is `{arch}.hidden_activation`; `hidden_act` is HF's name. Without
+        // either, bitnet.cpp's architectures (made for BitNet b1.58 2B-4T) use relu2, as its
+        // graph did, and mainline `bitnet` (1bitLLM models) uses SiLU, as llama.cpp does.
+        let act_name = match g.get_str(&k("hidden_activation"))? {
+            Some(a) => Some(a),
+            None => g.get_str(&k("hidden_act"))?,
+        };
+        let act = match act_name {
+            Some("relu2") => Activation::Relu2,
+            Some("silu" | "swish" | "swiglu") => Activation::Silu,
+            None if matches!(arch_name.as_str(), "bitnet-b1.58" | "bitnet-25") => Activation::Relu2,
+            None => Activation::Silu,
+            Some(a) => return Err(Error::unsupported(format!("activation '{a}'"))),
         };
         let rms_eps = g
             .get_f32(&k("attention.layer_norm_rms_epsilon"))?

@@ -1,6 +1,6 @@
 //! The transformer forward pass for one token, in the order llama.cpp's graph computes it.
 
-use super::config::{Activation, Config};
+use super::config::{Activation, Arch, Config};
 use super::linear::Linear;
 use super::Model;
 use crate::error::{Error, Result};
@@ -139,6 +139,28 @@ pub fn rope(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
     }
 }
 
+/// Rotate pairs (x[i], x[i + rope_dim/2]) of each head (ggml's NEOX mode, Hugging Face's
+/// rotate_half), used by BitNet: its converters do not permute Q and K as Llama's do.
+pub fn rope_neox(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
+    let half = cs.len();
+    for head in x.chunks_exact_mut(head_dim) {
+        for (i, &(cos, sin)) in cs.iter().enumerate() {
+            let (a, b) = (head[i], head[i + half]);
+            head[i] = a * cos - b * sin;
+            head[i + half] = a * sin + b * cos;
+        }
+    }
+}
+
+/// Multiply a matrix output by its scale (1 for most matrices).
+fn scale_by(y: &mut [f32], s: f32) {
+    if s != 1.0 {
+        for v in y {
+            *v *= s;
+        }
+    }
+}
+
 pub fn theta_scale(cfg: &Config) -> f32 {
     math::pow64(cfg.rope_base as f64, -2.0 / cfg.rope_dim as f64) as f32
 }
@@ -186,6 +208,11 @@ pub fn forward(
         w.tok_embd
             .row(file, t as usize, &mut s.x[b * d..(b + 1) * d])?;
     }
+    let rotate = if cfg.arch == Arch::Bitnet {
+        rope_neox
+    } else {
+        rope
+    };
     // x (n, cols) through `mats` into the outputs, each token's input prepared once for all
     macro_rules! matmul {
         ($x:expr, $cols:expr, [$(($mat:expr, $y:expr, $rows:expr)),+]) => {{
@@ -216,10 +243,14 @@ pub fn forward(
                 (layer.wv, s.v, kvd)
             ]
         );
+        let [sq, sk, sv, so, sg, su, sd] = layer.scales;
+        scale_by(&mut s.q[..n * q_dim], sq);
+        scale_by(&mut s.k[..n * kvd], sk);
+        scale_by(&mut s.v[..n * kvd], sv);
         for b in 0..n {
             let cs = &s.rope[b * half..(b + 1) * half];
-            rope(&mut s.q[b * q_dim..(b + 1) * q_dim], hd, cs);
-            rope(&mut s.k[b * kvd..(b + 1) * kvd], hd, cs);
+            rotate(&mut s.q[b * q_dim..(b + 1) * q_dim], hd, cs);
+            rotate(&mut s.k[b * kvd..(b + 1) * kvd], hd, cs);
             let at = kv.at(l, pos + b);
             kv.k[at..at + kvd].copy_from_slice(&s.k[b * kvd..(b + 1) * kvd]);
             kv.v[at..at + kvd].copy_from_slice(&s.v[b * kvd..(b + 1) * kvd]);
@@ -246,6 +277,7 @@ pub fn forward(
             }
         }
         matmul!(s.attn, q_dim, [(layer.wo, s.d, d)]);
+        scale_by(&mut s.d[..n * d], so);
         for (x, dv) in s.x[..n * d].iter_mut().zip(&s.d) {
             *x += dv;
         }
@@ -260,6 +292,8 @@ pub fn forward(
             );
         }
         matmul!(s.xb, d, [(layer.w_gate, s.hb, ff), (layer.w_up, s.hb2, ff)]);
+        scale_by(&mut s.hb[..n * ff], sg);
+        scale_by(&mut s.hb2[..n * ff], su);
         for (g, &u) in s.hb[..n * ff].iter_mut().zip(&s.hb2) {
             *g = match cfg.act {
                 Activation::Silu => *g / (1.0 + math::exp(-*g)) * u,
@@ -275,6 +309,7 @@ pub fn forward(
             }
         }
         matmul!(s.hb, ff, [(layer.w_down, s.d, d)]);
+        scale_by(&mut s.d[..n * d], sd);
         for (x, dv) in s.x[..n * d].iter_mut().zip(&s.d) {
             *x += dv;
         }

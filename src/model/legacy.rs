@@ -453,6 +453,7 @@ fn weights(lf: &LegacyFile, file: &[u8], compute: Compute) -> Result<Weights> {
             w_up: mat("w3", l)?,
             w_down: mat("w2", l)?,
             ffn_sub_norm: None,
+            scales: [1.0; 7],
         });
     }
     let output = match tied_output {

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::format::gguf::{Gguf, TensorInfo};
 use crate::format::{Blob, Bytes};
 use crate::quant::ggml::{dequantize, GgmlType};
-use crate::quant::{lut, q8::Q8Matrix};
+use crate::quant::{lut, q8::Q8Matrix, ternary};
 use std::sync::Arc;
 
 pub struct Layer {
@@ -23,6 +23,10 @@ pub struct Layer {
     pub w_down: Linear,
     /// BitNet: RMSNorm on the FFN hidden vector before `w_down`.
     pub ffn_sub_norm: Option<Vec<f32>>,
+    /// Factors the outputs of wq, wk, wv, wo, w_gate, w_up, w_down are multiplied by (1 for
+    /// most models): llama.cpp's optional `*.scale` tensors, times the tensor scale of exactly
+    /// ternary weights held as codes (see `quant::ternary`).
+    pub scales: [f32; 7],
 }
 
 /// The token embedding table: rows decoded on demand, straight from the file's own type, or
@@ -123,6 +127,15 @@ impl<'a> Loader<'a> {
         Ok(out)
     }
 
+    /// The factor in llama.cpp's optional `<matrix>.scale` tensor (1 element), or 1.
+    pub fn scale_factor(&self, matrix: &str) -> Result<f32> {
+        let name = ternary::scale_name(matrix);
+        if self.g.tensor(&name).is_none() {
+            return Ok(1.0);
+        }
+        Ok(self.vector(&name, 1)?[0])
+    }
+
     pub fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
         let v = self.f32s(self.shaped(name, 1, n)?)?;
         if let Some(i) = v.iter().position(|x| !x.is_finite()) {
@@ -166,6 +179,18 @@ impl<'a> Loader<'a> {
 /// How matrices are stored once loaded.
 pub trait MatrixBuilder {
     fn build(&self, l: &Loader, name: &str, rows: usize, cols: usize) -> Result<Linear>;
+
+    /// A transformer-block matrix and a factor for its output. A builder that holds exactly
+    /// ternary weights as codes returns them with scale 1 and the tensor scale here.
+    fn build_scaled(
+        &self,
+        l: &Loader,
+        name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<(Linear, f32)> {
+        Ok((self.build(l, name, rows, cols)?, 1.0))
+    }
 }
 
 /// The reference: every matrix dequantized to f32.
@@ -190,10 +215,32 @@ impl MatrixBuilder for F32Builder {
 
 /// The default: each matrix through the fastest kernel that holds it exactly. tmac files are
 /// used in place; from GGUF, Q4_0, Q4_1, TQ1_0 and TQ2_0 are repacked into LUT layout, Q8_0 is
-/// used in place, and anything else is dequantized to f32.
+/// used in place, and anything else is dequantized to f32. In the transformer blocks, exactly
+/// ternary weights (TQ1_0/TQ2_0 with one scale, I2_S, F32/F16/BF16 holding -s, 0, +s) become
+/// ternary codes with the scale applied to the output: activations are then quantized per
+/// token, as BitNet b1.58 defines it.
 pub struct KernelBuilder;
 
 impl MatrixBuilder for KernelBuilder {
+    fn build_scaled(
+        &self,
+        l: &Loader,
+        name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<(Linear, f32)> {
+        if let Some(m) = l.tmac_matrix(name, rows, cols)? {
+            return Ok((m, 1.0));
+        }
+        let t = l.ggml_matrix(name, rows, cols)?;
+        if let Some(tn) = ternary::from_tensor(t.typ, l.data(t), rows, cols)? {
+            let m = tn.to_lut();
+            m.validate()?;
+            return Ok((Linear::Lut(m), tn.scale));
+        }
+        Ok((self.build(l, name, rows, cols)?, 1.0))
+    }
+
     fn build(&self, l: &Loader, name: &str, rows: usize, cols: usize) -> Result<Linear> {
         use GgmlType::*;
         if let Some(m) = l.tmac_matrix(name, rows, cols)? {
@@ -225,10 +272,25 @@ pub fn load(l: &Loader, cfg: &Config, mb: &dyn MatrixBuilder) -> Result<Weights>
             }
         })
     };
+    let smat = |name: &str, rows: usize, cols: usize| -> Result<(Linear, f32)> {
+        let (m, s) = mb.build_scaled(l, name, rows, cols).map_err(|e| {
+            if e.msg.contains(name) {
+                e
+            } else {
+                e.context(format!("tensor {name}"))
+            }
+        })?;
+        Ok((m, s * l.scale_factor(name)?))
+    };
     let tok_embd = match l.tmac_matrix("token_embd.weight", n_vocab, d)? {
         Some(m) => Embedding::Matrix(m),
         None => {
             let t = l.ggml_matrix("token_embd.weight", n_vocab, d)?;
+            if t.typ == GgmlType::I2S {
+                return Err(Error::unsupported(
+                    "tensor token_embd.weight: an I2_S token embedding is not supported",
+                ));
+            }
             let row_bytes = t.typ.row_bytes(d as u64).unwrap_or(0) as usize;
             Embedding::File {
                 typ: t.typ,
@@ -242,22 +304,34 @@ pub fn load(l: &Loader, cfg: &Config, mb: &dyn MatrixBuilder) -> Result<Weights>
     let mut layers = Vec::with_capacity(cfg.n_layer);
     for i in 0..cfg.n_layer {
         let n = |s: &str| format!("blk.{i}.{s}");
+        let attn_norm = l.vector(&n("attn_norm.weight"), d)?;
+        let (wq, sq) = smat(&n("attn_q.weight"), q, d)?;
+        let (wk, sk) = smat(&n("attn_k.weight"), kv, d)?;
+        let (wv, sv) = smat(&n("attn_v.weight"), kv, d)?;
+        let (wo, so) = smat(&n("attn_output.weight"), d, q)?;
+        let attn_sub_norm = bitnet
+            .then(|| l.vector(&n("attn_sub_norm.weight"), q))
+            .transpose()?;
+        let ffn_norm = l.vector(&n("ffn_norm.weight"), d)?;
+        let (w_gate, sg) = smat(&n("ffn_gate.weight"), ff, d)?;
+        let (w_up, su) = smat(&n("ffn_up.weight"), ff, d)?;
+        let (w_down, sd) = smat(&n("ffn_down.weight"), d, ff)?;
+        let ffn_sub_norm = bitnet
+            .then(|| l.vector(&n("ffn_sub_norm.weight"), ff))
+            .transpose()?;
         layers.push(Layer {
-            attn_norm: l.vector(&n("attn_norm.weight"), d)?,
-            wq: mat(&n("attn_q.weight"), q, d)?,
-            wk: mat(&n("attn_k.weight"), kv, d)?,
-            wv: mat(&n("attn_v.weight"), kv, d)?,
-            wo: mat(&n("attn_output.weight"), d, q)?,
-            attn_sub_norm: bitnet
-                .then(|| l.vector(&n("attn_sub_norm.weight"), q))
-                .transpose()?,
-            ffn_norm: l.vector(&n("ffn_norm.weight"), d)?,
-            w_gate: mat(&n("ffn_gate.weight"), ff, d)?,
-            w_up: mat(&n("ffn_up.weight"), ff, d)?,
-            w_down: mat(&n("ffn_down.weight"), d, ff)?,
-            ffn_sub_norm: bitnet
-                .then(|| l.vector(&n("ffn_sub_norm.weight"), ff))
-                .transpose()?,
+            attn_norm,
+            wq,
+            wk,
+            wv,
+            wo,
+            attn_sub_norm,
+            ffn_norm,
+            w_gate,
+            w_up,
+            w_down,
+            ffn_sub_norm,
+            scales: [sq, sk, sv, so, sg, su, sd],
         });
     }
     let output = if l.g.tensor("output.weight").is_some() {

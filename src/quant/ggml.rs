@@ -29,7 +29,13 @@ pub enum GgmlType {
     BF16,
     TQ1_0,
     TQ2_0,
+    /// bitnet.cpp's I2_S (type 36): 2-bit ternary codes and one f32 scale per tensor
+    /// (`quant::ternary` reads it; its byte size is not a per-row rule, see `I2S_TAIL`).
+    I2S,
 }
+
+/// Bytes after an I2_S tensor's packed codes: the f32 scale, padded to 32.
+pub const I2S_TAIL: u64 = 32;
 
 impl GgmlType {
     pub fn from_id(id: u32) -> Option<GgmlType> {
@@ -57,6 +63,7 @@ impl GgmlType {
             30 => BF16,
             34 => TQ1_0,
             35 => TQ2_0,
+            36 => I2S,
             _ => return None,
         })
     }
@@ -86,6 +93,7 @@ impl GgmlType {
             BF16 => 30,
             TQ1_0 => 34,
             TQ2_0 => 35,
+            I2S => 36,
         }
     }
 
@@ -114,6 +122,7 @@ impl GgmlType {
             BF16 => "BF16",
             TQ1_0 => "TQ1_0",
             TQ2_0 => "TQ2_0",
+            I2S => "I2_S",
         }
     }
 
@@ -139,6 +148,8 @@ impl GgmlType {
             Q8K => (256, 292),
             TQ1_0 => (256, 54),
             TQ2_0 => (256, 66),
+            // 128 codes in 32 bytes; the tensor ends with I2S_TAIL bytes (see tensor_bytes)
+            I2S => (128, 32),
         }
     }
 
@@ -151,11 +162,21 @@ impl GgmlType {
         (n / be).checked_mul(bb)
     }
 
+    /// Bytes of a whole tensor of `n` elements with `row` elements per row. The same as
+    /// rows x row_bytes, except for I2_S, whose blocks run over the flattened tensor and which
+    /// ends with a scale (bitnet.cpp's ggml_nbytes: n / 4 + 32).
+    pub fn tensor_bytes(self, n: u64, row: u64) -> Option<u64> {
+        if self == GgmlType::I2S {
+            return (n % 128 == 0).then(|| n / 4 + I2S_TAIL);
+        }
+        self.row_bytes(row)?.checked_mul(n / row.max(1))
+    }
+
     pub fn can_dequantize(self) -> bool {
         use GgmlType::*;
         matches!(
             self,
-            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q8_0 | Q6K | TQ2_0 | TQ1_0
+            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q8_0 | Q6K | TQ2_0 | TQ1_0 | I2S
         )
     }
 }
@@ -210,6 +231,10 @@ fn h(b: &[u8]) -> f32 {
 
 /// Dequantize `src` (whole blocks of type `t`) into `dst` (dst.len() elements).
 pub fn dequantize(t: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
+    if t == GgmlType::I2S {
+        // a whole tensor only: the scale is at its end
+        return crate::quant::ternary::dequantize_i2s(src, dst);
+    }
     let need = t.row_bytes(dst.len() as u64);
     if need != Some(src.len() as u64) {
         return Err(Error::format(format!(

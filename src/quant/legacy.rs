@@ -421,5 +421,6 @@ pub fn legacy_to_tmac(
         bytes: out.len() as u64,
         bits_per_weight: wbytes as f64 * 8.0 / nweights.max(1) as f64,
         matrices: done,
+        notes: Vec::new(),
     })
 }

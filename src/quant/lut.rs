@@ -295,7 +295,7 @@ pub fn from_ggml(
 }
 
 /// The 256 codes (value + 1) of a TQ1_0 block: base-3 digits stored as fixed-point fractions.
-fn tq1_codes(blk: &[u8], out: &mut [u8]) {
+pub(crate) fn tq1_codes(blk: &[u8], out: &mut [u8]) {
     const POW3: [u16; 5] = [1, 3, 9, 27, 81];
     let trit = |q: u8, n: usize| (((q as u16 * POW3[n]) as u8 as u16 * 3) >> 8) as u8;
     let (qs, qh) = (&blk[..48], &blk[48..52]);

@@ -6,3 +6,4 @@ pub mod legacy;
 pub mod lut;
 pub mod q8;
 pub mod quantize;
+pub mod ternary;

@@ -6,11 +6,12 @@
 use super::ggml::GgmlType;
 use super::lut::{self, Zero};
 use super::q8::Q8Matrix;
+use super::ternary;
 use crate::error::{Error, Result};
 use crate::format::gguf::{Gguf, Value};
 use crate::format::gguf_write::GgufWriter;
 use crate::format::{self, tmacfile, Kind};
-use crate::model::config::Config;
+use crate::model::config::{Arch, Config};
 use crate::model::linear::Linear;
 use crate::model::weights::Loader;
 use half::f16;
@@ -215,6 +216,9 @@ pub struct Summary {
     /// Average bits per weight of the matrices.
     pub bits_per_weight: f64,
     pub matrices: usize,
+    /// Things the user should know about the conversion (e.g. ternary weights that could not
+    /// be carried over exactly).
+    pub notes: Vec<String>,
 }
 
 /// The matrices of a Llama-family model: (name, rows, cols, is head or embedding).
@@ -248,7 +252,12 @@ pub fn quantize_file(
     opts: &QuantizeOptions,
     mut progress: impl FnMut(usize, usize, &str),
 ) -> Result<Summary> {
-    let bytes = format::map_file(src)?;
+    // BITNET: a Hugging Face checkpoint (safetensors + config.json) is read as a GGUF in memory
+    let bytes = if format::hf::is_hf(src) {
+        std::sync::Arc::new(format::Bytes::Owned(format::hf::to_gguf(src)?))
+    } else {
+        format::map_file(src)?
+    };
     let file = bytes.as_slice();
     let g = match format::detect(file)? {
         Kind::Gguf => Gguf::parse(file)?,
@@ -273,19 +282,31 @@ pub fn quantize_file(
     w.set_str("tmac.quantization", &opts.target.name());
     let mats = matrices(&cfg, &g);
     let (mut wbytes, mut nweights) = (0usize, 0usize);
+    // BITNET: exactly ternary block matrices keep their codes (scale 1, one scale group per
+    // row, so activations are quantized per token); their scale goes to `<matrix>.scale`,
+    // replacing the source's (see quant::ternary)
+    let (mut folded, mut inexact) = (Vec::new(), 0usize);
     for (i, (name, rows, cols, head)) in mats.iter().enumerate() {
         progress(i, mats.len(), name);
         let t = if *head { opts.head } else { opts.target };
-        let m = match l.tmac_matrix(name, *rows, *cols).map_err(ctx)? {
+        let exact = match (*head, t) {
+            (false, Target::Tq(_)) => {
+                ternary::carry_over(&l, name, *rows, *cols, &mut w, &mut folded).map_err(ctx)?
+            }
+            _ => None,
+        };
+        inexact += (exact.is_none() && matches!(t, Target::Tq(_)) && !*head) as usize;
+        let m = match (exact, l.tmac_matrix(name, *rows, *cols).map_err(ctx)?) {
+            (Some(m), _) => m,
             // a tmac file as the source: dequantize, then quantize to the new type
-            Some(m) => {
+            (None, Some(m)) => {
                 let mut v = vec![0f32; rows * cols];
                 for (r, row) in v.chunks_exact_mut(*cols).enumerate() {
                     m.dequantize_row(r, row);
                 }
                 quantize_matrix(t, *rows, *cols, &v)?
             }
-            None => convert(&l, name, *rows, *cols, t).map_err(ctx)?,
+            (None, None) => convert(&l, name, *rows, *cols, t).map_err(ctx)?,
         };
         wbytes += m.weight_bytes();
         nweights += rows * cols;
@@ -295,7 +316,7 @@ pub fn quantize_file(
     // everything else (norms, rope factors) as f32
     for t in &g.tensors {
         let base = t.name.strip_suffix(".scales").unwrap_or(&t.name);
-        if mats.iter().any(|(n, ..)| n == &t.name || n == base) {
+        if mats.iter().any(|(n, ..)| n == &t.name || n == base) || folded.contains(&t.name) {
             continue;
         }
         w.add_f32(&t.name, &t.dims, &l.f32s(t).map_err(ctx)?);
@@ -307,9 +328,18 @@ pub fn quantize_file(
             format!("{}: {e}", dst.display()),
         )
     })?;
+    let mut notes = Vec::new();
+    if cfg.arch == Arch::Bitnet && inexact > 0 {
+        notes.push(format!(
+            "{inexact} BitNet matrices are not exactly ternary with one scale per tensor \
+             (e.g. TQ1_0/TQ2_0 blocks with different scales): they keep their scale groups, so \
+             their activations are quantized per group, not per token as BitNet b1.58 defines"
+        ));
+    }
     Ok(Summary {
         bytes: out.len() as u64,
         bits_per_weight: wbytes as f64 * 8.0 / nweights.max(1) as f64,
         matrices: mats.len(),
+        notes,
     })
 }

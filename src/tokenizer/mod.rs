@@ -116,7 +116,15 @@ impl Vocab {
         let n = tokens.len();
         let (model, add_space_prefix, add_bos) = match model_name {
             "gpt2" => {
-                let pre = g.get_str("tokenizer.ggml.pre")?.unwrap_or("default");
+                // bitnet.cpp's converters write no pre-tokenizer for BitNet b1.58 2B-4T, whose
+                // vocabulary is Llama 3's: split it as Llama 3 does (llama.cpp falls back to
+                // its 'default' splitting and warns that quality degrades)
+                let llama3_vocab = || tokens.iter().any(|t| t == b"<|begin_of_text|>");
+                let pre = match g.get_str("tokenizer.ggml.pre")? {
+                    Some(p) => p,
+                    None if llama3_vocab() => "llama-bpe",
+                    None => "default",
+                };
                 let pt = PreTok::from_name(pre).ok_or_else(|| {
                     Error::unsupported(format!("pre-tokenizer '{pre}' is not supported"))
                 })?;
