@@ -97,6 +97,15 @@ pub fn read_matrix(l: &Loader, name: &str, rows: usize, cols: usize) -> Result<O
     Ok(None)
 }
 
+/// Order a tmac file's tensors for mapping: the kernel-layout weight data first, then all that a
+/// load reads (scales, norms, other f32 tensors). Kept apart, the pages the kernel maps around
+/// what a load reads (fault-around, large page-cache folios) hold no weight data, so loading
+/// really does not pull the weights into memory.
+pub fn order_for_mapping(w: &mut GgufWriter) {
+    w.tensors
+        .sort_by_key(|t| !(t.type_id == GgmlType::I8.id() && !t.name.ends_with(".scales")));
+}
+
 /// Add a matrix to a tmac file being written.
 pub fn add_matrix(w: &mut GgufWriter, name: &str, m: &Linear) {
     let u = |v: &[usize]| Value::Array(Array::U32(v.iter().map(|&x| x as u32).collect()));

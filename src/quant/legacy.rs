@@ -414,6 +414,7 @@ pub fn legacy_to_tmac(
     }
     w.add_f32("output_norm.weight", &[c.n_embd as u64], &wt.out_norm);
     progress(total, total, "");
+    tmacfile::order_for_mapping(&mut w);
     let out = w.to_bytes();
     std::fs::write(dst, &out)
         .map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", dst.display())))?;

@@ -321,6 +321,7 @@ pub fn quantize_file(
         }
         w.add_f32(&t.name, &t.dims, &l.f32s(t).map_err(ctx)?);
     }
+    tmacfile::order_for_mapping(&mut w);
     let out = w.to_bytes();
     std::fs::write(dst, &out).map_err(|e| {
         Error::new(
