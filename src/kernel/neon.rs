@@ -35,7 +35,15 @@ unsafe fn pair_s8(v: int8x16_t) -> int16x8_t {
     vaddq_s16(vpaddlq_s8(v), vshrq_n_s16(vreinterpretq_s16_s8(v), 8))
 }
 
-/// Integer sums of one scale group for row block `rb`: rows 0-3, 4-7, 8-11, 12-15.
+/// Hint the CPU to fetch the cache line at `p` (never dereferenced).
+#[inline(always)]
+unsafe fn prefetch(p: *const u8) {
+    // SAFETY: prfm is a hint; it cannot fault, whatever the address.
+    asm!("prfm pldl1keep, [{0}]", in(reg) p, options(nostack, readonly, preserves_flags));
+}
+
+/// Integer sums of one scale group for row block `rb`: rows 0-3, 4-7, 8-11, 12-15. `ahead` is
+/// how far ahead of the weight stream to prefetch.
 #[target_feature(enable = "neon")]
 unsafe fn group_ints(
     data: &[u8],
@@ -43,6 +51,7 @@ unsafe fn group_ints(
     tables: &[u8],
     rb: usize,
     grp: usize,
+    ahead: usize,
 ) -> [int32x4_t; 4] {
     let c0 = grp * g.group_chunks;
     let c1 = (c0 + g.group_chunks).min(g.chunks);
