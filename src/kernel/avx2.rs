@@ -53,13 +53,14 @@ unsafe fn group_ints<const PP: usize, const RB: usize>(
             // (debug-asserted above; guaranteed by LutMatrix::validate and build_tables). The
             // prefetch address may run past the end; it is never dereferenced.
             let t = tp.add(2 * cc * TABLE_BYTES);
-            let tl0 = _mm256_loadu_si256(t as *const __m256i);
-            let th0 = _mm256_loadu_si256(t.add(32) as *const __m256i);
-            let tl1 = _mm256_loadu_si256(t.add(64) as *const __m256i);
-            let th1 = _mm256_loadu_si256(t.add(96) as *const __m256i);
+            // each 16-byte half-table broadcast to both lanes
+            let tl0 = _mm256_broadcastsi128_si256(_mm_loadu_si128(t as *const __m128i));
+            let th0 = _mm256_broadcastsi128_si256(_mm_loadu_si128(t.add(16) as *const __m128i));
+            let tl1 = _mm256_broadcastsi128_si256(_mm_loadu_si128(t.add(32) as *const __m128i));
+            let th1 = _mm256_broadcastsi128_si256(_mm_loadu_si128(t.add(48) as *const __m128i));
             for r in 0..RB {
                 let blk = wp.add(((rb0 + r) * g.chunks + cc) * PP * 32);
-                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(prefetch) as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(blk.wrapping_add(prefetch) as *const i8);
                 for (pp, &cf) in coef.iter().enumerate().take(PP) {
                     let w = _mm256_loadu_si256(blk.add(pp * 32) as *const __m256i);
                     let i0 = _mm256_and_si256(w, mask);
@@ -262,7 +263,7 @@ unsafe fn q8_row(
         // which is harmless (wrapping_add, never dereferenced).
         let i = r * nb + b;
         let qp = q.as_ptr().add(i * st.q_stride + st.q_skip);
-        _mm_prefetch::<_MM_HINT_T0>(qp.wrapping_add(prefetch) as *const i8);
+        _mm_prefetch::<_MM_HINT_T1>(qp.wrapping_add(prefetch) as *const i8);
         let sc = f16_to_f32(d.as_ptr().add(i * st.d_stride)) * fa;
         let w = _mm256_loadu_si256(qp as *const __m256i);
         let a = _mm256_loadu_si256(act.a.as_ptr().add(b * Q8_BLOCK) as *const __m256i);

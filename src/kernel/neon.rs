@@ -68,8 +68,8 @@ unsafe fn group_ints(
         for cc in c..cend {
             // SAFETY: tables 2cc, 2cc+1 and weight block (rb, cc, pp) are in bounds (asserted).
             let t = tp.add(2 * cc * TABLE_BYTES);
-            let (tl0, th0) = (vld1q_u8(t), vld1q_s8(t.add(32) as *const i8));
-            let (tl1, th1) = (vld1q_u8(t.add(64)), vld1q_s8(t.add(96) as *const i8));
+            let (tl0, th0) = (vld1q_u8(t), vld1q_s8(t.add(16) as *const i8));
+            let (tl1, th1) = (vld1q_u8(t.add(32)), vld1q_s8(t.add(48) as *const i8));
             prefetch(wp.wrapping_add((rb * g.chunks + cc) * g.plane_pairs * 32 + ahead));
             for pp in 0..g.plane_pairs {
                 let blk = wp.add(((rb * g.chunks + cc) * g.plane_pairs + pp) * 32);

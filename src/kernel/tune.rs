@@ -111,7 +111,7 @@ pub fn load_profile(isa: Isa) -> Option<Knobs> {
 pub fn candidates() -> Vec<Knobs> {
     let mut v = Vec::new();
     for row_tile in [1, 2] {
-        for prefetch in [0, 512, 1024, 2048, 4096, 8192] {
+        for prefetch in [0, 1024, 2048, 4096, 8192, 16384] {
             v.push(Knobs { row_tile, prefetch });
         }
     }
