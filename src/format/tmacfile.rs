@@ -102,8 +102,10 @@ pub fn read_matrix(l: &Loader, name: &str, rows: usize, cols: usize) -> Result<O
 /// what a load reads (fault-around, large page-cache folios) hold no weight data, so loading
 /// really does not pull the weights into memory.
 pub fn order_for_mapping(w: &mut GgufWriter) {
-    w.tensors
-        .sort_by_key(|t| !(t.type_id == GgmlType::I8.id() && !t.name.ends_with(".scales")));
+    let is_weight_data = |t: &super::gguf_write::TensorData| {
+        t.type_id == GgmlType::I8.id() && !t.name.ends_with(".scales")
+    };
+    w.tensors.sort_by_key(|t| !is_weight_data(t)); // false (weight data) sorts first
 }
 
 /// Add a matrix to a tmac file being written.

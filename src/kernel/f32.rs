@@ -1,11 +1,33 @@
 //! The f32 reference kernels. Sums run in a fixed order over 16 independent lanes, so the
 //! compiler can vectorize them without reassociating, and the result is the same bit for bit
-//! on every CPU.
+//! on every CPU. On x86-64 the same code is also compiled with AVX2 enabled (wider vectors, the
+//! same operations in the same order, no fused multiply-adds) and used when the CPU has it.
 
 const LANES: usize = 16;
 
+#[cfg(target_arch = "x86_64")]
+fn avx2() -> bool {
+    std::is_x86_feature_detected!("avx2")
+}
+
 /// Dot product of equal-length slices.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2 (checked above).
+        return unsafe { dot_avx2(a, b) };
+    }
+    dot_lanes(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes(a, b)
+}
+
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let n = a.len().min(b.len());
     let mut acc = [0f32; LANES];
@@ -32,15 +54,136 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// y = W x for a row-major (rows, cols) matrix W.
 pub fn matvec(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2 (checked above).
+        return unsafe { matvec_avx2(w, cols, x, y) };
+    }
+    matvec_lanes(w, cols, x, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn matvec_avx2(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+    matvec_lanes(w, cols, x, y)
+}
+
+#[inline(always)]
+fn matvec_lanes(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
     for (yi, row) in y.iter_mut().zip(w.chunks_exact(cols)) {
-        *yi = dot(row, x);
+        *yi = dot_lanes(row, x);
     }
 }
 
 /// y += a * x
 pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2 (checked above).
+        return unsafe { axpy_avx2(a, x, y) };
+    }
+    axpy_lanes(a, x, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn axpy_avx2(a: f32, x: &[f32], y: &mut [f32]) {
+    axpy_lanes(a, x, y)
+}
+
+#[inline(always)]
+fn axpy_lanes(a: f32, x: &[f32], y: &mut [f32]) {
     for (yi, xi) in y.iter_mut().zip(x) {
         *yi += a * xi;
+    }
+}
+
+/// Softmax in place: max-subtracted, f64 sum, as ggml's soft_max.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f64;
+    for v in x.iter_mut() {
+        *v = crate::math::exp(*v - max);
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// The attention heads that share one key/value head (grouped-query attention), over
+/// n = att.len() / g positions: for head h, att[h][t] = scale * (q_h . k_t), softmax over t, then
+/// out_h = sum of att[h][t] * v_t. `qs` and `outs` hold the g heads of `hd` floats back to back; row t of `k`
+/// and `v` starts at t * stride, the shared head's slice of it at `off`. Each key and value row
+/// is read once for all g heads; one call per group keeps the work in one vectorized function.
+#[allow(clippy::too_many_arguments)]
+pub fn attend(
+    qs: &[f32],
+    k: &[f32],
+    v: &[f32],
+    hd: usize,
+    stride: usize,
+    off: usize,
+    scale: f32,
+    att: &mut [f32],
+    outs: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2 (checked above).
+        return unsafe { attend_avx2(qs, k, v, hd, stride, off, scale, att, outs) };
+    }
+    attend_lanes(qs, k, v, hd, stride, off, scale, att, outs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_avx2(
+    qs: &[f32],
+    k: &[f32],
+    v: &[f32],
+    hd: usize,
+    stride: usize,
+    off: usize,
+    scale: f32,
+    att: &mut [f32],
+    outs: &mut [f32],
+) {
+    attend_lanes(qs, k, v, hd, stride, off, scale, att, outs)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_lanes(
+    qs: &[f32],
+    k: &[f32],
+    v: &[f32],
+    hd: usize,
+    stride: usize,
+    off: usize,
+    scale: f32,
+    att: &mut [f32],
+    outs: &mut [f32],
+) {
+    let g = qs.len() / hd;
+    let n = att.len() / g;
+    for t in 0..n {
+        let kr = &k[t * stride + off..][..hd];
+        for (h, q) in qs.chunks_exact(hd).enumerate() {
+            att[h * n + t] = dot_lanes(q, kr) * scale;
+        }
+    }
+    for a in att.chunks_exact_mut(n) {
+        softmax(a);
+    }
+    outs.fill(0.0);
+    for t in 0..n {
+        let vr = &v[t * stride + off..][..hd];
+        for (h, out) in outs.chunks_exact_mut(hd).enumerate() {
+            axpy_lanes(att[h * n + t], vr, out);
+        }
     }
 }
 

@@ -47,7 +47,7 @@ pub struct Scratch {
     k: Vec<f32>,            // (batch, kv_dim)
     v: Vec<f32>,            // (batch, kv_dim)
     attn: Vec<f32>,         // (batch, q_dim) attention output
-    att: Vec<f32>,          // (n_ctx) scores of one head
+    att: Vec<f32>,          // (n_head / n_head_kv, n_ctx) scores of one query group
     d: Vec<f32>,            // (batch, n_embd) projection output
     hb: Vec<f32>,           // (batch, n_ff) gate
     hb2: Vec<f32>,          // (batch, n_ff) up
@@ -61,7 +61,7 @@ impl Scratch {
     pub fn bytes(cfg: &Config, n_ctx: usize) -> usize {
         let per_token =
             3 * cfg.n_embd + 2 * cfg.q_dim() + 2 * cfg.kv_dim() + 2 * cfg.n_ff + cfg.rope_dim;
-        4 * (MAX_BATCH * per_token + n_ctx + cfg.n_vocab)
+        4 * (MAX_BATCH * per_token + n_ctx * (cfg.n_head / cfg.n_head_kv) + cfg.n_vocab)
             + MAX_BATCH * cfg.n_embd.max(cfg.n_ff) * 17
     }
 
@@ -74,7 +74,7 @@ impl Scratch {
             k: z(cfg.kv_dim()),
             v: z(cfg.kv_dim()),
             attn: z(cfg.q_dim()),
-            att: vec![0f32; n_ctx],
+            att: vec![0f32; n_ctx * (cfg.n_head / cfg.n_head_kv)],
             d: z(cfg.n_embd),
             hb: z(cfg.n_ff),
             hb2: z(cfg.n_ff),
@@ -101,19 +101,7 @@ fn rmsnorm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
     rmsnorm(x, &src, w, eps);
 }
 
-/// Softmax in place: max-subtracted, f64 sum, as ggml's soft_max.
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f64;
-    for v in x.iter_mut() {
-        *v = math::exp(*v - max);
-        sum += *v as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
-}
+pub use kf32::softmax;
 
 /// RoPE angles for position `pos` as ggml computes them for `llama` GGUFs ("normal" mode):
 /// pair i turns by pos * base^(-2i/rope_dim), the angle stepped in f32 as ggml does.
@@ -258,19 +246,23 @@ pub fn forward(
         let base = kv.at(l, 0);
         for b in 0..n {
             let p = pos + b; // token b sees positions 0..=p
-            for h in 0..cfg.n_head {
-                let q = &s.q[b * q_dim + h * hd..][..hd];
-                let kvh = (h / kv_mul) * hd;
-                let att = &mut s.att[..=p];
-                for (t, a) in att.iter_mut().enumerate() {
-                    *a = kf32::dot(q, &kv.k[base + t * kvd + kvh..][..hd]) * scale;
-                }
-                softmax(att);
-                let out = &mut s.attn[b * q_dim + h * hd..][..hd];
-                out.fill(0.0);
-                for (t, &a) in att.iter().enumerate() {
-                    kf32::axpy(a, &kv.v[base + t * kvd + kvh..][..hd], out);
-                }
+            let rows = base..base + (p + 1) * kvd;
+            let group = kv_mul * hd; // the query heads sharing key/value head kvh
+            for kvh in 0..cfg.n_head_kv {
+                let qs = &s.q[b * q_dim + kvh * group..][..group];
+                let outs = &mut s.attn[b * q_dim + kvh * group..][..group];
+                let att = &mut s.att[..kv_mul * (p + 1)];
+                kf32::attend(
+                    qs,
+                    &kv.k[rows.clone()],
+                    &kv.v[rows.clone()],
+                    hd,
+                    kvd,
+                    kvh * hd,
+                    scale,
+                    att,
+                    outs,
+                );
             }
             if let Some(sub) = &layer.attn_sub_norm {
                 rmsnorm_inplace(&mut s.attn[b * q_dim..(b + 1) * q_dim], sub, cfg.rms_eps);
