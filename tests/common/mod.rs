@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::Command;
 
 /// SmolLM2-135M-Instruct Q4_1, fetched by `make model` (TMAC_MODEL overrides the path).
 pub fn smollm2() -> PathBuf {
@@ -16,6 +17,23 @@ pub fn smollm2() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// The `tmac` tool built with the tests. Under qemu-user without binfmt_misc (the cross-target
+/// runs of `make test-aarch64`), a child process must be started through the emulator as well:
+/// `TMAC_TEST_RUNNER` (e.g. `qemu-aarch64`, split on whitespace) is put in front of it.
+pub fn tmac_cli() -> Command {
+    let exe = env!("CARGO_BIN_EXE_tmac");
+    let runner = std::env::var("TMAC_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(prog) => {
+            let mut c = Command::new(prog);
+            c.args(words).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    }
 }
 
 pub fn fixture(name: &str) -> String {
