@@ -1,6 +1,7 @@
 //! Broken and hostile model files: each gets an error that names the problem (and the file,
 //! when loaded from a path); nothing panics and nothing is allocated from an unchecked count.
 
+mod common;
 use std::sync::Arc;
 use tmac::format::gguf::{Array, Value};
 use tmac::format::Bytes;
@@ -233,4 +234,29 @@ fn quantized_tiny_models_load() {
             "type {t}"
         );
     }
+}
+
+/// `tmac tokenize m -i TEXT | head -c 10`: the reader goes away long before the ids are written
+/// (far more than a pipe buffer of them); the tool ends quietly, without a panic.
+#[test]
+fn cli_survives_a_closed_stdout() {
+    let dir = std::env::temp_dir().join(format!("tmac-pipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("tiny.gguf");
+    std::fs::write(&model, tiny_llama(&TinySpec::default())).unwrap();
+    let text = "a b ".repeat(30_000); // 120 kB, under Linux's 128 KiB limit for one argument
+    let mut child = common::tmac_cli()
+        .arg("tokenize")
+        .arg(&model)
+        .args(["-i", &text])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // close the read end before reading anything
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -46,6 +46,24 @@ run options (llama2.c style):
   -h            this help
 ";
 
+/// `print!`/`println!` for what a command prints on stdout: when the reader has gone
+/// (`tmac info m | head -3`), the program ends quietly, as a C tool ends on SIGPIPE, instead of
+/// panicking; any other write error ends it with a message.
+macro_rules! out {
+    ($($arg:tt)*) => { if let Err(e) = write!(std::io::stdout(), $($arg)*) { stdout_failed(e) } };
+}
+macro_rules! outln {
+    ($($arg:tt)*) => { if let Err(e) = writeln!(std::io::stdout(), $($arg)*) { stdout_failed(e) } };
+}
+
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("tmac: writing stdout: {e}");
+    std::process::exit(1);
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -58,7 +76,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("tune") => tune(&args[1..]),
         Some("-h" | "--help" | "help") => {
-            print!("{USAGE}");
+            out!("{USAGE}");
             return ExitCode::SUCCESS;
         }
         _ => Err(format!("expected a command\n\n{USAGE}")),
@@ -293,18 +311,24 @@ fn info(args: &[String]) -> Result<(), String> {
     let args = take_tokenizer(args)?.0;
     let c = &m.cfg;
     let v = &m.vocab;
-    println!(
+    outln!(
         "file:          {} ({:.1} MiB, {:?})",
         args[0],
         m.file_size as f64 / 1048576.0,
         m.format
     );
-    println!("architecture:  {}", c.arch_name);
-    println!(
+    outln!("architecture:  {}", c.arch_name);
+    outln!(
         "shape:         embd {} | ffn {} | layers {} | heads {} (kv {}) | head dim {} | vocab {}",
-        c.n_embd, c.n_ff, c.n_layer, c.n_head, c.n_head_kv, c.head_dim, c.n_vocab
+        c.n_embd,
+        c.n_ff,
+        c.n_layer,
+        c.n_head,
+        c.n_head_kv,
+        c.head_dim,
+        c.n_vocab
     );
-    println!(
+    outln!(
         "context:       {} trained, {} by default | rope base {} dim {} | rms eps {:e} | act {:?}",
         c.n_ctx_train,
         m.default_context(),
@@ -318,9 +342,9 @@ fn info(args: &[String]) -> Result<(), String> {
         .iter()
         .map(|(t, n)| format!("{t} x{n}"))
         .collect();
-    println!("tensor types:  {}", types.join(", "));
+    outln!("tensor types:  {}", types.join(", "));
     let l0 = &m.weights.layers[0];
-    println!(
+    outln!(
         "weights:       blocks {}, head {} ({:.1} MiB read per token, {:.2} bits per weight)",
         l0.wq.kind(),
         m.weights.output.kind(),
@@ -332,7 +356,7 @@ fn info(args: &[String]) -> Result<(), String> {
         .map_or("defaults (no tuning profile)".to_string(), |p| {
             format!("profile {}", p.display())
         });
-    println!(
+    outln!(
         "kernel:        {} | row_tile {} prefetch {} | {profile}",
         m.isa.name(),
         m.knobs.row_tile,
@@ -343,7 +367,7 @@ fn info(args: &[String]) -> Result<(), String> {
             format!("{i} {:?}", String::from_utf8_lossy(v.text(i)))
         })
     };
-    println!(
+    outln!(
         "tokenizer:     {:?}, {} tokens | bos {} (add {}) | eos {} | chat template {}",
         v.model,
         v.len(),
@@ -369,7 +393,7 @@ fn tokenize(args: &[String]) -> Result<(), String> {
     let m = load_for_inspection(&rest)?;
     let ids = m.vocab.encode(&text, true, true);
     let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
-    println!("{}", ids.join(" "));
+    outln!("{}", ids.join(" "));
     Ok(())
 }
 
@@ -401,7 +425,7 @@ fn perplexity(args: &[String]) -> Result<(), String> {
     })
     .map_err(|e| e.to_string())?;
     eprintln!();
-    println!(
+    outln!(
         "PPL = {:.4} +/- {:.4} ({} chunks of {n_ctx}, {} tokens scored, {:.1} s)",
         r.ppl,
         r.err,
@@ -451,7 +475,7 @@ fn quantize(args: &[String]) -> Result<(), String> {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
             "-h" | "--help" => {
-                print!("{QUANTIZE_USAGE}");
+                out!("{QUANTIZE_USAGE}");
                 return Ok(());
             }
             "--type" => typ = Some(val()?.clone()),
@@ -472,7 +496,7 @@ fn quantize(args: &[String]) -> Result<(), String> {
         let t0 = Instant::now();
         let n = tmac::quant::legacy::write_legacy(src.as_ref(), dst.as_ref(), t)
             .map_err(|e| e.to_string())?;
-        println!(
+        outln!(
             "{dst}: {typ} | {n} bytes ({:.1} MiB) | {:.1} s",
             n as f64 / 1048576.0,
             t0.elapsed().as_secs_f64()
@@ -512,7 +536,7 @@ fn quantize(args: &[String]) -> Result<(), String> {
     }
     .map_err(|e| e.to_string())?;
     eprintln!();
-    println!(
+    outln!(
         "{dst}: {} | {:.1} MiB | {:.2} bits per weight ({} matrices) | {:.1} s",
         target.name(),
         summary.bytes as f64 / 1048576.0,
@@ -537,7 +561,7 @@ vocabulary as a llama2.c tokenizer.bin";
         match a.as_str() {
             "--llama2c" => llama2c = true,
             "-h" | "--help" => {
-                println!("{EXPORT_USAGE}");
+                outln!("{EXPORT_USAGE}");
                 return Ok(());
             }
             s if s.starts_with('-') => return Err(format!("unknown option {s}\n{EXPORT_USAGE}")),
@@ -555,7 +579,7 @@ vocabulary as a llama2.c tokenizer.bin";
         tok.as_ref(),
     )
     .map_err(|e| e.to_string())?;
-    println!(
+    outln!(
         "{out}: llama2.c checkpoint, {} | rope base {} | {} bytes ({:.1} MiB)\n{tok}: {} tokens, {} bytes | {:.1} s",
         s.header.describe(),
         s.rope_base,
@@ -589,7 +613,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
     if bandwidth {
         // one core's streaming read bandwidth, for the roofline
-        println!(
+        outln!(
             "read bandwidth: {:.2} GB/s",
             tmac::bench::read_bandwidth(1024)
         );
@@ -621,14 +645,14 @@ fn bench(args: &[String]) -> Result<(), String> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        println!(
+        outln!(
             "{{\"model\": {model:?}, \"kernel\": {isa:?}, \"weights\": {kind:?}, \"load_s\": {load:.4}, \"rss_load_mib\": {rss_load:.1}, \"weight_bytes\": {wbytes}, \"bits_per_weight\": {bpw:.4}, \"prefill_tps\": [{}], \"decode_tps\": [{}]}}",
             list(&r.prefill),
             list(&r.decode)
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "{model}: kernel {isa} | {kind} | {:.1} MiB of weights per token ({bpw:.2} bits per weight)\nload {load:.3} s | RSS after load {rss_load:.0} MiB, after the run {:.0} MiB\nprefill {n_prompt} tokens: {:.1} tok/s (min {:.1}, max {:.1})\ndecode {n_gen} tokens: {:.1} tok/s (min {:.1}, max {:.1})",
         wbytes as f64 / 1048576.0,
         rss_mib(),
@@ -678,7 +702,7 @@ fn tune(args: &[String]) -> Result<(), String> {
         .find(|(k, _)| *k == default)
         .map_or(1.0, |r| r.1);
     for (k, t) in &results {
-        println!(
+        outln!(
             "row_tile {} prefetch {:>4}: {:>8.1} us  ({:.2}x the default){}",
             k.row_tile,
             k.prefetch,
@@ -697,7 +721,7 @@ fn tune(args: &[String]) -> Result<(), String> {
     }
     std::fs::write(&path, tune::format_profile(isa, best))
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    println!(
+    outln!(
         "best: row_tile {} prefetch {} ({:.2}x the default); saved to {}",
         best.row_tile,
         best.prefetch,
