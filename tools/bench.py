@@ -251,7 +251,8 @@ def main():
                 row = {"engine": engine, "name": name, "size": size, "bpw": size * 8 / n_params,
                        "prefill": spread([r["prefill"] for r in runs]), "decode": spread([r["decode"] for r in runs]),
                        "load": spread([r["load"] for r in runs]), "rss": spread([r["rss"] for r in runs])}
-                row["ppl"] = report["ppl"].get("%s/%s" % (engine, name))
+                # perplexity is measured on SmolLM2 only: random-weight models have none worth reporting
+                row["ppl"] = report["ppl"].get("%s/%s" % (engine, name)) if fam == "smollm2" else None
                 if engine == "tmac":
                     wb = runs[0]["weight_bytes"]
                     row["roofline"] = bandwidth * 1e9 / wb
