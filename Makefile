@@ -243,12 +243,13 @@ FUZZ_TARGETS ?= model_file tokenizer tokenizer_bin capi
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
 	tools/fuzz_seeds.sh
-	for t in $(FUZZ_TARGETS); do \
+	crashed=; for t in $(FUZZ_TARGETS); do \
 	  (cd fuzz && $(CARGO) +nightly fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) \
 	    -max_len=400000 -rss_limit_mb=4096 -print_final_stats=1) > build/fuzz-$$t.log 2>&1; \
 	  echo "$$t: $$(grep -E 'stat::number_of_executed_units|Done [0-9]+ runs' build/fuzz-$$t.log | tail -1)"; \
-	  grep -q 'ERROR: libFuzzer\|panicked' build/fuzz-$$t.log && echo "$$t: CRASH, see build/fuzz-$$t.log and fuzz/artifacts/$$t"; \
-	done; true
+	  if grep -q 'ERROR: libFuzzer\|panicked' build/fuzz-$$t.log; then \
+	    echo "$$t: CRASH, see build/fuzz-$$t.log and fuzz/artifacts/$$t"; crashed="$$crashed $$t"; fi; \
+	done; test -z "$$crashed"
 
 # Reference llama.cpp (from the llama-cpp-python sdist on PyPI) and the fixtures made with it.
 llama-cpp:
