@@ -37,8 +37,13 @@ struct Case {
 fn random_case(rng: &mut Rng) -> Case {
     let pick = |rng: &mut Rng, n: usize| (rng.next_u64() % n as u64) as usize;
     let rows = 1 + pick(rng, 70);
-    let cols = 1 + pick(rng, 300);
-    let bits = if pick(rng, 2) == 0 { 2 } else { 4 };
+    // now and then a row long enough for every code width to flush its 16-bit sums
+    let cols = if pick(rng, 8) == 0 {
+        1000 + pick(rng, 1200)
+    } else {
+        1 + pick(rng, 300)
+    };
+    let bits = 1 + pick(rng, 4) as u32;
     let ternary = bits == 2 && pick(rng, 2) == 0;
     let group = [8, 16, 32, 64, 128, 1 << 20][pick(rng, 6)];
     let zero = if ternary {
@@ -170,6 +175,48 @@ fn lut_kernels_agree_with_each_other_and_the_naive_sum() {
                 y_s[r],
                 c.zero
             );
+        }
+    }
+}
+
+/// The largest low-byte sums the kernels can meet: every table entry read is -1 (low byte 255)
+/// and every code is all ones, over rows long enough to need many 16-bit flushes.
+#[test]
+fn lut_kernels_hold_the_worst_case_sums() {
+    let cols = 4096 + 8;
+    // activations (-127, 126, 0, 0) repeated: all four together sum to -1
+    let x: Vec<f32> = (0..cols)
+        .map(|k| [-1.0, 126.0 / 127.0, 0.0, 0.0][k % 4])
+        .collect();
+    let mut act = Activations::new();
+    act.quantize(&x, 1 << 20);
+    act.build_tables();
+    assert_eq!(&act.a[..4], &[-127, 126, 0, 0]);
+    for bits in 1..=4u32 {
+        let top = (1u8 << bits) - 1;
+        let one = (f16::ONE, f16::ZERO);
+        let m = pack(
+            17,
+            cols,
+            bits,
+            cols,
+            Zero::Affine,
+            false,
+            |_, _| top,
+            |_, _| one,
+        );
+        let want = -(top as i32) * (cols / 4) as i32;
+        let mut ints = Vec::new();
+        for isa in [Isa::Scalar].into_iter().chain(simd_isas()) {
+            kernel::lut_ints(isa, &m, &act, &mut ints);
+            for r in 0..17 {
+                assert_eq!(
+                    ints[(r / 16) * 16 + r % 16],
+                    want,
+                    "{} bits {bits} row {r}",
+                    isa.name()
+                );
+            }
         }
     }
 }

@@ -508,7 +508,7 @@ fn legacy_files_convert_exactly_to_tmac_files() {
         (ckpt.clone(), Target::F32),
         (scratch("conv.tmac.bin"), Target::Tq(Scope::Tensor)),
         (scratch("conv.tmac2.bin"), Target::Tq(Scope::Row)),
-        (scratch("conv.q4.bin"), Target::Q4(32)),
+        (scratch("conv.q4.bin"), Target::Q(4, 32)),
     ] {
         let dst = scratch("conv.tmac");
         legacy_to_tmac(
@@ -544,7 +544,7 @@ fn legacy_files_convert_exactly_to_tmac_files() {
         &dir.join("m.tmac2.bin"),
         &dir.join("m.tmac"),
         &QuantizeOptions {
-            target: Target::Q4(32),
+            target: Target::Q(4, 32),
             head: Target::Q8,
         },
         |_, _, _| {},

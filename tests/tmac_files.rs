@@ -35,7 +35,7 @@ fn logits_after(m: Arc<Model>, text: &str) -> Vec<f32> {
 fn q4_tmac_file_is_mapped_and_matches_the_gguf_path_bit_for_bit() {
     let out = scratch("smollm2-q4.tmac");
     let opts = QuantizeOptions {
-        target: Target::Q4(32),
+        target: Target::Q(4, 32),
         head: Target::Q8,
     };
     let sum = quantize_file(&smollm2(), &out, &opts, |_, _, _| {}).unwrap();
@@ -79,9 +79,11 @@ fn every_type_quantizes_and_runs() {
         Target::Tq(Scope::Tensor),
         Target::Tq(Scope::Row),
         Target::Tq(Scope::Group(32)),
-        Target::Q2(32),
-        Target::Q4(32),
-        Target::Q4(64),
+        Target::Q(1, 64),
+        Target::Q(2, 32),
+        Target::Q(3, 32),
+        Target::Q(4, 32),
+        Target::Q(4, 64),
         Target::Q8,
         Target::F32,
     ]
@@ -133,7 +135,8 @@ fn quantizers_round_as_documented() {
         .map(|_| rng.next_f64() as f32 * 2.0 - 1.0)
         .collect();
     let mut row = vec![0f32; cols];
-    for (t, levels) in [(Target::Q4(32), 15.0), (Target::Q2(32), 3.0)] {
+    for bits in 1..=4 {
+        let (t, levels) = (Target::Q(bits, 32), ((1 << bits) - 1) as f32);
         let m = quantize_matrix(t, rows, cols, &w).unwrap();
         for r in 0..rows {
             m.dequantize_row(r, &mut row);
@@ -179,7 +182,7 @@ fn tiny_tmac() -> Vec<u8> {
         &src,
         &out,
         &QuantizeOptions {
-            target: Target::Q4(32),
+            target: Target::Q(4, 32),
             head: Target::Q8,
         },
         |_, _, _| {},

@@ -88,7 +88,7 @@ def smollm2_models(bin_dir, env):
                 counts[f] = counts.get(f, 0) + 1
             fallbacks[t] = counts
     tmac = {}
-    for t, extra in [("f32", ["--head", "f32"]), ("q8", []), ("q4", []), ("q2", []), ("tq", [])]:
+    for t, extra in [("f32", ["--head", "f32"]), ("q8", []), ("q4", []), ("q3", []), ("q2", []), ("q1", []), ("tq", [])]:
         path = os.path.join(OUT, "smollm2-%s.tmac" % t)
         if not os.path.exists(path):
             sh([TMAC, "quantize", f32, path, "--type", t] + extra, stderr=subprocess.DEVNULL)
@@ -339,8 +339,9 @@ def write_markdown(rep):
             L.append("")
             L.append("Perplexity: `tmac perplexity MODEL -f tests/data/gpl-3.0.txt -c 512` and `llama-perplexity "
                      "-f tests/data/gpl-3.0.txt -c 512 -t 1` (the same chunking: 14 chunks, second halves "
-                     "scored). tmac's q4, q2 and tq files are quantized from the F32 GGUF; post-training "
-                     "ternary and 2-bit quantization wreck a 135M model, and the table says so.")
+                     "scored). tmac's q4, q3, q2, q1 and tq files are quantized from the F32 GGUF (q3 and q1 "
+                     "have no llama.cpp counterpart here); post-training ternary, 2-bit and 1-bit "
+                     "quantization wreck a 135M model, and the table says so.")
         L.append("")
         L.append("| tmac / llama.cpp | decode ratio | prefill ratio |")
         L.append("|---|---:|---:|")

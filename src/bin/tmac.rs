@@ -448,8 +448,10 @@ exactly with --type tq, Q4V1 and GGUF Q4_0/Q4_1 with --type q4 (group 32).
 
 types (--type for the transformer blocks, --head for the embedding and output head):
   tq    ternary {-1, 0, +1} times an absmean scale; --scale tensor|row|group (default tensor)
-  q2    2-bit, scale and minimum per group of --group columns (default 64)
-  q4    4-bit, scale and minimum per group (default 32; GGUF Q4_0/Q4_1 carried over exactly)
+  q1    1-bit, scale and minimum per group of --group columns (default 64)
+  q2    2-bit, the same (default 64)
+  q3    3-bit, the same (default 32)
+  q4    4-bit, the same (default 32; GGUF Q4_0/Q4_1 carried over exactly)
   q8    8-bit, one scale per 32 (the default --head)
   f32   unquantized
 
@@ -503,7 +505,7 @@ fn quantize(args: &[String]) -> Result<(), String> {
         );
         return Ok(());
     }
-    let default_group = if typ == "q2" {
+    let default_group = if typ == "q1" || typ == "q2" {
         64
     } else if typ == "tq" {
         128

@@ -4,29 +4,22 @@
 //! LUT GEMV inner step, per 32 bytes of weights (16 rows x 2 bit-planes x 8 columns):
 //! split the nibbles into two index vectors (columns 0-3 and 4-7), look up the low and the high
 //! bytes of the two tables with vpshufb, and let vpmaddubsw both pair each row's two planes and
-//! weight them by 2^plane. Low-byte sums are unsigned and accumulate in 16 bits (wrapping, read
-//! back unsigned) until they are widened; high-byte sums are small and signed.
+//! weight them by 2^plane. The lone plane of an odd code width (16 bytes, one per row) is looked
+//! up with 128-bit vpshufb, widened to 16 bits and shifted. Low-byte sums are unsigned and
+//! accumulate in 16 bits (wrapping, read back unsigned) until they are widened; high-byte sums
+//! are small and signed.
 
 use super::lut::{Activations, TABLE_BYTES};
 use crate::quant::lut::{Geometry, LutMatrix, Zero};
 use crate::quant::q8::{Q8Matrix, Q8_BLOCK};
 use std::arch::x86_64::*;
 
-/// Chunks of 8 columns whose low-byte sums fit in 16 bits: 255 * 2 * (1 + 2 [+ 4 + 8]) per chunk.
-const fn flush_chunks(plane_pairs: usize) -> usize {
-    if plane_pairs == 2 {
-        8
-    } else {
-        32
-    }
-}
-
 /// Integer sums of one scale group for RB row blocks starting at `rb0`, each as (rows 0-7,
-/// rows 8-15). PP is the number of plane pairs (1: 2-bit and ternary, 2: 4-bit). The RB row
-/// blocks share each table load.
+/// rows 8-15). BITS is the code width (2: 2-bit and ternary). The RB row blocks share each
+/// table load.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn group_ints<const PP: usize, const RB: usize>(
+unsafe fn group_ints<const BITS: usize, const RB: usize>(
     data: &[u8],
     g: &Geometry,
     tables: &[u8],
@@ -36,16 +29,19 @@ unsafe fn group_ints<const PP: usize, const RB: usize>(
 ) -> [[__m256i; 2]; RB] {
     let c0 = grp * g.group_chunks;
     let c1 = (c0 + g.group_chunks).min(g.chunks);
-    debug_assert!(PP == g.plane_pairs && data.len() >= ((rb0 + RB - 1) * g.chunks + c1) * PP * 32);
+    let (pairs, lone) = (BITS / 2, BITS % 2 == 1);
+    debug_assert!(16 * BITS == g.chunk_bytes);
+    debug_assert!(data.len() >= ((rb0 + RB - 1) * g.chunks + c1) * g.chunk_bytes);
     debug_assert!(tables.len() >= 2 * c1 * TABLE_BYTES);
     let mask = _mm256_set1_epi8(0x0F);
     // per plane pair: byte weights 2^plane for (even, odd) bytes
     let coef = [_mm256_set1_epi16(0x0201), _mm256_set1_epi16(0x0804)];
+    let lone_shift = _mm_cvtsi32_si128(2 * pairs as i32);
     let mut acc = [[_mm256_setzero_si256(); 2]; RB];
     let (wp, tp) = (data.as_ptr(), tables.as_ptr());
     let mut c = c0;
     while c < c1 {
-        let cend = (c + flush_chunks(PP)).min(c1);
+        let cend = (c + super::lut::flush_chunks(BITS)).min(c1);
         let mut slo = [_mm256_setzero_si256(); RB];
         let mut shi = [_mm256_setzero_si256(); RB];
         for cc in c..cend {
@@ -59,9 +55,9 @@ unsafe fn group_ints<const PP: usize, const RB: usize>(
             let tl1 = _mm256_broadcastsi128_si256(_mm_loadu_si128(t.add(32) as *const __m128i));
             let th1 = _mm256_broadcastsi128_si256(_mm_loadu_si128(t.add(48) as *const __m128i));
             for r in 0..RB {
-                let blk = wp.add(((rb0 + r) * g.chunks + cc) * PP * 32);
+                let blk = wp.add(((rb0 + r) * g.chunks + cc) * 16 * BITS);
                 _mm_prefetch::<_MM_HINT_T1>(blk.wrapping_add(prefetch) as *const i8);
-                for (pp, &cf) in coef.iter().enumerate().take(PP) {
+                for (pp, &cf) in coef.iter().enumerate().take(pairs) {
                     let w = _mm256_loadu_si256(blk.add(pp * 32) as *const __m256i);
                     let i0 = _mm256_and_si256(w, mask);
                     let i1 = _mm256_and_si256(_mm256_srli_epi16(w, 4), mask);
@@ -75,6 +71,25 @@ unsafe fn group_ints<const PP: usize, const RB: usize>(
                     );
                     slo[r] = _mm256_add_epi16(slo[r], lo);
                     shi[r] = _mm256_add_epi16(shi[r], hi);
+                }
+                if lone {
+                    // byte j is row j: widened, rows 0-7 land in lane 0 and 8-15 in lane 1,
+                    // where the plane pairs put them
+                    let w = _mm_loadu_si128(blk.add(pairs * 32) as *const __m128i);
+                    let i0 = _mm_and_si128(w, _mm256_castsi256_si128(mask));
+                    let i1 = _mm_and_si128(_mm_srli_epi16(w, 4), _mm256_castsi256_si128(mask));
+                    let look =
+                        |t: __m256i, i: __m128i| _mm_shuffle_epi8(_mm256_castsi256_si128(t), i);
+                    let lo = _mm256_add_epi16(
+                        _mm256_cvtepu8_epi16(look(tl0, i0)),
+                        _mm256_cvtepu8_epi16(look(tl1, i1)),
+                    );
+                    let hi = _mm256_add_epi16(
+                        _mm256_cvtepi8_epi16(look(th0, i0)),
+                        _mm256_cvtepi8_epi16(look(th1, i1)),
+                    );
+                    slo[r] = _mm256_add_epi16(slo[r], _mm256_sll_epi16(lo, lone_shift));
+                    shi[r] = _mm256_add_epi16(shi[r], _mm256_sll_epi16(hi, lone_shift));
                 }
             }
         }
@@ -108,10 +123,12 @@ pub unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     out.clear();
     for rb in 0..g.row_blocks {
         for grp in 0..g.groups {
-            let [[a, b]] = if g.plane_pairs == 2 {
-                group_ints::<2, 1>(m.data.as_slice(), &g, &act.tables, rb, grp, 0)
-            } else {
-                group_ints::<1, 1>(m.data.as_slice(), &g, &act.tables, rb, grp, 0)
+            let (d, t) = (m.data.as_slice(), &act.tables);
+            let [[a, b]] = match m.bits {
+                1 => group_ints::<1, 1>(d, &g, t, rb, grp, 0),
+                2 => group_ints::<2, 1>(d, &g, t, rb, grp, 0),
+                3 => group_ints::<3, 1>(d, &g, t, rb, grp, 0),
+                _ => group_ints::<4, 1>(d, &g, t, rb, grp, 0),
             };
             let mut v = [0i32; 16];
             // SAFETY: v has room for 16 i32.
@@ -157,7 +174,7 @@ unsafe fn combine(
 /// RB row blocks starting at `rb0`.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn lut_tile<const PP: usize, const RB: usize>(
+unsafe fn lut_tile<const BITS: usize, const RB: usize>(
     m: &LutMatrix,
     g: &Geometry,
     tables: &[u8],
@@ -169,7 +186,7 @@ unsafe fn lut_tile<const PP: usize, const RB: usize>(
     let (data, scales) = (m.data.as_slice(), m.scales.as_slice());
     let mut yv = [[_mm256_setzero_ps(); 2]; RB];
     for (grp, &(f, s)) in fs.iter().enumerate() {
-        let acc = group_ints::<PP, RB>(data, g, tables, rb0, grp, prefetch);
+        let acc = group_ints::<BITS, RB>(data, g, tables, rb0, grp, prefetch);
         for r in 0..RB {
             // SAFETY: the scales of (rb0 + r, grp) are in bounds (scales_len checked at validation).
             let sp = scales
@@ -189,7 +206,7 @@ unsafe fn lut_tile<const PP: usize, const RB: usize>(
 }
 
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn lut_gemv_pp<const PP: usize>(
+unsafe fn lut_gemv_bits<const BITS: usize>(
     m: &LutMatrix,
     act: &Activations,
     y: &mut [f32],
@@ -205,12 +222,12 @@ unsafe fn lut_gemv_pp<const PP: usize>(
     let mut rb = rbs.start;
     if knobs.row_tile >= 2 {
         while rb + 2 <= rbs.end {
-            lut_tile::<PP, 2>(m, &g, &act.tables, &fs, rb, knobs.prefetch, y);
+            lut_tile::<BITS, 2>(m, &g, &act.tables, &fs, rb, knobs.prefetch, y);
             rb += 2;
         }
     }
     while rb < rbs.end {
-        lut_tile::<PP, 1>(m, &g, &act.tables, &fs, rb, knobs.prefetch, y);
+        lut_tile::<BITS, 1>(m, &g, &act.tables, &fs, rb, knobs.prefetch, y);
         rb += 1;
     }
 }
@@ -227,10 +244,11 @@ pub unsafe fn lut_gemv(
     rbs: std::ops::Range<usize>,
     knobs: &super::Knobs,
 ) {
-    if m.geometry().plane_pairs == 2 {
-        lut_gemv_pp::<2>(m, act, y, rbs, knobs)
-    } else {
-        lut_gemv_pp::<1>(m, act, y, rbs, knobs)
+    match m.bits {
+        1 => lut_gemv_bits::<1>(m, act, y, rbs, knobs),
+        2 => lut_gemv_bits::<2>(m, act, y, rbs, knobs),
+        3 => lut_gemv_bits::<3>(m, act, y, rbs, knobs),
+        _ => lut_gemv_bits::<4>(m, act, y, rbs, knobs),
     }
 }
 

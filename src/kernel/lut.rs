@@ -124,6 +124,12 @@ impl Default for Activations {
     }
 }
 
+/// Chunks of 8 columns whose low-byte table sums, weighted by 2^plane, fit in 16 bits:
+/// each chunk adds at most 2 * 255 * (2^bits - 1) per row.
+pub const fn flush_chunks(bits: usize) -> usize {
+    65535 / (2 * 255 * ((1 << bits) - 1))
+}
+
 /// Entry `i` of table `t` as int16 (for the scalar kernel and tests).
 #[inline]
 pub fn entry(tables: &[u8], t: usize, i: usize) -> i32 {

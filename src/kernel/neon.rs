@@ -2,7 +2,8 @@
 //!
 //! LUT GEMV: per 16 bytes of weights (8 rows x 2 bit-planes x 8 columns) two `tbl` lookups per
 //! table byte-half; each row's pair of planes is combined as even + 2 * odd with a pairwise
-//! widening add plus the odd byte shifted down. Low-byte sums are unsigned 16-bit (wrapping,
+//! widening add plus the odd byte shifted down. The lone plane of an odd code width (16 rows x
+//! 8 columns) is looked up the same way, widened and shifted to its weight. Low-byte sums are unsigned 16-bit (wrapping,
 //! read back unsigned) until widened, exactly as in the AVX2 kernel.
 //! 8-bit GEMV: `sdot` where the CPU has dotprod (Cortex-A76 / Pi 5), `smull` + pairwise adds
 //! otherwise (Cortex-A72 / Pi 4); both give the same lane sums.
@@ -14,14 +15,6 @@ use crate::quant::q8::{Q8Matrix, Q8Strides, Q8_BLOCK};
 use std::arch::aarch64::*;
 use std::arch::asm;
 use std::sync::OnceLock;
-
-fn flush_chunks(g: &Geometry) -> usize {
-    if g.plane_pairs == 2 {
-        8
-    } else {
-        32
-    }
-}
 
 /// even + 2 * odd for each pair of unsigned bytes, as u16.
 #[inline(always)]
@@ -55,14 +48,15 @@ unsafe fn group_ints(
 ) -> [int32x4_t; 4] {
     let c0 = grp * g.group_chunks;
     let c1 = (c0 + g.group_chunks).min(g.chunks);
-    debug_assert!(data.len() >= ((rb * g.chunks + c1) * g.plane_pairs) * 32);
+    debug_assert!(data.len() >= (rb * g.chunks + c1) * g.chunk_bytes);
     debug_assert!(tables.len() >= 2 * c1 * TABLE_BYTES);
     let mask = vdupq_n_u8(0x0F);
+    let lone_shift = vdupq_n_s16(2 * g.plane_pairs as i16);
     let mut acc = [vdupq_n_s32(0); 4];
     let (wp, tp) = (data.as_ptr(), tables.as_ptr());
     let mut c = c0;
     while c < c1 {
-        let cend = (c + flush_chunks(g)).min(c1);
+        let cend = (c + super::lut::flush_chunks(g.chunk_bytes / 16)).min(c1);
         let mut slo = [vdupq_n_u16(0); 2];
         let mut shi = [vdupq_n_s16(0); 2];
         for cc in c..cend {
@@ -70,9 +64,10 @@ unsafe fn group_ints(
             let t = tp.add(2 * cc * TABLE_BYTES);
             let (tl0, th0) = (vld1q_u8(t), vld1q_s8(t.add(16) as *const i8));
             let (tl1, th1) = (vld1q_u8(t.add(32)), vld1q_s8(t.add(48) as *const i8));
-            prefetch(wp.wrapping_add((rb * g.chunks + cc) * g.plane_pairs * 32 + ahead));
+            let base = wp.add((rb * g.chunks + cc) * g.chunk_bytes);
+            prefetch(base.wrapping_add(ahead));
             for pp in 0..g.plane_pairs {
-                let blk = wp.add(((rb * g.chunks + cc) * g.plane_pairs + pp) * 32);
+                let blk = base.add(pp * 32);
                 for h in 0..2 {
                     let w = vld1q_u8(blk.add(16 * h));
                     let i0 = vandq_u8(w, mask);
@@ -87,6 +82,25 @@ unsafe fn group_ints(
                     }
                     slo[h] = vaddq_u16(slo[h], lo);
                     shi[h] = vaddq_s16(shi[h], hi);
+                }
+            }
+            if g.lone_plane {
+                // byte j is row j: rows 0-7 widen into half 0, rows 8-15 into half 1
+                let w = vld1q_u8(base.add(g.plane_pairs * 32));
+                let (i0, i1) = (vandq_u8(w, mask), vshrq_n_u8(w, 4));
+                let (l0, l1) = (vqtbl1q_u8(tl0, i0), vqtbl1q_u8(tl1, i1));
+                let (h0, h1) = (vqtbl1q_s8(th0, i0), vqtbl1q_s8(th1, i1));
+                let lo = [
+                    vaddl_u8(vget_low_u8(l0), vget_low_u8(l1)),
+                    vaddl_high_u8(l0, l1),
+                ];
+                let hi = [
+                    vaddl_s8(vget_low_s8(h0), vget_low_s8(h1)),
+                    vaddl_high_s8(h0, h1),
+                ];
+                for h in 0..2 {
+                    slo[h] = vaddq_u16(slo[h], vshlq_u16(lo[h], lone_shift));
+                    shi[h] = vaddq_s16(shi[h], vshlq_s16(hi[h], lone_shift));
                 }
             }
         }

@@ -255,7 +255,7 @@ pub fn write_legacy(src: &Path, dst: &Path, t: LegacyType) -> Result<u64> {
 fn convert(l: &Linear, t: Target) -> Result<Option<Linear>> {
     let carry = match (l, t) {
         (Linear::Lut(m), Target::Tq(_)) => m.ternary,
-        (Linear::Lut(m), Target::Q4(32)) => {
+        (Linear::Lut(m), Target::Q(4, 32)) => {
             m.bits == 4 && m.zero == Zero::Offset(8) && m.group == 32
         }
         (Linear::F32 { .. }, Target::F32) => true,

@@ -1,4 +1,4 @@
-//! Weights in T-MAC layout: b-bit unsigned codes q (b = 2 or 4) split into bit-planes and
+//! Weights in T-MAC layout: b-bit unsigned codes q (b = 1 to 4) split into bit-planes and
 //! permuted so that one 32-byte load gives table indices for 16 rows and two planes.
 //!
 //! A weight is w = d * q + m per (row, scale group), with m either stored (affine, Q4_1) or
@@ -6,10 +6,12 @@
 //! GGUF Q4_0, Q4_1, TQ1_0 and TQ2_0 exactly.
 //!
 //! Layout (rows padded to 16, columns to 8; padding weights are q = 0):
-//!   data:   [row block rb][chunk c of 8 columns][plane pair pp][32 bytes]
-//!           byte i: lane = i / 16, j = i % 16; row = 16 rb + 8 lane + j / 2; plane = 2 pp + j % 2;
-//!           low nibble = that plane's bits of columns 8c..8c+3 (bit l = column 8c + l),
-//!           high nibble = columns 8c+4..8c+7.
+//!   data:   [row block rb][chunk c of 8 columns][16 b bytes]: b / 2 plane pairs of 32 bytes,
+//!           then, for odd b, the last plane alone in 16 bytes.
+//!           Plane pair pp, byte i: lane = i / 16, j = i % 16; row = 16 rb + 8 lane + j / 2;
+//!           plane = 2 pp + j % 2. Lone plane, byte j: row = 16 rb + j; plane = b - 1.
+//!           In every byte: low nibble = that plane's bits of columns 8c..8c+3 (bit l = column
+//!           8c + l), high nibble = columns 8c+4..8c+7.
 //!   scales: [row block][scale group][16 x d as f16][16 x m as f16, affine only]
 
 use crate::error::{Error, Result};
@@ -27,7 +29,7 @@ pub enum Zero {
 pub struct LutMatrix {
     pub rows: usize,
     pub cols: usize,
-    /// Bits per code: 2 (ternary and q2) or 4.
+    /// Bits per code: 1 to 4 (ternary: 2).
     pub bits: u32,
     /// Columns per scale group: a multiple of 8 (the last group may be partial).
     pub group: usize,
@@ -44,6 +46,10 @@ pub struct Geometry {
     pub row_blocks: usize,
     pub chunks: usize,
     pub plane_pairs: usize,
+    /// The code width is odd: the last plane is stored alone (16 bytes per chunk).
+    pub lone_plane: bool,
+    /// Bytes per (row block, chunk): 16 per plane.
+    pub chunk_bytes: usize,
     pub groups: usize,
     /// Chunks of 8 columns per scale group.
     pub group_chunks: usize,
@@ -58,13 +64,15 @@ impl Geometry {
             row_blocks: rows.div_ceil(16),
             chunks,
             plane_pairs: bits as usize / 2,
+            lone_plane: bits % 2 == 1,
+            chunk_bytes: 16 * bits as usize,
             groups: (chunks * 8).div_ceil(group),
             group_chunks: group / 8,
             scale_stride: if zero == Zero::Affine { 64 } else { 32 },
         }
     }
     pub fn data_len(&self) -> usize {
-        self.row_blocks * self.chunks * self.plane_pairs * 32
+        self.row_blocks * self.chunks * self.chunk_bytes
     }
     pub fn scales_len(&self) -> usize {
         self.row_blocks * self.groups * self.scale_stride
@@ -78,7 +86,11 @@ impl LutMatrix {
 
     /// Check that stored sizes agree with the shape (for matrices read from files).
     pub fn validate(&self) -> Result<()> {
-        if !(self.bits == 2 || self.bits == 4) || self.group == 0 || self.group % 8 != 0 {
+        if !(1..=4).contains(&self.bits)
+            || (self.ternary && self.bits != 2)
+            || self.group == 0
+            || self.group % 8 != 0
+        {
             return Err(Error::format(format!(
                 "bad LUT layout: bits {} group {}",
                 self.bits, self.group
@@ -131,13 +143,17 @@ impl LutMatrix {
 fn code(data: &[u8], g: &Geometry, rb: usize, rr: usize, c: usize) -> u32 {
     let (chunk, within) = (c / 8, c % 8);
     let (lane, row_in_lane) = (rr / 8, rr % 8);
+    let base = (rb * g.chunks + chunk) * g.chunk_bytes;
     let mut q = 0;
     for pp in 0..g.plane_pairs {
-        let blk = ((rb * g.chunks + chunk) * g.plane_pairs + pp) * 32;
         for half in 0..2 {
-            let byte = data[blk + lane * 16 + row_in_lane * 2 + half];
+            let byte = data[base + pp * 32 + lane * 16 + row_in_lane * 2 + half];
             q |= (((byte >> within) & 1) as u32) << (2 * pp + half);
         }
+    }
+    if g.lone_plane {
+        let byte = data[base + g.plane_pairs * 32 + rr];
+        q |= (((byte >> within) & 1) as u32) << (2 * g.plane_pairs);
     }
     q
 }
@@ -179,19 +195,21 @@ pub fn pack(
     let mut data = vec![0u8; g.data_len()];
     for rb in 0..g.row_blocks {
         for c in 0..g.chunks {
-            for pp in 0..g.plane_pairs {
-                let blk = &mut data[((rb * g.chunks + c) * g.plane_pairs + pp) * 32..][..32];
-                for (i, byte) in blk.iter_mut().enumerate() {
-                    let row = rb * 16 + (i / 16) * 8 + (i % 16) / 2;
-                    let plane = 2 * pp + i % 2;
-                    if row >= rows {
-                        continue;
-                    }
-                    for l in 0..8 {
-                        let col = 8 * c + l;
-                        if col < cols && (q(row, col) >> plane) & 1 == 1 {
-                            *byte |= 1 << l; // bit l of the byte is column 8c + l
-                        }
+            let blk = &mut data[(rb * g.chunks + c) * g.chunk_bytes..][..g.chunk_bytes];
+            for (i, byte) in blk.iter_mut().enumerate() {
+                let (row, plane) = if i < g.plane_pairs * 32 {
+                    let j = i % 32;
+                    (rb * 16 + (j / 16) * 8 + (j % 16) / 2, 2 * (i / 32) + j % 2)
+                } else {
+                    (rb * 16 + i % 32, (bits - 1) as usize)
+                };
+                if row >= rows {
+                    continue;
+                }
+                for l in 0..8 {
+                    let col = 8 * c + l;
+                    if col < cols && (q(row, col) >> plane) & 1 == 1 {
+                        *byte |= 1 << l; // bit l of the byte is column 8c + l
                     }
                 }
             }

@@ -29,10 +29,8 @@ pub enum Scope {
 pub enum Target {
     /// Ternary {-1, 0, 1} times an absmean scale (BitNet's rule).
     Tq(Scope),
-    /// 2-bit codes, scale and minimum per group.
-    Q2(usize),
-    /// 4-bit codes, scale and minimum per group.
-    Q4(usize),
+    /// b-bit codes (b = 1 to 4), scale and minimum per group of columns.
+    Q(u32, usize),
     /// 8-bit, blocks of 32 with one scale.
     Q8,
     F32,
@@ -57,13 +55,15 @@ impl Target {
                     )))
                 }
             }),
-            "q2" => Target::Q2(group),
-            "q4" => Target::Q4(group),
+            "q1" => Target::Q(1, group),
+            "q2" => Target::Q(2, group),
+            "q3" => Target::Q(3, group),
+            "q4" => Target::Q(4, group),
             "q8" => Target::Q8,
             "f32" => Target::F32,
             t => {
                 return Err(Error::invalid(format!(
-                    "unknown type '{t}' (tq, q2, q4, q8, f32)"
+                    "unknown type '{t}' (tq, q1, q2, q3, q4, q8, f32)"
                 )))
             }
         })
@@ -74,8 +74,7 @@ impl Target {
             Target::Tq(Scope::Tensor) => "tq (scale per tensor)".into(),
             Target::Tq(Scope::Row) => "tq (scale per row)".into(),
             Target::Tq(Scope::Group(g)) => format!("tq (scale per {g})"),
-            Target::Q2(g) => format!("q2 (group {g})"),
-            Target::Q4(g) => format!("q4 (group {g})"),
+            Target::Q(b, g) => format!("q{b} (group {g})"),
             Target::Q8 => "q8".into(),
             Target::F32 => "f32".into(),
         }
@@ -99,12 +98,8 @@ pub fn quantize_matrix(t: Target, rows: usize, cols: usize, w: &[f32]) -> Result
             cols,
             w: w.to_vec(),
         },
-        Target::Q2(g) | Target::Q4(g) => {
-            let (bits, levels) = if matches!(t, Target::Q2(_)) {
-                (2, 3.0)
-            } else {
-                (4, 15.0)
-            };
+        Target::Q(bits, g) => {
+            let levels = ((1u32 << bits) - 1) as f32;
             let g = g.min(kp);
             let ng = kp.div_ceil(g);
             // (d, m) per (row, group) as stored (f16), then codes against the stored values
@@ -189,7 +184,7 @@ pub fn quantize_matrix(t: Target, rows: usize, cols: usize, w: &[f32]) -> Result
 fn convert(l: &Loader, name: &str, rows: usize, cols: usize, t: Target) -> Result<Linear> {
     let info = l.ggml_matrix(name, rows, cols)?;
     let exact = match (t, info.typ) {
-        (Target::Q4(32), GgmlType::Q4_0 | GgmlType::Q4_1)
+        (Target::Q(4, 32), GgmlType::Q4_0 | GgmlType::Q4_1)
         | (Target::Tq(_), GgmlType::TQ1_0 | GgmlType::TQ2_0) => {
             lut::from_ggml(info.typ, l.data(info), rows, cols).map(Linear::Lut)
         }
