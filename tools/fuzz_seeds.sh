@@ -8,6 +8,7 @@ mkdir -p $c/model_file $c/tokenizer $c/tokenizer_bin $c/capi build
 tmac="cargo run --quiet --release --bin tmac --"
 cargo run --quiet --release --example tiny_model -- $c/model_file/tiny.gguf
 $tmac quantize $c/model_file/tiny.gguf $c/model_file/tiny.tmac --type tq 2>/dev/null
+$tmac quantize $c/model_file/tiny.gguf $c/model_file/tiny-q3.tmac --type q3 --group 16 2>/dev/null
 $tmac export --llama2c $c/model_file/tiny.gguf $c/model_file/tiny.bin build/fuzz-tokenizer.bin 2>/dev/null
 for t in v1 v2 q4v1; do
   $tmac quantize $c/model_file/tiny.bin $c/model_file/tiny.$t -z build/fuzz-tokenizer.bin --type $t 2>/dev/null
