@@ -219,12 +219,14 @@ def main():
     for rep in range(args.reps):
         for fam in families:
             llama, tmac, pairs, _ = models[fam]
-            # alternate: each pair's tmac run is followed by its llama.cpp run
+            # alternate: each pair's tmac run is followed by its llama.cpp run; tmac types with no
+            # llama.cpp counterpart (q3, q1) run after the pairs
             order = []
             for t, l in pairs:
                 for key in (("tmac", t), ("llama", l)):
                     if key not in order:
                         order.append(key)
+            order += [("tmac", t) for t in tmac if ("tmac", t) not in order]
             for engine, name in order:
                 log("rep %d: %s %s %s" % (rep + 1, fam, engine, name))
                 if engine == "tmac":
