@@ -30,7 +30,7 @@ unsafe fn group_ints<const BITS: usize, const RB: usize>(
     let c0 = grp * g.group_chunks;
     let c1 = (c0 + g.group_chunks).min(g.chunks);
     let (pairs, lone) = (BITS / 2, BITS % 2 == 1);
-    debug_assert!(16 * BITS == g.chunk_bytes);
+    debug_assert!(BITS == g.bits);
     debug_assert!(data.len() >= ((rb0 + RB - 1) * g.chunks + c1) * g.chunk_bytes);
     debug_assert!(tables.len() >= 2 * c1 * TABLE_BYTES);
     let mask = _mm256_set1_epi8(0x0F);

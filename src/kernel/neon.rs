@@ -3,8 +3,8 @@
 //! LUT GEMV: per 16 bytes of weights (8 rows x 2 bit-planes x 8 columns) two `tbl` lookups per
 //! table byte-half; each row's pair of planes is combined as even + 2 * odd with a pairwise
 //! widening add plus the odd byte shifted down. The lone plane of an odd code width (16 rows x
-//! 8 columns) is looked up the same way, widened and shifted to its weight. Low-byte sums are unsigned 16-bit (wrapping,
-//! read back unsigned) until widened, exactly as in the AVX2 kernel.
+//! 8 columns) is looked up the same way, widened and shifted to its weight. Low-byte sums are
+//! unsigned 16-bit (wrapping, read back unsigned) until widened, exactly as in the AVX2 kernel.
 //! 8-bit GEMV: `sdot` where the CPU has dotprod (Cortex-A76 / Pi 5), `smull` + pairwise adds
 //! otherwise (Cortex-A72 / Pi 4); both give the same lane sums.
 //! Knobs: `prefetch` is used; `row_tile` is not (yet): NEON runs one row block at a time.
@@ -56,7 +56,7 @@ unsafe fn group_ints(
     let (wp, tp) = (data.as_ptr(), tables.as_ptr());
     let mut c = c0;
     while c < c1 {
-        let cend = (c + super::lut::flush_chunks(g.chunk_bytes / 16)).min(c1);
+        let cend = (c + super::lut::flush_chunks(g.bits)).min(c1);
         let mut slo = [vdupq_n_u16(0); 2];
         let mut shi = [vdupq_n_s16(0); 2];
         for cc in c..cend {
@@ -84,7 +84,7 @@ unsafe fn group_ints(
                     shi[h] = vaddq_s16(shi[h], hi);
                 }
             }
-            if g.lone_plane {
+            if g.bits % 2 == 1 {
                 // byte j is row j: rows 0-7 widen into half 0, rows 8-15 into half 1
                 let w = vld1q_u8(base.add(g.plane_pairs * 32));
                 let (i0, i1) = (vandq_u8(w, mask), vshrq_n_u8(w, 4));

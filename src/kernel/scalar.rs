@@ -20,12 +20,7 @@ pub fn lut_group_ints(
     for c in c0..c1 {
         let blk = &data[(rb * g.chunks + c) * g.chunk_bytes..][..g.chunk_bytes];
         for (i, &b) in blk.iter().enumerate() {
-            // a plane pair (16 rows x 2 planes) per 32 bytes, then the lone plane (16 rows)
-            let (row, plane) = if i < g.plane_pairs * 32 {
-                ((i % 32 / 16) * 8 + (i % 16) / 2, 2 * (i / 32) + i % 2)
-            } else {
-                (i % 32, 2 * g.plane_pairs)
-            };
+            let (row, plane) = g.slot(i);
             let v = entry(tables, 2 * c, (b & 15) as usize)
                 + entry(tables, 2 * c + 1, (b >> 4) as usize);
             acc[row] += v << plane;

@@ -45,9 +45,9 @@ pub struct LutMatrix {
 pub struct Geometry {
     pub row_blocks: usize,
     pub chunks: usize,
+    /// Code width; an odd width stores its last plane alone (16 bytes per chunk).
+    pub bits: usize,
     pub plane_pairs: usize,
-    /// The code width is odd: the last plane is stored alone (16 bytes per chunk).
-    pub lone_plane: bool,
     /// Bytes per (row block, chunk): 16 per plane.
     pub chunk_bytes: usize,
     pub groups: usize,
@@ -63,12 +63,22 @@ impl Geometry {
         Geometry {
             row_blocks: rows.div_ceil(16),
             chunks,
+            bits: bits as usize,
             plane_pairs: bits as usize / 2,
-            lone_plane: bits % 2 == 1,
             chunk_bytes: 16 * bits as usize,
             groups: (chunks * 8).div_ceil(group),
             group_chunks: group / 8,
             scale_stride: if zero == Zero::Affine { 64 } else { 32 },
+        }
+    }
+    /// (row within the row block, bit-plane) of byte `i` of a chunk: a plane pair (16 rows x 2
+    /// planes) per 32 bytes, then the lone plane (byte j: row j).
+    #[inline]
+    pub fn slot(&self, i: usize) -> (usize, usize) {
+        if i < self.plane_pairs * 32 {
+            ((i % 32 / 16) * 8 + (i % 16) / 2, 2 * (i / 32) + i % 2)
+        } else {
+            (i % 32, 2 * self.plane_pairs)
         }
     }
     pub fn data_len(&self) -> usize {
@@ -151,7 +161,7 @@ fn code(data: &[u8], g: &Geometry, rb: usize, rr: usize, c: usize) -> u32 {
             q |= (((byte >> within) & 1) as u32) << (2 * pp + half);
         }
     }
-    if g.lone_plane {
+    if g.bits % 2 == 1 {
         let byte = data[base + g.plane_pairs * 32 + rr];
         q |= (((byte >> within) & 1) as u32) << (2 * g.plane_pairs);
     }
@@ -197,12 +207,8 @@ pub fn pack(
         for c in 0..g.chunks {
             let blk = &mut data[(rb * g.chunks + c) * g.chunk_bytes..][..g.chunk_bytes];
             for (i, byte) in blk.iter_mut().enumerate() {
-                let (row, plane) = if i < g.plane_pairs * 32 {
-                    let j = i % 32;
-                    (rb * 16 + (j / 16) * 8 + (j % 16) / 2, 2 * (i / 32) + j % 2)
-                } else {
-                    (rb * 16 + i % 32, (bits - 1) as usize)
-                };
+                let (rr, plane) = g.slot(i);
+                let row = rb * 16 + rr;
                 if row >= rows {
                     continue;
                 }
