@@ -7,7 +7,7 @@
 
 use half::f16;
 use tmac::format::Blob;
-use tmac::kernel::lut::Activations;
+use tmac::kernel::lut::{Activations, Tables};
 use tmac::kernel::{self, Isa, Knobs};
 use tmac::quant::lut::{pack, LutMatrix, Zero};
 use tmac::quant::q8::Q8Matrix;
@@ -85,7 +85,7 @@ fn random_case(rng: &mut Rng) -> Case {
     }
 }
 
-fn random_activations(rng: &mut Rng, k: usize, group: usize) -> Activations {
+fn random_activations(rng: &mut Rng, k: usize, group: usize, kind: Tables) -> Activations {
     let mut x: Vec<f32> = (0..k)
         .map(|_| (rng.next_f64() as f32 - 0.5) * 4.0)
         .collect();
@@ -95,34 +95,65 @@ fn random_activations(rng: &mut Rng, k: usize, group: usize) -> Activations {
     }
     let mut a = Activations::new();
     a.quantize(&x, group);
-    a.build_tables();
+    a.build_tables(kind);
     a
+}
+
+/// The integer sum the kernels must give for (row, group): with exact tables sum q * a; with
+/// int8 tables the same sum over bit-planes and tables, each table entry in table units.
+fn naive_ints(c: &Case, act: &Activations, r: usize, grp: usize) -> i32 {
+    let cols = grp * c.group..((grp + 1) * c.group).min(c.cols);
+    let code = |k: usize| c.codes[r * c.cols + k] as i32;
+    match act.tables_built() {
+        Some(Tables::Exact) => cols.map(|k| code(k) * act.a[k] as i32).sum(),
+        _ => {
+            let (c0, c1) = (cols.start / 4, cols.end.div_ceil(4));
+            (c0..c1)
+                .map(|t| {
+                    (0..c.bits)
+                        .map(|p| {
+                            let idx = (0..4)
+                                .filter(|l| 4 * t + l < c.cols && code(4 * t + l) >> p & 1 == 1)
+                                .fold(0, |i, l| i | 1 << l);
+                            tmac::kernel::lut::entry8(&act.tables, t, idx) << p
+                        })
+                        .sum::<i32>()
+                })
+                .sum()
+        }
+    }
 }
 
 #[test]
 fn lut_kernels_agree_with_each_other_and_the_naive_sum() {
     let mut rng = Rng::new(2024);
     let (mut ints_s, mut ints_v) = (Vec::new(), Vec::new());
-    for case in 0..300 {
+    for case in 0..400 {
         let c = random_case(&mut rng);
+        let kind = [Tables::Exact, Tables::Int8][case % 2];
         let act = random_activations(
             &mut rng,
             c.cols,
             if case % 3 == 0 { c.group } else { 1 << 20 },
+            kind,
+        );
+        let what = format!(
+            "case {case}: {}x{} bits {} group {} {} tables",
+            c.rows,
+            c.cols,
+            c.bits,
+            c.group,
+            kind.name()
         );
         kernel::lut_ints(Isa::Scalar, &c.m, &act, &mut ints_s);
-        // naive: sum q * a per (row, group)
         let g = c.m.geometry();
         for r in 0..c.rows {
             for grp in 0..g.groups {
-                let want: i32 = (grp * c.group..((grp + 1) * c.group).min(c.cols))
-                    .map(|k| c.codes[r * c.cols + k] as i32 * act.a[k] as i32)
-                    .sum();
                 let got = ints_s[((r / 16) * g.groups + grp) * 16 + r % 16];
                 assert_eq!(
-                    got, want,
-                    "case {case}: {}x{} bits {} group {} row {r} group {grp}",
-                    c.rows, c.cols, c.bits, c.group
+                    got,
+                    naive_ints(&c, &act, r, grp),
+                    "{what} row {r} group {grp}"
                 );
             }
         }
@@ -139,39 +170,53 @@ fn lut_kernels_agree_with_each_other_and_the_naive_sum() {
             assert_eq!(
                 ints_v,
                 ints_s,
-                "case {case}: {} integer accumulators",
+                "{what}: {} integer accumulators",
                 isa.name()
             );
             let mut y_v = vec![0f32; c.rows];
             // every knob setting gives the same bits
-            let knobs = tmac::kernel::tune::candidates()[case % 12];
-            kernel::lut_gemv(isa, &c.m, &act, &mut y_v, &knobs);
+            let cands = tmac::kernel::tune::candidates(isa);
+            kernel::lut_gemv(isa, &c.m, &act, &mut y_v, &cands[case % cands.len()]);
             let (bs, bv): (Vec<u32>, Vec<u32>) = (
                 y_s.iter().map(|v| v.to_bits()).collect(),
                 y_v.iter().map(|v| v.to_bits()).collect(),
             );
-            assert_eq!(
-                bv,
-                bs,
-                "case {case}: {} outputs differ from scalar",
-                isa.name()
-            );
+            assert_eq!(bv, bs, "{what}: {} outputs differ from scalar", isa.name());
         }
-        // and the float result is the dequantized matrix times the dequantized activations
+        // and the float result is the dequantized matrix times the dequantized activations;
+        // int8 tables are off by at most half a table unit per table and bit-plane
         let mut row = vec![0f32; c.cols];
         for r in 0..c.rows {
             c.m.dequantize_row(r, &mut row);
             let exact: f64 = (0..c.cols)
                 .map(|k| row[k] as f64 * act.a[k] as f64 * act.scale_at(k) as f64)
                 .sum();
-            let tol = 1e-4
+            let mut tol = 1e-4
                 * (1.0
                     + (0..c.cols)
                         .map(|k| (row[k] * act.a[k] as f32 * act.scale_at(k)).abs() as f64)
                         .sum::<f64>());
+            if kind == Tables::Int8 {
+                for grp in 0..g.groups {
+                    let k0 = grp * c.group;
+                    let (d, _) = tmac::quant::lut::scale_of(
+                        c.m.scales.as_slice(),
+                        &g,
+                        c.zero,
+                        r / 16,
+                        grp,
+                        r % 16,
+                    );
+                    let tables = (c.group.min(c.cols - k0)).div_ceil(4);
+                    tol += (d.abs() * act.scale_at(k0) * act.lut_scale_at(k0)) as f64
+                        * 0.5
+                        * ((1 << c.bits) - 1) as f64
+                        * tables as f64;
+                }
+            }
             assert!(
                 (y_s[r] as f64 - exact).abs() <= tol,
-                "case {case} row {r}: {} vs {exact} ({:?})",
+                "{what} row {r}: {} vs {exact} ({:?})",
                 y_s[r],
                 c.zero
             );
@@ -179,43 +224,55 @@ fn lut_kernels_agree_with_each_other_and_the_naive_sum() {
     }
 }
 
-/// The largest low-byte sums the kernels can meet: every table entry read is -1 (low byte 255)
-/// and every code is all ones, over rows long enough to need many 16-bit flushes.
+/// The largest sums the kernels can meet, over rows long enough to need many 16-bit flushes,
+/// with every code all ones: exact tables where every entry read is -1 (low byte 255), int8
+/// tables where every entry read is -127.
 #[test]
 fn lut_kernels_hold_the_worst_case_sums() {
     let cols = 4096 + 8;
-    // activations (-127, 126, 0, 0) repeated: all four together sum to -1
-    let x: Vec<f32> = (0..cols)
-        .map(|k| [-1.0, 126.0 / 127.0, 0.0, 0.0][k % 4])
-        .collect();
-    let mut act = Activations::new();
-    act.quantize(&x, 1 << 20);
-    act.build_tables();
-    assert_eq!(&act.a[..4], &[-127, 126, 0, 0]);
-    for bits in 1..=4u32 {
-        let top = (1u8 << bits) - 1;
-        let one = (f16::ONE, f16::ZERO);
-        let m = pack(
-            17,
-            cols,
-            bits,
-            cols,
-            Zero::Affine,
-            false,
-            |_, _| top,
-            |_, _| one,
-        );
-        let want = -(top as i32) * (cols / 4) as i32;
-        let mut ints = Vec::new();
-        for isa in [Isa::Scalar].into_iter().chain(simd_isas()) {
-            kernel::lut_ints(isa, &m, &act, &mut ints);
-            for r in 0..17 {
-                assert_eq!(
-                    ints[(r / 16) * 16 + r % 16],
-                    want,
-                    "{} bits {bits} row {r}",
-                    isa.name()
-                );
+    // exact: activations (-127, 126, 0, 0) repeated, all four together sum to -1;
+    // int8: all -127, all four sum to -508, the group's largest magnitude, so -127 in table units
+    let cases = [
+        (
+            Tables::Exact,
+            [-1.0, 126.0 / 127.0, 0.0, 0.0],
+            [-127, 126, 0, 0],
+            -1,
+        ),
+        (Tables::Int8, [-1.0; 4], [-127; 4], -127),
+    ];
+    for (kind, pattern, quantized, entry) in cases {
+        let x: Vec<f32> = (0..cols).map(|k| pattern[k % 4]).collect();
+        let mut act = Activations::new();
+        act.quantize(&x, 1 << 20);
+        act.build_tables(kind);
+        assert_eq!(&act.a[..4], &quantized);
+        for bits in 1..=4u32 {
+            let top = (1u8 << bits) - 1;
+            let one = (f16::ONE, f16::ZERO);
+            let m = pack(
+                17,
+                cols,
+                bits,
+                cols,
+                Zero::Affine,
+                false,
+                |_, _| top,
+                |_, _| one,
+            );
+            let want = entry * top as i32 * (cols / 4) as i32;
+            let mut ints = Vec::new();
+            for isa in [Isa::Scalar].into_iter().chain(simd_isas()) {
+                kernel::lut_ints(isa, &m, &act, &mut ints);
+                for r in 0..17 {
+                    assert_eq!(
+                        ints[(r / 16) * 16 + r % 16],
+                        want,
+                        "{} {} tables bits {bits} row {r}",
+                        isa.name(),
+                        kind.name()
+                    );
+                }
             }
         }
     }
@@ -266,7 +323,8 @@ fn q8_kernels_agree() {
         } else {
             Q8Matrix::quantize(rows, cols, &w).unwrap()
         };
-        let act = random_activations(&mut rng, cols, if case % 4 < 2 { 32 } else { 1 << 20 });
+        let group = if case % 4 < 2 { 32 } else { 1 << 20 };
+        let act = random_activations(&mut rng, cols, group, Tables::Exact);
         let mut y_s = vec![0f32; rows];
         kernel::q8_gemv(
             Isa::Scalar,
@@ -282,7 +340,7 @@ fn q8_kernels_agree() {
                 &m,
                 &act,
                 &mut y_v,
-                &tmac::kernel::tune::candidates()[case % 12],
+                &tmac::kernel::tune::candidates(isa)[case % 12],
             );
             assert_eq!(
                 y_v.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -312,7 +370,14 @@ fn batched_gemm_equals_one_gemv_per_input() {
     for case in 0..40 {
         let c = random_case(&mut rng);
         let acts: Vec<Activations> = (0..1 + case % 7)
-            .map(|_| random_activations(&mut rng, c.cols, 1 << 20))
+            .map(|_| {
+                random_activations(
+                    &mut rng,
+                    c.cols,
+                    1 << 20,
+                    [Tables::Exact, Tables::Int8][case % 2],
+                )
+            })
             .collect();
         for isa in std::iter::once(Isa::Scalar).chain(simd_isas()) {
             let knobs = Knobs::default_for(isa);

@@ -18,7 +18,9 @@ commands:
                              the original T-MAC engine's v1/v2/Q4V1 files (quantize -h)
   export --llama2c MODEL OUT.bin TOKENIZER.bin
                              write MODEL as a llama2.c checkpoint and tokenizer.bin
-  tune MODEL [-r ROUNDS]      time the kernel knobs on this machine, save the fastest
+  tune MODEL [-r ROUNDS] [--int8-tables]
+                             time the kernel knobs on this machine, save the fastest
+                             (int8 lookup tables: faster, lossy, only with the flag)
   bench MODEL [-p N] [-n N] [-r N] [--f32] [--json] [--bandwidth] [-z TOKENIZER]
                              decode and prefill tok/s on this machine (1 thread);
                              --bandwidth also measures one core's read bandwidth
@@ -351,16 +353,16 @@ fn info(args: &[String]) -> Result<(), String> {
         m.weight_bytes() as f64 / 1048576.0,
         m.bits_per_weight()
     );
-    let profile = tmac::kernel::tune::profile_path()
-        .filter(|p| p.exists())
+    let profile = tmac::kernel::profile_used()
         .map_or("defaults (no tuning profile)".to_string(), |p| {
             format!("profile {}", p.display())
         });
     outln!(
-        "kernel:        {} | row_tile {} prefetch {} | {profile}",
+        "kernel:        {} | row_tile {} prefetch {} tables {} | {profile}",
         m.isa.name(),
         m.knobs.row_tile,
-        m.knobs.prefetch
+        m.knobs.prefetch,
+        m.knobs.tables.name()
     );
     let tok = |id: Option<u32>| {
         id.map_or("none".to_string(), |i| {
@@ -676,12 +678,14 @@ fn rss_mib() -> f64 {
 }
 
 fn tune(args: &[String]) -> Result<(), String> {
+    use tmac::kernel::lut::Tables;
     use tmac::kernel::{self, tune};
-    let (mut model, mut rounds) = (None, 30);
+    let (mut model, mut rounds, mut int8) = (None, 30, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "-r" => rounds = parse_num(a, it.next().ok_or("-r needs a value")?)?,
+            "--int8-tables" => int8 = true,
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             s => model = Some(s.to_string()),
         }
@@ -705,7 +709,8 @@ fn tune(args: &[String]) -> Result<(), String> {
         .map_or(1.0, |r| r.1);
     for (k, t) in &results {
         outln!(
-            "row_tile {} prefetch {:>4}: {:>8.1} us  ({:.2}x the default){}",
+            "tables {:<5} row_tile {} prefetch {:>5}: {:>8.1} us  ({:.2}x the default){}",
+            k.tables.name(),
             k.row_tile,
             k.prefetch,
             t * 1e6,
@@ -713,8 +718,10 @@ fn tune(args: &[String]) -> Result<(), String> {
             if *k == default { "  <- default" } else { "" }
         );
     }
+    // int8 tables change the results, so they are chosen only when asked for
     let (best, t) = results
         .iter()
+        .filter(|(k, _)| int8 || k.tables == Tables::Exact)
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .ok_or("no candidates")?;
     let path = tune::profile_path().ok_or("no place for the profile: set TMAC_PROFILE or HOME")?;
@@ -724,11 +731,15 @@ fn tune(args: &[String]) -> Result<(), String> {
     std::fs::write(&path, tune::format_profile(isa, best))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     outln!(
-        "best: row_tile {} prefetch {} ({:.2}x the default); saved to {}",
+        "best: tables {} row_tile {} prefetch {} ({:.2}x the default); saved to {}",
+        best.tables.name(),
         best.row_tile,
         best.prefetch,
         base / t,
         path.display()
     );
+    if !int8 {
+        outln!("(int8 tables are faster but lossy; `tmac tune --int8-tables` may choose them)");
+    }
     Ok(())
 }

@@ -8,18 +8,22 @@
 //! up with 128-bit vpshufb, widened to 16 bits and shifted. Low-byte sums are unsigned and
 //! accumulate in 16 bits (wrapping, read back unsigned) until they are widened; high-byte sums
 //! are small and signed.
+//!
+//! With int8 tables (the `tables` knob) each table is one 16-byte vector: one vpshufb per
+//! index vector, vpmaddubsw with the plane weights as the unsigned operand, signed 16-bit sums.
 
-use super::lut::{Activations, TABLE_BYTES};
+use super::lut::{Activations, Tables, TABLE8_BYTES, TABLE_BYTES};
+use super::scalar::GroupInput;
 use crate::quant::lut::{Geometry, LutMatrix, Zero};
 use crate::quant::q8::{Q8Matrix, Q8_BLOCK};
 use std::arch::x86_64::*;
 
 /// Integer sums of one scale group for RB row blocks starting at `rb0`, each as (rows 0-7,
 /// rows 8-15). BITS is the code width (2: 2-bit and ternary). The RB row blocks share each
-/// table load.
+/// table load. I8: the tables are int8 (sums in table units), else exact.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn group_ints<const BITS: usize, const RB: usize>(
+unsafe fn group_ints<const BITS: usize, const RB: usize, const I8: bool>(
     data: &[u8],
     g: &Geometry,
     tables: &[u8],
@@ -30,9 +34,14 @@ unsafe fn group_ints<const BITS: usize, const RB: usize>(
     let c0 = grp * g.group_chunks;
     let c1 = (c0 + g.group_chunks).min(g.chunks);
     let (pairs, lone) = (BITS / 2, BITS % 2 == 1);
+    let (table_bytes, flush) = if I8 {
+        (TABLE8_BYTES, super::lut::flush_chunks8(BITS))
+    } else {
+        (TABLE_BYTES, super::lut::flush_chunks(BITS))
+    };
     debug_assert!(BITS == g.bits);
     debug_assert!(data.len() >= ((rb0 + RB - 1) * g.chunks + c1) * g.chunk_bytes);
-    debug_assert!(tables.len() >= 2 * c1 * TABLE_BYTES);
+    debug_assert!(tables.len() >= 2 * c1 * table_bytes);
     let mask = _mm256_set1_epi8(0x0F);
     // per plane pair: byte weights 2^plane for (even, odd) bytes
     let coef = [_mm256_set1_epi16(0x0201), _mm256_set1_epi16(0x0804)];
@@ -41,19 +50,23 @@ unsafe fn group_ints<const BITS: usize, const RB: usize>(
     let (wp, tp) = (data.as_ptr(), tables.as_ptr());
     let mut c = c0;
     while c < c1 {
-        let cend = (c + super::lut::flush_chunks(BITS)).min(c1);
+        let cend = (c + flush).min(c1);
+        // exact: low-byte sums (unsigned) and high-byte sums; int8: the sums, in slo
         let mut slo = [_mm256_setzero_si256(); RB];
         let mut shi = [_mm256_setzero_si256(); RB];
         for cc in c..cend {
             // SAFETY: tables 2cc, 2cc+1 and weight blocks (rb, cc, pp) are in bounds
             // (debug-asserted above; guaranteed by LutMatrix::validate and build_tables). The
             // prefetch address may run past the end; it is never dereferenced.
-            let t = tp.add(2 * cc * TABLE_BYTES);
-            // each 16-byte half-table broadcast to both lanes
-            let tl0 = _mm256_broadcastsi128_si256(_mm_loadu_si128(t as *const __m128i));
-            let th0 = _mm256_broadcastsi128_si256(_mm_loadu_si128(t.add(16) as *const __m128i));
-            let tl1 = _mm256_broadcastsi128_si256(_mm_loadu_si128(t.add(32) as *const __m128i));
-            let th1 = _mm256_broadcastsi128_si256(_mm_loadu_si128(t.add(48) as *const __m128i));
+            let t = tp.add(2 * cc * table_bytes);
+            // each 16-byte table (exact: half-table) broadcast to both lanes
+            let bcast = |o: usize| _mm256_broadcastsi128_si256(_mm_loadu_si128(t.add(o) as _));
+            let (tl0, tl1) = (bcast(0), bcast(table_bytes));
+            let (th0, th1) = if I8 {
+                (tl0, tl1)
+            } else {
+                (bcast(16), bcast(48))
+            };
             for r in 0..RB {
                 let blk = wp.add(((rb0 + r) * g.chunks + cc) * 16 * BITS);
                 _mm_prefetch::<_MM_HINT_T1>(blk.wrapping_add(prefetch) as *const i8);
@@ -61,16 +74,23 @@ unsafe fn group_ints<const BITS: usize, const RB: usize>(
                     let w = _mm256_loadu_si256(blk.add(pp * 32) as *const __m256i);
                     let i0 = _mm256_and_si256(w, mask);
                     let i1 = _mm256_and_si256(_mm256_srli_epi16(w, 4), mask);
+                    // signed bytes (int8 entries, exact high bytes) go second to vpmaddubsw
+                    let signed = |t0, t1| {
+                        _mm256_add_epi16(
+                            _mm256_maddubs_epi16(cf, _mm256_shuffle_epi8(t0, i0)),
+                            _mm256_maddubs_epi16(cf, _mm256_shuffle_epi8(t1, i1)),
+                        )
+                    };
+                    if I8 {
+                        slo[r] = _mm256_add_epi16(slo[r], signed(tl0, tl1));
+                        continue;
+                    }
                     let lo = _mm256_add_epi16(
                         _mm256_maddubs_epi16(_mm256_shuffle_epi8(tl0, i0), cf),
                         _mm256_maddubs_epi16(_mm256_shuffle_epi8(tl1, i1), cf),
                     );
-                    let hi = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(cf, _mm256_shuffle_epi8(th0, i0)),
-                        _mm256_maddubs_epi16(cf, _mm256_shuffle_epi8(th1, i1)),
-                    );
                     slo[r] = _mm256_add_epi16(slo[r], lo);
-                    shi[r] = _mm256_add_epi16(shi[r], hi);
+                    shi[r] = _mm256_add_epi16(shi[r], signed(th0, th1));
                 }
                 if lone {
                     // byte j is row j: widened, rows 0-7 land in lane 0 and 8-15 in lane 1,
@@ -80,37 +100,61 @@ unsafe fn group_ints<const BITS: usize, const RB: usize>(
                     let i1 = _mm_and_si128(_mm_srli_epi16(w, 4), _mm256_castsi256_si128(mask));
                     let look =
                         |t: __m256i, i: __m128i| _mm_shuffle_epi8(_mm256_castsi256_si128(t), i);
-                    let lo = _mm256_add_epi16(
-                        _mm256_cvtepu8_epi16(look(tl0, i0)),
-                        _mm256_cvtepu8_epi16(look(tl1, i1)),
-                    );
                     let hi = _mm256_add_epi16(
                         _mm256_cvtepi8_epi16(look(th0, i0)),
                         _mm256_cvtepi8_epi16(look(th1, i1)),
+                    );
+                    if I8 {
+                        slo[r] = _mm256_add_epi16(slo[r], _mm256_sll_epi16(hi, lone_shift));
+                        continue;
+                    }
+                    let lo = _mm256_add_epi16(
+                        _mm256_cvtepu8_epi16(look(tl0, i0)),
+                        _mm256_cvtepu8_epi16(look(tl1, i1)),
                     );
                     slo[r] = _mm256_add_epi16(slo[r], _mm256_sll_epi16(lo, lone_shift));
                     shi[r] = _mm256_add_epi16(shi[r], _mm256_sll_epi16(hi, lone_shift));
                 }
             }
         }
-        // value = low sum (unsigned 16-bit) + 256 * high sum (signed 16-bit)
-        for r in 0..RB {
-            let lo_a = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(slo[r]));
-            let lo_b = _mm256_cvtepu16_epi32(_mm256_extracti128_si256(slo[r], 1));
-            let hi_a = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(shi[r]));
-            let hi_b = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(shi[r], 1));
-            acc[r][0] = _mm256_add_epi32(
-                acc[r][0],
-                _mm256_add_epi32(lo_a, _mm256_slli_epi32(hi_a, 8)),
-            );
-            acc[r][1] = _mm256_add_epi32(
-                acc[r][1],
-                _mm256_add_epi32(lo_b, _mm256_slli_epi32(hi_b, 8)),
-            );
+        // exact: value = low sum (unsigned 16-bit) + 256 * high sum (signed 16-bit);
+        // int8: the signed 16-bit sum
+        for ((a, lo), hi) in acc.iter_mut().zip(slo).zip(shi) {
+            for (h, a) in a.iter_mut().enumerate() {
+                let half = |v: __m256i| match h {
+                    0 => _mm256_castsi256_si128(v),
+                    _ => _mm256_extracti128_si256(v, 1),
+                };
+                let v = if I8 {
+                    _mm256_cvtepi16_epi32(half(lo))
+                } else {
+                    let hi = _mm256_slli_epi32(_mm256_cvtepi16_epi32(half(hi)), 8);
+                    _mm256_add_epi32(_mm256_cvtepu16_epi32(half(lo)), hi)
+                };
+                *a = _mm256_add_epi32(*a, v);
+            }
         }
         c = cend;
     }
     acc
+}
+
+/// The integer sums of one group with the tables `act` holds.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn ints<const BITS: usize, const RB: usize>(
+    data: &[u8],
+    g: &Geometry,
+    act: &Activations,
+    rb0: usize,
+    grp: usize,
+    prefetch: usize,
+) -> [[__m256i; 2]; RB] {
+    let t = &act.tables;
+    match act.tables_built() {
+        Some(Tables::Int8) => group_ints::<BITS, RB, true>(data, g, t, rb0, grp, prefetch),
+        _ => group_ints::<BITS, RB, false>(data, g, t, rb0, grp, prefetch),
+    }
 }
 
 /// All integer accumulators, laid out [row block][group][16] (for tests).
@@ -123,12 +167,12 @@ pub unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     out.clear();
     for rb in 0..g.row_blocks {
         for grp in 0..g.groups {
-            let (d, t) = (m.data.as_slice(), &act.tables);
+            let d = m.data.as_slice();
             let [[a, b]] = match m.bits {
-                1 => group_ints::<1, 1>(d, &g, t, rb, grp, 0),
-                2 => group_ints::<2, 1>(d, &g, t, rb, grp, 0),
-                3 => group_ints::<3, 1>(d, &g, t, rb, grp, 0),
-                _ => group_ints::<4, 1>(d, &g, t, rb, grp, 0),
+                1 => ints::<1, 1>(d, &g, act, rb, grp, 0),
+                2 => ints::<2, 1>(d, &g, act, rb, grp, 0),
+                3 => ints::<3, 1>(d, &g, act, rb, grp, 0),
+                _ => ints::<4, 1>(d, &g, act, rb, grp, 0),
             };
             let mut v = [0i32; 16];
             // SAFETY: v has room for 16 i32.
@@ -139,7 +183,8 @@ pub unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     }
 }
 
-/// Add one group's contribution to the outputs of one row block: y += f * (d * A + m * S).
+/// Add one group's contribution to the outputs of one row block: y += f * (d * A + m * S)
+/// (see scalar::combine).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn combine(
@@ -147,22 +192,32 @@ unsafe fn combine(
     acc: [__m256i; 2],
     sp: *const u8,
     zero: Zero,
-    f: f32,
-    s: i32,
+    gi: GroupInput,
 ) {
-    let f = _mm256_set1_ps(f);
+    let f = _mm256_set1_ps(gi.f);
+    let s = gi.s;
     for h in 0..2 {
         // SAFETY: the caller passes the scales of this (row block, group), 32 or 64 bytes.
         let d = _mm256_cvtph_ps(_mm_loadu_si128(sp.add(16 * h) as *const __m128i));
-        let t = match zero {
-            Zero::Offset(o) => _mm256_mul_ps(
+        // A in floats: exact, or table units times the unit
+        let a = |acc: __m256i, u: f32| _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(u));
+        let t = match (zero, gi.unit) {
+            (Zero::Offset(o), None) => _mm256_mul_ps(
                 d,
                 _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[h], _mm256_set1_epi32(o as i32 * s))),
             ),
-            Zero::Affine => {
+            (Zero::Offset(o), Some(u)) => _mm256_mul_ps(
+                d,
+                _mm256_sub_ps(a(acc[h], u), _mm256_set1_ps((o as i32 * s) as f32)),
+            ),
+            (Zero::Affine, unit) => {
                 let m = _mm256_cvtph_ps(_mm_loadu_si128(sp.add(32 + 16 * h) as *const __m128i));
+                let a = match unit {
+                    None => _mm256_cvtepi32_ps(acc[h]),
+                    Some(u) => a(acc[h], u),
+                };
                 _mm256_add_ps(
-                    _mm256_mul_ps(d, _mm256_cvtepi32_ps(acc[h])),
+                    _mm256_mul_ps(d, a),
                     _mm256_mul_ps(m, _mm256_set1_ps(s as f32)),
                 )
             }
@@ -177,22 +232,22 @@ unsafe fn combine(
 unsafe fn lut_tile<const BITS: usize, const RB: usize>(
     m: &LutMatrix,
     g: &Geometry,
-    tables: &[u8],
-    fs: &[(f32, i32)],
+    act: &Activations,
+    gis: &[GroupInput],
     rb0: usize,
     prefetch: usize,
     y: &mut [f32],
 ) {
     let (data, scales) = (m.data.as_slice(), m.scales.as_slice());
     let mut yv = [[_mm256_setzero_ps(); 2]; RB];
-    for (grp, &(f, s)) in fs.iter().enumerate() {
-        let acc = group_ints::<BITS, RB>(data, g, tables, rb0, grp, prefetch);
+    for (grp, &gi) in gis.iter().enumerate() {
+        let acc = ints::<BITS, RB>(data, g, act, rb0, grp, prefetch);
         for r in 0..RB {
             // SAFETY: the scales of (rb0 + r, grp) are in bounds (scales_len checked at validation).
             let sp = scales
                 .as_ptr()
                 .add(((rb0 + r) * g.groups + grp) * g.scale_stride);
-            combine(&mut yv[r], acc[r], sp, m.zero, f, s);
+            combine(&mut yv[r], acc[r], sp, m.zero, gi);
         }
     }
     for (r, v) in yv.iter().enumerate() {
@@ -215,19 +270,16 @@ unsafe fn lut_gemv_bits<const BITS: usize>(
 ) {
     let g = m.geometry();
     debug_assert!(m.scales.len() >= g.scales_len() && y.len() >= m.rows);
-    // activation scale and sum of every group, once
-    let fs: Vec<(f32, i32)> = (0..g.groups)
-        .map(|grp| (act.scale_at(grp * m.group), act.sum(grp * m.group, m.group)))
-        .collect();
+    let gis = GroupInput::all(act, m.group, g.groups);
     let mut rb = rbs.start;
     if knobs.row_tile >= 2 {
         while rb + 2 <= rbs.end {
-            lut_tile::<BITS, 2>(m, &g, &act.tables, &fs, rb, knobs.prefetch, y);
+            lut_tile::<BITS, 2>(m, &g, act, &gis, rb, knobs.prefetch, y);
             rb += 2;
         }
     }
     while rb < rbs.end {
-        lut_tile::<BITS, 1>(m, &g, &act.tables, &fs, rb, knobs.prefetch, y);
+        lut_tile::<BITS, 1>(m, &g, act, &gis, rb, knobs.prefetch, y);
         rb += 1;
     }
 }

@@ -6,12 +6,41 @@
 //! factor is amax / 127.
 //!
 //! Tables: for every group of 4 activations t (a 4-bit "bit-plane" index i selects which of the
-//! four are summed), T_t[i] = sum of a[4t + l] over the set bits l of i. Entries lie in
-//! [-512, 508], so they are exact in int16; each table is stored as its 16 low bytes then its 16
-//! high bytes: 32 bytes per table, so the tables of a 2560-wide input (20 KiB) stay in L1.
-
-/// Bytes per table: lo[16] hi[16].
+//! four are summed), T_t[i] = sum of a[4t + l] over the set bits l of i. Two kinds:
+//! - exact (the default): entries lie in [-512, 508], so they are exact in int16; each table is
+//!   stored as its 16 low bytes then its 16 high bytes, 32 bytes per table, so the tables of a
+//!   2560-wide input (20 KiB) stay in L1. A ternary model gives exactly its W1.58A8 result.
+//! - int8 (the `tables` knob, lossy, as T-MAC's table quantization): per activation group, the
+//!   entries are rescaled so the largest magnitude is 127 and rounded, 16 bytes per table. One
+//!   lookup per table instead of two; the sums are about 7-bit accurate.
+/// Bytes per exact table: lo[16] hi[16].
 pub const TABLE_BYTES: usize = 32;
+/// Bytes per int8 table.
+pub const TABLE8_BYTES: usize = 16;
+
+/// Which lookup tables the LUT kernels read (a tuning knob, see `Knobs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tables {
+    /// int16 entries: exact sums of int8 activations.
+    Exact,
+    /// int8 entries rescaled per activation group: faster, lossy.
+    Int8,
+}
+
+impl Tables {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tables::Exact => "exact",
+            Tables::Int8 => "int8",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Tables> {
+        [Tables::Exact, Tables::Int8]
+            .into_iter()
+            .find(|t| t.name() == s)
+    }
+}
 
 /// A quantized input vector.
 pub struct Activations {
@@ -25,9 +54,12 @@ pub struct Activations {
     pub scales: Vec<f32>,
     /// Prefix sums of `a` at every multiple of 8: sums8[c] = a[0] + ... + a[8c - 1].
     pub sums8: Vec<i32>,
-    /// K/4 tables, built by `build_tables`.
+    /// K/4 tables of kind `kind`, built by `build_tables`.
     pub tables: Vec<u8>,
-    tables_built: bool,
+    /// Int8 tables only: per activation group, the value of one table unit (entries times it
+    /// approximate the exact sums).
+    pub lut_scales: Vec<f32>,
+    built: Option<Tables>,
 }
 
 impl Activations {
@@ -39,7 +71,8 @@ impl Activations {
             scales: Vec::new(),
             sums8: Vec::new(),
             tables: Vec::new(),
-            tables_built: false,
+            lut_scales: Vec::new(),
+            built: None,
         }
     }
 
@@ -74,7 +107,7 @@ impl Activations {
             total += c.iter().map(|&v| v as i32).sum::<i32>();
             self.sums8.push(total);
         }
-        self.tables_built = false;
+        self.built = None;
     }
 
     /// Sum of a[start..start + len] (start and len multiples of 8).
@@ -88,34 +121,92 @@ impl Activations {
         self.scales[k / self.group]
     }
 
-    /// Build the lookup tables (once per input; later calls are free).
-    pub fn build_tables(&mut self) {
-        if self.tables_built {
+    /// Build the lookup tables of `kind` (once per input; later calls for the same kind are free).
+    pub fn build_tables(&mut self, kind: Tables) {
+        if self.built == Some(kind) {
             return;
         }
         let nt = self.a.len() / 4;
-        self.tables.clear();
-        self.tables.resize(nt * TABLE_BYTES, 0);
-        for (t, out) in self.tables.chunks_exact_mut(TABLE_BYTES).enumerate() {
-            let a = &self.a[4 * t..4 * t + 4];
-            let mut e = [0i16; 16];
-            for i in 1..16usize {
-                // entry i = entry (i without its lowest set bit) + that bit's activation
-                let low = i.trailing_zeros() as usize;
-                e[i] = e[i & (i - 1)] + a[low] as i16;
+        self.lut_scales.clear();
+        match kind {
+            Tables::Exact => {
+                self.tables.resize(nt * TABLE_BYTES, 0);
+                let tables = self.tables.chunks_exact_mut(TABLE_BYTES);
+                for (q, out) in self.a.chunks_exact(4).zip(tables) {
+                    let e = subset_sums(q);
+                    for i in 0..16 {
+                        let [lo, hi] = e[i].to_le_bytes();
+                        out[i] = lo;
+                        out[16 + i] = hi;
+                    }
+                }
             }
-            for i in 0..16 {
-                let [lo, hi] = e[i].to_le_bytes();
-                out[i] = lo;
-                out[16 + i] = hi;
+            Tables::Int8 => {
+                self.tables.resize(nt * TABLE8_BYTES, 0);
+                let per_group = self.group * TABLE8_BYTES / 4;
+                let groups = self.tables.chunks_mut(per_group);
+                for (grp, tables) in self.a.chunks(self.group).zip(groups) {
+                    // the largest |entry| of a table: all its positive or all its negative values
+                    let top = grp
+                        .chunks_exact(4)
+                        .map(|q| {
+                            let (pos, neg) = q.iter().fold((0i32, 0i32), |(p, n), &v| {
+                                (p + (v as i32).max(0), n - (v as i32).min(0))
+                            });
+                            pos.max(neg)
+                        })
+                        .max()
+                        .unwrap_or(0);
+                    self.lut_scales.push(top as f32 / 127.0);
+                    let r = int8_ratio(top);
+                    for (q, out) in grp.chunks_exact(4).zip(tables.chunks_exact_mut(16)) {
+                        let e = subset_sums(q);
+                        for i in 0..16 {
+                            out[i] = to_int8(e[i], r) as u8;
+                        }
+                    }
+                }
             }
         }
-        self.tables_built = true;
+        self.built = Some(kind);
     }
 
-    pub fn tables_ready(&self) -> bool {
-        self.tables_built
+    /// The kind of tables built for the current input, if any.
+    pub fn tables_built(&self) -> Option<Tables> {
+        self.built
     }
+
+    /// Value of one int8 table unit for the activation at index k.
+    pub fn lut_scale_at(&self, k: usize) -> f32 {
+        self.lut_scales[k / self.group]
+    }
+}
+
+/// The 16 subset sums of 4 activations: entry i sums a[l] over the set bits l of i.
+fn subset_sums(a: &[i8]) -> [i16; 16] {
+    let mut e = [0i16; 16];
+    for i in 1..16usize {
+        // entry i = entry (i without its lowest set bit) + that bit's activation
+        let low = i.trailing_zeros() as usize;
+        e[i] = e[i & (i - 1)] + a[low] as i16;
+    }
+    e
+}
+
+/// 127 / top in 16.16 fixed point (0 for an all-zero group). Integers, so every CPU agrees.
+fn int8_ratio(top: i32) -> i32 {
+    if top > 0 {
+        ((127 << 16) + top / 2) / top
+    } else {
+        0
+    }
+}
+
+/// An entry in table units: v * 127 / top, rounded. For |v| <= top <= 512 the result stays in
+/// [-127, 127]: the ratio is at most 127 * 2^16 / top + 1/2, so |v| * ratio + 2^15 stays below
+/// 128 * 2^16.
+fn to_int8(v: i16, ratio: i32) -> i8 {
+    ((v as i32 * ratio + (1 << 15)) >> 16) as i8
 }
 
 impl Default for Activations {
@@ -130,11 +221,23 @@ pub const fn flush_chunks(bits: usize) -> usize {
     65535 / (2 * 255 * ((1 << bits) - 1))
 }
 
+/// Chunks of 8 columns whose int8-table sums, weighted by 2^plane, fit in signed 16 bits:
+/// each chunk adds at most 2 * 127 * (2^bits - 1) in magnitude per row.
+pub const fn flush_chunks8(bits: usize) -> usize {
+    32767 / (2 * 127 * ((1 << bits) - 1))
+}
+
 /// Entry `i` of table `t` as int16 (for the scalar kernel and tests).
 #[inline]
 pub fn entry(tables: &[u8], t: usize, i: usize) -> i32 {
     let b = &tables[t * TABLE_BYTES..];
     i16::from_le_bytes([b[i], b[16 + i]]) as i32
+}
+
+/// Entry `i` of int8 table `t`.
+#[inline]
+pub fn entry8(tables: &[u8], t: usize, i: usize) -> i32 {
+    tables[t * TABLE8_BYTES + i] as i8 as i32
 }
 
 #[cfg(test)]
@@ -158,7 +261,7 @@ mod tests {
         let mut a = Activations::new();
         let x: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) * 0.3).collect();
         a.quantize(&x, 1 << 20);
-        a.build_tables();
+        a.build_tables(Tables::Exact);
         for t in 0..a.a.len() / 4 {
             for i in 0..16 {
                 let want: i32 = (0..4)
@@ -168,6 +271,51 @@ mod tests {
                 assert_eq!(entry(&a.tables, t, i), want);
             }
         }
+    }
+
+    #[test]
+    fn int8_tables_round_each_group_to_127() {
+        let mut a = Activations::new();
+        // group 0 holds the outlier; group 1 is small and gets its own, finer unit
+        let x: Vec<f32> = (0..16)
+            .map(|i| match i {
+                0 => 100.0,
+                i if i < 8 => -7.0,
+                i => (i as f32 - 12.0) * 0.1,
+            })
+            .collect();
+        a.quantize(&x, 8);
+        a.build_tables(Tables::Int8);
+        assert_eq!(a.tables.len(), 4 * TABLE8_BYTES);
+        for grp in 0..2 {
+            let top = (2 * grp..2 * grp + 2)
+                .flat_map(|t| (0..16).map(move |i| (t, i)))
+                .map(|(t, i)| {
+                    (0..4)
+                        .filter(|l| i >> l & 1 == 1)
+                        .map(|l| a.a[4 * t + l] as i32)
+                        .sum::<i32>()
+                })
+                .map(i32::abs)
+                .max()
+                .unwrap();
+            assert_eq!(a.lut_scales[grp], top as f32 / 127.0);
+            for t in 2 * grp..2 * grp + 2 {
+                for i in 0..16 {
+                    let exact: i32 = (0..4)
+                        .filter(|l| i >> l & 1 == 1)
+                        .map(|l| a.a[4 * t + l] as i32)
+                        .sum();
+                    let want = exact as f64 * 127.0 / top as f64;
+                    let got = entry8(&a.tables, t, i) as f64;
+                    assert!((got - want).abs() <= 0.51, "table {t} entry {i}");
+                }
+            }
+        }
+        // a second build of another kind replaces the first
+        a.build_tables(Tables::Exact);
+        assert_eq!(a.tables.len(), 4 * TABLE_BYTES);
+        assert_eq!(a.tables_built(), Some(Tables::Exact));
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod tune;
 
 use crate::quant::lut::LutMatrix;
 use crate::quant::q8::Q8Matrix;
-use lut::Activations;
+use lut::{Activations, Tables};
 use std::sync::OnceLock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -80,13 +80,17 @@ pub fn isa() -> Isa {
     })
 }
 
-/// Tuning knobs of the SIMD kernels (see `tune`). They change speed, never results.
+/// Tuning knobs of the kernels (see `tune`). `row_tile` and `prefetch` change speed, never
+/// results. `tables` trades exactness for speed: int8 tables change the logits (the same way
+/// on every CPU), so they are off unless asked for (`tmac tune --int8-tables`, TMAC_TABLES).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Knobs {
     /// Row blocks of 16 rows processed together, sharing each table load (1 or 2).
     pub row_tile: usize,
     /// Bytes ahead of the weight stream to prefetch (0 = off).
     pub prefetch: usize,
+    /// Lookup tables the LUT kernels read.
+    pub tables: Tables,
 }
 
 impl Knobs {
@@ -96,10 +100,12 @@ impl Knobs {
             Isa::Neon => Knobs {
                 row_tile: 1,
                 prefetch: 512,
+                tables: Tables::Exact,
             },
             _ => Knobs {
                 row_tile: 1,
                 prefetch: 2048,
+                tables: Tables::Exact,
             },
         }
     }
@@ -119,7 +125,8 @@ fn lut_rows(
     rbs: std::ops::Range<usize>,
     knobs: &Knobs,
 ) {
-    assert!(act.tables_ready() && act.a.len() >= m.cols.div_ceil(8) * 8 && y.len() >= m.rows);
+    assert!(act.tables_built().is_some() && act.a.len() >= m.cols.div_ceil(8) * 8);
+    assert!(y.len() >= m.rows);
     assert!(rbs.end <= m.rows.div_ceil(16));
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -177,8 +184,29 @@ pub fn q8_gemv(isa: Isa, m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: 
 }
 
 /// The knobs in use: a tuning profile saved by `tmac tune` for this CPU if there is one,
-/// else the defaults for the instruction set.
+/// else the defaults for the instruction set; TMAC_TABLES=exact|int8 overrides `tables`.
 pub fn knobs() -> &'static Knobs {
-    static KNOBS: OnceLock<Knobs> = OnceLock::new();
-    KNOBS.get_or_init(|| tune::load_profile(isa()).unwrap_or_else(|| Knobs::default_for(isa())))
+    &setup().0
+}
+
+/// The tuning profile the knobs came from, if one was applied.
+pub fn profile_used() -> Option<&'static std::path::Path> {
+    setup().1.as_deref()
+}
+
+fn setup() -> &'static (Knobs, Option<std::path::PathBuf>) {
+    static SETUP: OnceLock<(Knobs, Option<std::path::PathBuf>)> = OnceLock::new();
+    SETUP.get_or_init(|| {
+        let (mut k, path) = match tune::load_profile(isa()) {
+            Some((k, path)) => (k, Some(path)),
+            None => (Knobs::default_for(isa()), None),
+        };
+        if let Ok(name) = std::env::var("TMAC_TABLES") {
+            match Tables::from_name(&name) {
+                Some(t) => k.tables = t,
+                None => eprintln!("tmac: TMAC_TABLES={name} is not exact or int8; ignored"),
+            }
+        }
+        (k, path)
+    })
 }

@@ -7,9 +7,13 @@
 //! unsigned 16-bit (wrapping, read back unsigned) until widened, exactly as in the AVX2 kernel.
 //! 8-bit GEMV: `sdot` where the CPU has dotprod (Cortex-A76 / Pi 5), `smull` + pairwise adds
 //! otherwise (Cortex-A72 / Pi 4); both give the same lane sums.
-//! Knobs: `prefetch` is used; `row_tile` is not (yet): NEON runs one row block at a time.
+//! With int8 tables (the `tables` knob) each table is one `tbl` lookup per index vector, summed
+//! as signed 16-bit pairs.
+//! Knobs: `prefetch` and `tables`; `row_tile` is AVX2's alone (NEON has the registers to keep
+//! both tables and accumulators live, and runs one row block at a time).
 
-use super::lut::{Activations, TABLE_BYTES};
+use super::lut::{Activations, Tables, TABLE8_BYTES, TABLE_BYTES};
+use super::scalar::GroupInput;
 use crate::quant::lut::{Geometry, LutMatrix, Zero};
 use crate::quant::q8::{Q8Matrix, Q8Strides, Q8_BLOCK};
 use std::arch::aarch64::*;
@@ -36,9 +40,10 @@ unsafe fn prefetch(p: *const u8) {
 }
 
 /// Integer sums of one scale group for row block `rb`: rows 0-3, 4-7, 8-11, 12-15. `ahead` is
-/// how far ahead of the weight stream to prefetch.
+/// how far ahead of the weight stream to prefetch. I8: the tables are int8 (sums in table
+/// units), else exact.
 #[target_feature(enable = "neon")]
-unsafe fn group_ints(
+unsafe fn group_ints<const I8: bool>(
     data: &[u8],
     g: &Geometry,
     tables: &[u8],
@@ -48,22 +53,36 @@ unsafe fn group_ints(
 ) -> [int32x4_t; 4] {
     let c0 = grp * g.group_chunks;
     let c1 = (c0 + g.group_chunks).min(g.chunks);
+    let (table_bytes, flush) = if I8 {
+        (TABLE8_BYTES, super::lut::flush_chunks8(g.bits))
+    } else {
+        (TABLE_BYTES, super::lut::flush_chunks(g.bits))
+    };
     debug_assert!(data.len() >= (rb * g.chunks + c1) * g.chunk_bytes);
-    debug_assert!(tables.len() >= 2 * c1 * TABLE_BYTES);
+    debug_assert!(tables.len() >= 2 * c1 * table_bytes);
     let mask = vdupq_n_u8(0x0F);
     let lone_shift = vdupq_n_s16(2 * g.plane_pairs as i16);
     let mut acc = [vdupq_n_s32(0); 4];
     let (wp, tp) = (data.as_ptr(), tables.as_ptr());
     let mut c = c0;
     while c < c1 {
-        let cend = (c + super::lut::flush_chunks(g.bits)).min(c1);
+        let cend = (c + flush).min(c1);
+        // exact: low-byte sums (unsigned) and high-byte sums; int8: the sums, in shi
         let mut slo = [vdupq_n_u16(0); 2];
         let mut shi = [vdupq_n_s16(0); 2];
         for cc in c..cend {
             // SAFETY: tables 2cc, 2cc+1 and weight block (rb, cc, pp) are in bounds (asserted).
-            let t = tp.add(2 * cc * TABLE_BYTES);
-            let (tl0, th0) = (vld1q_u8(t), vld1q_s8(t.add(16) as *const i8));
-            let (tl1, th1) = (vld1q_u8(t.add(32)), vld1q_s8(t.add(48) as *const i8));
+            let t = tp.add(2 * cc * table_bytes);
+            // int8: the two tables are the signed "high" halves; exact: lo, hi, lo, hi
+            let (tl0, tl1) = (vld1q_u8(t), vld1q_u8(t.add(table_bytes)));
+            let (th0, th1) = if I8 {
+                (vreinterpretq_s8_u8(tl0), vreinterpretq_s8_u8(tl1))
+            } else {
+                (
+                    vld1q_s8(t.add(16) as *const i8),
+                    vld1q_s8(t.add(48) as *const i8),
+                )
+            };
             let base = wp.add((rb * g.chunks + cc) * g.chunk_bytes);
             prefetch(base.wrapping_add(ahead));
             for pp in 0..g.plane_pairs {
@@ -72,49 +91,78 @@ unsafe fn group_ints(
                     let w = vld1q_u8(blk.add(16 * h));
                     let i0 = vandq_u8(w, mask);
                     let i1 = vshrq_n_u8(w, 4);
-                    let mut lo =
-                        vaddq_u16(pair_u8(vqtbl1q_u8(tl0, i0)), pair_u8(vqtbl1q_u8(tl1, i1)));
                     let mut hi =
                         vaddq_s16(pair_s8(vqtbl1q_s8(th0, i0)), pair_s8(vqtbl1q_s8(th1, i1)));
                     if pp == 1 {
-                        lo = vshlq_n_u16(lo, 2);
                         hi = vshlq_n_s16(hi, 2);
                     }
-                    slo[h] = vaddq_u16(slo[h], lo);
                     shi[h] = vaddq_s16(shi[h], hi);
+                    if !I8 {
+                        let mut lo =
+                            vaddq_u16(pair_u8(vqtbl1q_u8(tl0, i0)), pair_u8(vqtbl1q_u8(tl1, i1)));
+                        if pp == 1 {
+                            lo = vshlq_n_u16(lo, 2);
+                        }
+                        slo[h] = vaddq_u16(slo[h], lo);
+                    }
                 }
             }
             if g.bits % 2 == 1 {
                 // byte j is row j: rows 0-7 widen into half 0, rows 8-15 into half 1
                 let w = vld1q_u8(base.add(g.plane_pairs * 32));
                 let (i0, i1) = (vandq_u8(w, mask), vshrq_n_u8(w, 4));
-                let (l0, l1) = (vqtbl1q_u8(tl0, i0), vqtbl1q_u8(tl1, i1));
                 let (h0, h1) = (vqtbl1q_s8(th0, i0), vqtbl1q_s8(th1, i1));
-                let lo = [
-                    vaddl_u8(vget_low_u8(l0), vget_low_u8(l1)),
-                    vaddl_high_u8(l0, l1),
-                ];
                 let hi = [
                     vaddl_s8(vget_low_s8(h0), vget_low_s8(h1)),
                     vaddl_high_s8(h0, h1),
                 ];
                 for h in 0..2 {
-                    slo[h] = vaddq_u16(slo[h], vshlq_u16(lo[h], lone_shift));
                     shi[h] = vaddq_s16(shi[h], vshlq_s16(hi[h], lone_shift));
+                }
+                if !I8 {
+                    let (l0, l1) = (vqtbl1q_u8(tl0, i0), vqtbl1q_u8(tl1, i1));
+                    let lo = [
+                        vaddl_u8(vget_low_u8(l0), vget_low_u8(l1)),
+                        vaddl_high_u8(l0, l1),
+                    ];
+                    for h in 0..2 {
+                        slo[h] = vaddq_u16(slo[h], vshlq_u16(lo[h], lone_shift));
+                    }
                 }
             }
         }
+        // exact: value = low sum (unsigned 16-bit) + 256 * high sum (signed 16-bit);
+        // int8: the signed 16-bit sum
         for h in 0..2 {
-            let lo_a = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(slo[h])));
-            let lo_b = vreinterpretq_s32_u32(vmovl_high_u16(slo[h]));
-            let hi_a = vshlq_n_s32(vmovl_s16(vget_low_s16(shi[h])), 8);
-            let hi_b = vshlq_n_s32(vmovl_high_s16(shi[h]), 8);
-            acc[2 * h] = vaddq_s32(acc[2 * h], vaddq_s32(lo_a, hi_a));
-            acc[2 * h + 1] = vaddq_s32(acc[2 * h + 1], vaddq_s32(lo_b, hi_b));
+            let (mut a, mut b) = (vmovl_s16(vget_low_s16(shi[h])), vmovl_high_s16(shi[h]));
+            if !I8 {
+                let lo_a = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(slo[h])));
+                let lo_b = vreinterpretq_s32_u32(vmovl_high_u16(slo[h]));
+                a = vaddq_s32(lo_a, vshlq_n_s32(a, 8));
+                b = vaddq_s32(lo_b, vshlq_n_s32(b, 8));
+            }
+            acc[2 * h] = vaddq_s32(acc[2 * h], a);
+            acc[2 * h + 1] = vaddq_s32(acc[2 * h + 1], b);
         }
         c = cend;
     }
     acc
+}
+
+/// The integer sums of one group with the tables `act` holds.
+#[inline(always)]
+unsafe fn ints(
+    data: &[u8],
+    g: &Geometry,
+    act: &Activations,
+    rb: usize,
+    grp: usize,
+    ahead: usize,
+) -> [int32x4_t; 4] {
+    match act.tables_built() {
+        Some(Tables::Int8) => group_ints::<true>(data, g, &act.tables, rb, grp, ahead),
+        _ => group_ints::<false>(data, g, &act.tables, rb, grp, ahead),
+    }
 }
 
 /// Four f16 values (raw bits) to f32, exactly, for finite inputs: shift the exponent and
@@ -141,7 +189,7 @@ pub unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     out.clear();
     for rb in 0..g.row_blocks {
         for grp in 0..g.groups {
-            let acc = group_ints(m.data.as_slice(), &g, &act.tables, rb, grp, 0);
+            let acc = ints(m.data.as_slice(), &g, act, rb, grp, 0);
             let mut v = [0i32; 16];
             for (i, a) in acc.iter().enumerate() {
                 // SAFETY: v has room for 16 i32.
@@ -167,27 +215,34 @@ pub unsafe fn lut_gemv(
     let g = m.geometry();
     let (data, scales) = (m.data.as_slice(), m.scales.as_slice());
     debug_assert!(scales.len() >= g.scales_len());
+    let gis = GroupInput::all(act, m.group, g.groups);
     for rb in rbs {
         let mut yv = [vdupq_n_f32(0.0); 4];
-        for grp in 0..g.groups {
-            let acc = group_ints(data, &g, &act.tables, rb, grp, knobs.prefetch);
-            let k0 = grp * m.group;
-            let (f, s) = (vdupq_n_f32(act.scale_at(k0)), act.sum(k0, m.group));
+        for (grp, gi) in gis.iter().enumerate() {
+            let acc = ints(data, &g, act, rb, grp, knobs.prefetch);
+            let (f, s) = (vdupq_n_f32(gi.f), gi.s);
             // SAFETY: the scales of (rb, grp) are in bounds (scales_len checked at validation).
             let sp = scales.as_ptr().add((rb * g.groups + grp) * g.scale_stride);
+            // A in floats: exact, or table units times the unit (see scalar::combine)
+            let a = |acc: int32x4_t, u: f32| vmulq_f32(vcvtq_f32_s32(acc), vdupq_n_f32(u));
             for i in 0..4 {
                 let d = f16x4_to_f32(sp.add(8 * i));
-                let t = match m.zero {
-                    Zero::Offset(o) => vmulq_f32(
+                let t = match (m.zero, gi.unit) {
+                    (Zero::Offset(o), None) => vmulq_f32(
                         d,
                         vcvtq_f32_s32(vsubq_s32(acc[i], vdupq_n_s32(o as i32 * s))),
                     ),
-                    Zero::Affine => {
+                    (Zero::Offset(o), Some(u)) => vmulq_f32(
+                        d,
+                        vsubq_f32(a(acc[i], u), vdupq_n_f32((o as i32 * s) as f32)),
+                    ),
+                    (Zero::Affine, unit) => {
                         let mm = f16x4_to_f32(sp.add(32 + 8 * i));
-                        vaddq_f32(
-                            vmulq_f32(d, vcvtq_f32_s32(acc[i])),
-                            vmulq_f32(mm, vdupq_n_f32(s as f32)),
-                        )
+                        let a = match unit {
+                            None => vcvtq_f32_s32(acc[i]),
+                            Some(u) => a(acc[i], u),
+                        };
+                        vaddq_f32(vmulq_f32(d, a), vmulq_f32(mm, vdupq_n_f32(s as f32)))
                     }
                 };
                 yv[i] = vaddq_f32(yv[i], vmulq_f32(f, t));

@@ -1,19 +1,25 @@
 //! The portable reference kernels. They define the exact integer semantics (and the float
 //! operation order) that the AVX2 and NEON kernels must reproduce bit for bit.
 
-use super::lut::{entry, Activations};
+use super::lut::{entry, entry8, Activations, Tables};
 use crate::quant::lut::{scale_of, Geometry, LutMatrix, Zero};
 use crate::quant::q8::{Q8Matrix, Q8_BLOCK};
 use half::f16;
 
-/// Integer sums A = sum of q * a over one scale group, for the 16 rows of row block `rb`.
+/// Integer sums A = sum of q * a over one scale group, for the 16 rows of row block `rb`
+/// (with int8 tables, the same sum in table units).
 pub fn lut_group_ints(
     data: &[u8],
     g: &Geometry,
     tables: &[u8],
+    kind: Tables,
     rb: usize,
     grp: usize,
 ) -> [i32; 16] {
+    let look = match kind {
+        Tables::Exact => entry,
+        Tables::Int8 => entry8,
+    };
     let mut acc = [0i32; 16];
     let c0 = grp * g.group_chunks;
     let c1 = (c0 + g.group_chunks).min(g.chunks);
@@ -21,45 +27,70 @@ pub fn lut_group_ints(
         let blk = &data[(rb * g.chunks + c) * g.chunk_bytes..][..g.chunk_bytes];
         for (i, &b) in blk.iter().enumerate() {
             let (row, plane) = g.slot(i);
-            let v = entry(tables, 2 * c, (b & 15) as usize)
-                + entry(tables, 2 * c + 1, (b >> 4) as usize);
+            let v =
+                look(tables, 2 * c, (b & 15) as usize) + look(tables, 2 * c + 1, (b >> 4) as usize);
             acc[row] += v << plane;
         }
     }
     acc
 }
 
+/// What one scale group's integer sums are combined with: the activations' dequant factor f,
+/// their sum s, and with int8 tables the value of one table unit.
+#[derive(Clone, Copy)]
+pub struct GroupInput {
+    pub f: f32,
+    pub s: i32,
+    pub unit: Option<f32>,
+}
+
+impl GroupInput {
+    /// Those of every scale group of a matrix with `group` columns per group.
+    pub fn all(act: &Activations, group: usize, groups: usize) -> Vec<GroupInput> {
+        let int8 = act.tables_built() == Some(Tables::Int8);
+        (0..groups)
+            .map(|grp| GroupInput {
+                f: act.scale_at(grp * group),
+                s: act.sum(grp * group, group),
+                unit: int8.then(|| act.lut_scale_at(grp * group)),
+            })
+            .collect()
+    }
+}
+
 /// Add one group's contribution to 16 row outputs: y += f * (d * A + m * S), in this order;
-/// with a zero offset o, A - o * S is formed in integers first.
-#[allow(clippy::too_many_arguments)]
+/// with a zero offset o, A - o * S is formed in integers first. With int8 tables A is
+/// (A in table units) * unit, and A - o * S is formed in floats.
 pub fn combine(
     y: &mut [f32; 16],
     acc: &[i32; 16],
     scales: &[u8],
     g: &Geometry,
     zero: Zero,
-    rb: usize,
-    grp: usize,
-    f: f32,
-    s: i32,
+    (rb, grp): (usize, usize),
+    gi: GroupInput,
 ) {
     for rr in 0..16 {
         let (d, m) = scale_of(scales, g, zero, rb, grp, rr);
-        let t = match zero {
-            Zero::Offset(o) => d * (acc[rr] - o as i32 * s) as f32,
-            Zero::Affine => d * acc[rr] as f32 + m * s as f32,
+        let t = match (zero, gi.unit) {
+            (Zero::Offset(o), None) => d * (acc[rr] - o as i32 * gi.s) as f32,
+            (Zero::Affine, None) => d * acc[rr] as f32 + m * gi.s as f32,
+            (Zero::Offset(o), Some(u)) => d * (acc[rr] as f32 * u - (o as i32 * gi.s) as f32),
+            (Zero::Affine, Some(u)) => d * (acc[rr] as f32 * u) + m * gi.s as f32,
         };
-        y[rr] += f * t;
+        y[rr] += gi.f * t;
     }
 }
 
 /// All integer accumulators, laid out [row block][group][16].
 pub fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     let g = m.geometry();
+    let kind = act.tables_built().expect("tables built");
     out.clear();
     for rb in 0..g.row_blocks {
         for grp in 0..g.groups {
-            out.extend_from_slice(&lut_group_ints(m.data.as_slice(), &g, &act.tables, rb, grp));
+            let d = m.data.as_slice();
+            out.extend_from_slice(&lut_group_ints(d, &g, &act.tables, kind, rb, grp));
         }
     }
 }
@@ -68,22 +99,13 @@ pub fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
 pub fn lut_gemv(m: &LutMatrix, act: &Activations, y: &mut [f32], rbs: std::ops::Range<usize>) {
     let g = m.geometry();
     let (data, scales) = (m.data.as_slice(), m.scales.as_slice());
+    let kind = act.tables_built().expect("tables built");
+    let gis = GroupInput::all(act, m.group, g.groups);
     for rb in rbs {
         let mut y16 = [0f32; 16];
-        for grp in 0..g.groups {
-            let acc = lut_group_ints(data, &g, &act.tables, rb, grp);
-            let k0 = grp * m.group;
-            combine(
-                &mut y16,
-                &acc,
-                scales,
-                &g,
-                m.zero,
-                rb,
-                grp,
-                act.scale_at(k0),
-                act.sum(k0, m.group),
-            );
+        for (grp, &gi) in gis.iter().enumerate() {
+            let acc = lut_group_ints(data, &g, &act.tables, kind, rb, grp);
+            combine(&mut y16, &acc, scales, &g, m.zero, (rb, grp), gi);
         }
         let n = (m.rows - rb * 16).min(16);
         y[rb * 16..rb * 16 + n].copy_from_slice(&y16[..n]);

@@ -5,7 +5,7 @@
 //! Where: $TMAC_PROFILE, else $XDG_CONFIG_HOME/tmac/profile, else ~/.config/tmac/profile.
 
 use super::{Isa, Knobs};
-use crate::kernel::lut::Activations;
+use crate::kernel::lut::{Activations, Tables};
 use crate::model::linear::{act_group, Linear};
 use crate::model::Model;
 use std::path::PathBuf;
@@ -41,11 +41,12 @@ pub fn cpu_id() -> String {
 
 pub fn format_profile(isa: Isa, k: &Knobs) -> String {
     format!(
-        "# tmac kernel profile, written by `tmac tune`\ncpu = {}\nisa = {}\nrow_tile = {}\nprefetch = {}\n",
+        "# tmac kernel profile, written by `tmac tune`\ncpu = {}\nisa = {}\nrow_tile = {}\nprefetch = {}\ntables = {}\n",
         cpu_id(),
         isa.name(),
         k.row_tile,
-        k.prefetch
+        k.prefetch,
+        k.tables.name()
     )
 }
 
@@ -71,6 +72,10 @@ pub fn parse_profile(text: &str, isa: Isa) -> Result<Knobs, String> {
             "isa" => pisa = Some(v.to_string()),
             "row_tile" => k.row_tile = num()?.clamp(1, 2),
             "prefetch" => k.prefetch = num()?.min(1 << 16),
+            "tables" => {
+                k.tables = Tables::from_name(v)
+                    .ok_or_else(|| format!("tables = '{v}' is not exact or int8"))?
+            }
             _ => return Err(format!("unknown key '{key}'")),
         }
     }
@@ -91,12 +96,12 @@ pub fn parse_profile(text: &str, isa: Isa) -> Result<Knobs, String> {
     Ok(k)
 }
 
-/// The saved profile for this CPU, if there is a usable one.
-pub fn load_profile(isa: Isa) -> Option<Knobs> {
+/// The saved profile for this CPU and where it is, if there is a usable one.
+pub fn load_profile(isa: Isa) -> Option<(Knobs, PathBuf)> {
     let path = profile_path()?;
     let text = std::fs::read_to_string(&path).ok()?;
     match parse_profile(&text, isa) {
-        Ok(k) => Some(k),
+        Ok(k) => Some((k, path)),
         Err(why) => {
             eprintln!(
                 "tmac: ignoring tuning profile {}: {why}; using defaults",
@@ -107,12 +112,20 @@ pub fn load_profile(isa: Isa) -> Option<Knobs> {
     }
 }
 
-/// The candidates `tune` tries.
-pub fn candidates() -> Vec<Knobs> {
+/// The candidates `tune` tries on `isa`: every prefetch distance, both row tiles where the
+/// kernels have them (AVX2), both kinds of tables.
+pub fn candidates(isa: Isa) -> Vec<Knobs> {
+    let row_tiles: &[usize] = if isa == Isa::Avx2 { &[1, 2] } else { &[1] };
     let mut v = Vec::new();
-    for row_tile in [1, 2] {
-        for prefetch in [0, 1024, 2048, 4096, 8192, 16384] {
-            v.push(Knobs { row_tile, prefetch });
+    for tables in [Tables::Exact, Tables::Int8] {
+        for &row_tile in row_tiles {
+            for prefetch in [0, 512, 1024, 2048, 4096, 8192, 16384] {
+                v.push(Knobs {
+                    row_tile,
+                    prefetch,
+                    tables,
+                });
+            }
         }
     }
     v
@@ -131,26 +144,29 @@ pub fn tune(model: &Model, isa: Isa, rounds: usize) -> Vec<(Knobs, f64)> {
         .chain(std::iter::once(&model.weights.output))
         .filter(|m| !matches!(m, Linear::F32 { .. }))
         .collect();
-    // one prepared input per width
-    let inputs: Vec<Activations> = mats
+    // one prepared input per matrix, with each kind of tables
+    let inputs: Vec<[Activations; 2]> = mats
         .iter()
         .map(|m| {
             let x: Vec<f32> = (0..m.cols())
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
                 .collect();
-            let mut a = Activations::new();
-            a.quantize(&x, act_group(&[m], m.cols()));
-            a.build_tables();
-            a
+            [Tables::Exact, Tables::Int8].map(|kind| {
+                let mut a = Activations::new();
+                a.quantize(&x, act_group(&[m], m.cols()));
+                a.build_tables(kind);
+                a
+            })
         })
         .collect();
-    let cands = candidates();
+    let cands = candidates(isa);
     let mut times = vec![Vec::new(); cands.len()];
     let mut y = vec![0f32; mats.iter().map(|m| m.rows()).max().unwrap_or(0)];
     for _ in 0..rounds.max(1) {
         for (c, k) in cands.iter().enumerate() {
             let t = Instant::now();
             for (m, a) in mats.iter().zip(&inputs) {
+                let a = &a[(k.tables == Tables::Int8) as usize];
                 match m {
                     Linear::Lut(m) => super::lut_gemv(isa, m, a, &mut y, k),
                     Linear::Q8(m) => super::q8_gemv(isa, m, a, &mut y, k),
@@ -179,6 +195,7 @@ mod tests {
         let k = Knobs {
             row_tile: 2,
             prefetch: 256,
+            tables: Tables::Int8,
         };
         let text = format_profile(Isa::Scalar, &k);
         assert_eq!(parse_profile(&text, Isa::Scalar), Ok(k));
@@ -190,5 +207,8 @@ mod tests {
             .unwrap_err()
             .contains("kernels"));
         assert!(parse_profile("row_tile = x", Isa::Scalar).is_err());
+        assert!(parse_profile(&text.replace("int8", "int4"), Isa::Scalar)
+            .unwrap_err()
+            .contains("int4"));
     }
 }

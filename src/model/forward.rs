@@ -206,7 +206,7 @@ pub fn forward(
         ($x:expr, $cols:expr, [$(($mat:expr, $y:expr, $rows:expr)),+]) => {{
             let users = [$(&$mat),+];
             for b in 0..n {
-                Linear::prepare(&mut s.acts[b], &$x[b * $cols..(b + 1) * $cols], &users);
+                Linear::prepare(&mut s.acts[b], &$x[b * $cols..(b + 1) * $cols], &users, knobs.tables);
             }
             $( $mat.forward_batch(&$x[..n * $cols], &s.acts[..n], &mut $y[..n * $rows], isa, knobs); )+
         }};
@@ -319,7 +319,7 @@ pub fn logits(m: &Model, s: &mut Scratch, b: usize) {
         &w.out_norm,
         cfg.rms_eps,
     );
-    Linear::prepare(&mut s.acts[0], &s.xb[..d], &[&w.output]);
+    Linear::prepare(&mut s.acts[0], &s.xb[..d], &[&w.output], m.knobs.tables);
     w.output
         .forward(&s.xb[..d], &s.acts[0], &mut s.logits, m.isa, &m.knobs);
 }

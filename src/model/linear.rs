@@ -1,7 +1,8 @@
 //! A linear layer y = W x and the input it reads. Each weight format (f32 reference, T-MAC
 //! lookup tables, 8-bit) is one variant; the forward pass does not care which it calls.
 
-use crate::kernel::{self, f32 as kf32, lut::Activations, Isa, Knobs};
+use crate::kernel::lut::{Activations, Tables};
+use crate::kernel::{self, f32 as kf32, Isa, Knobs};
 use crate::quant::lut::LutMatrix;
 use crate::quant::q8::Q8Matrix;
 
@@ -85,14 +86,14 @@ impl Linear {
         }
     }
 
-    /// Quantize `x` into `act` (and build its tables) as the layers in `users` need it.
-    pub fn prepare(act: &mut Activations, x: &[f32], users: &[&Linear]) {
+    /// Quantize `x` into `act` (and build its tables of `kind`) as the layers in `users` need it.
+    pub fn prepare(act: &mut Activations, x: &[f32], users: &[&Linear], kind: Tables) {
         if users.iter().all(|l| matches!(l, Linear::F32 { .. })) {
             return;
         }
         act.quantize(x, act_group(users, x.len()));
         if users.iter().any(|l| matches!(l, Linear::Lut(_))) {
-            act.build_tables();
+            act.build_tables(kind);
         }
     }
 

@@ -9,6 +9,7 @@ pub mod weights;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::gguf::Gguf;
 use crate::format::{self, Bytes, Kind};
+use crate::kernel::lut::Tables;
 use crate::kernel::{self, Isa, Knobs};
 use crate::sampler::{Sampler, SamplerParams};
 use crate::tokenizer::stream::Utf8Stream;
@@ -34,6 +35,8 @@ pub struct LoadOptions {
     pub compute: Compute,
     /// Kernel instruction set; None = the process default (`kernel::isa()`, TMAC_KERNEL).
     pub kernel: Option<Isa>,
+    /// Lookup tables (exact or int8); None = the process default (profile, TMAC_TABLES).
+    pub tables: Option<Tables>,
     /// llama2.c-style files (llama2.c checkpoints, the original T-MAC engine's files) keep the
     /// vocabulary in a separate tokenizer.bin: this one, or by default `tokenizer.bin` next to
     /// the model, else in the current directory. GGUF files ignore it.
@@ -201,11 +204,14 @@ fn kernels_for(opts: &LoadOptions) -> Result<(Isa, Knobs)> {
             )))
         }
     };
-    let knobs = if isa == kernel::isa() {
+    let mut knobs = if isa == kernel::isa() {
         *kernel::knobs()
     } else {
         Knobs::default_for(isa)
     };
+    if let Some(t) = opts.tables {
+        knobs.tables = t;
+    }
     Ok((isa, knobs))
 }
 
