@@ -35,10 +35,11 @@ class Runner:
     def __init__(self, env=None):
         self.env = env
 
-    def __call__(self, cmd):
+    def __call__(self, cmd, extra_env=None):
         import tempfile
+        env = dict(self.env or os.environ, **(extra_env or {}))
         with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
-            p = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=self.env)
+            p = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env)
             _, status, ru = os.wait4(p.pid, 0)
             p.returncode = os.waitstatus_to_exitcode(status)
             fo.seek(0)
@@ -53,6 +54,15 @@ def llama_env(bin_dir):
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = bin_dir + ":" + env.get("LD_LIBRARY_PATH", "")
     return env
+
+
+# tmac variants that run a file with other kernel knobs: "NAME+int8" is file NAME read through
+# int8 lookup tables (lossy; the default is exact tables)
+INT8 = "+int8"
+
+
+def tmac_env(name):
+    return {"TMAC_TABLES": "int8" if name.endswith(INT8) else "exact"}
 
 
 def sh(cmd, **kw):
@@ -93,8 +103,9 @@ def smollm2_models(bin_dir, env):
         if not os.path.exists(path):
             sh([TMAC, "quantize", f32, path, "--type", t] + extra, stderr=subprocess.DEVNULL)
         tmac[t] = path
-    pairs = [("f32", "F32"), ("q8", "Q8_0"), ("q4", "Q4_0"), ("q4", "Q4_1"), ("q2", "Q2_K"),
-             ("tq", "TQ2_0"), ("tq", "TQ1_0"), ("tq", "Q4_0")]
+    tmac["q4" + INT8], tmac["tq" + INT8] = tmac["q4"], tmac["tq"]
+    pairs = [("f32", "F32"), ("q8", "Q8_0"), ("q4", "Q4_0"), ("q4", "Q4_1"), ("q4" + INT8, "Q4_0"),
+             ("q2", "Q2_K"), ("tq", "TQ2_0"), ("tq", "TQ1_0"), ("tq", "Q4_0"), ("tq" + INT8, "Q4_0")]
     return llama, tmac, pairs, fallbacks
 
 
@@ -110,15 +121,16 @@ def synth_models(shape):
     tm = os.path.join(OUT, "%s-tq.tmac" % shape)
     if not os.path.exists(tm):
         sh([TMAC, "quantize", llama["TQ2_0"], tm, "--type", "tq"], stderr=subprocess.DEVNULL)
-    return llama, {"tq": tm}, [("tq", "TQ2_0"), ("tq", "TQ1_0")], {}
+    return llama, {"tq": tm, "tq" + INT8: tm}, [("tq", "TQ2_0"), ("tq", "TQ1_0"), ("tq" + INT8, "TQ2_0")], {}
 
 
 # ---------------------------------------------------------------------------------------------
 # measurement
 
 
-def measure_tmac(runner, path):
-    out, _, rss = runner([TMAC, "bench", path, "-p", str(N_PROMPT), "-n", str(N_GEN), "-r", "1", "--json"])
+def measure_tmac(runner, name, path):
+    out, _, rss = runner([TMAC, "bench", path, "-p", str(N_PROMPT), "-n", str(N_GEN), "-r", "1", "--json"],
+                         tmac_env(name))
     j = json.loads(out.strip().splitlines()[-1])
     return {"prefill": j["prefill_tps"][0], "decode": j["decode_tps"][0], "load": j["load_s"],
             "rss": rss, "weight_bytes": j["weight_bytes"], "kernel": j["kernel"], "weights": j["weights"]}
@@ -145,7 +157,7 @@ def perplexities(runner, bin_dir, llama, tmac):
     """Perplexity of every SmolLM2 variant on the committed GPL-3 text, 512-token chunks."""
     out = {}
     for name, path in tmac.items():
-        o, _, _ = runner([TMAC, "perplexity", path, "-f", PPL_TEXT, "-c", "512"])
+        o, _, _ = runner([TMAC, "perplexity", path, "-f", PPL_TEXT, "-c", "512"], tmac_env(name))
         out[("tmac", name)] = float(re.search(r"PPL = ([0-9.]+)", o).group(1))
     for name in ["F32", "Q8_0", "Q4_0", "Q4_1"]:
         _, e, _ = runner([os.path.join(bin_dir, "llama-perplexity"), "-m", llama[name], "-f", PPL_TEXT, "-c", "512",
@@ -205,13 +217,13 @@ def main():
             runs = []
             for _ in range(args.reps):
                 out, _, rss = runner([TMAC, "bench", path, "-z", legacy_tok, "-p", str(N_PROMPT), "-n", str(N_GEN),
-                                      "-r", "1", "--json"])
+                                      "-r", "1", "--json"], tmac_env(name))
                 j = json.loads(out.strip().splitlines()[-1])
                 runs.append((j["prefill_tps"][0], j["decode_tps"][0]))
             legacy[name] = {"size": os.path.getsize(path), "prefill": spread([r[0] for r in runs]),
                             "decode": spread([r[1] for r in runs])}
 
-    bw_out, _, _ = runner([TMAC, "bench", "--bandwidth"])
+    bw_out, _, _ = runner([TMAC, "bench", "--bandwidth"], tmac_env(""))
     bandwidth = float(re.search(r"([0-9.]+) GB/s", bw_out).group(1))
     log("read bandwidth: %.2f GB/s" % bandwidth)
 
@@ -230,7 +242,7 @@ def main():
             for engine, name in order:
                 log("rep %d: %s %s %s" % (rep + 1, fam, engine, name))
                 if engine == "tmac":
-                    r = measure_tmac(runner, tmac[name])
+                    r = measure_tmac(runner, name, tmac[name])
                 else:
                     r = measure_llama(runner, bin_dir, llama[name])
                 results[fam][engine].setdefault(name, []).append(r)
@@ -323,7 +335,9 @@ def write_markdown(rep):
              "load time from `llama-completion -n 1`. Peak RSS is each process's maximum resident set."
              % (rep["reps"], N_PROMPT, N_GEN, N_PROMPT, N_GEN, N_PROMPT, N_GEN))
     L.append("- Roofline: the decode speed one core's read bandwidth allows, given the bytes of weights "
-             "tmac reads per token.\n")
+             "tmac reads per token.")
+    L.append("- `NAME%s`: the same tmac file read through int8 lookup tables (`TMAC_TABLES=int8`, lossy: "
+             "see its perplexity); every other tmac row uses the default, exact int16 tables.\n" % INT8)
     L.append("![decode speed by bits per weight](docs/bench.png)\n")
     for key, fam in rep["families"].items():
         L.append("## %s\n" % TITLES.get(key, key))
