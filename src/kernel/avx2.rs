@@ -139,7 +139,7 @@ unsafe fn group_ints<const BITS: usize, const RB: usize, const I8: bool>(
     acc
 }
 
-/// The integer sums of one group with the tables `act` holds.
+/// The integer sums of one group with the tables `act` holds (for `lut_ints`).
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn ints<const BITS: usize, const RB: usize>(
@@ -201,20 +201,20 @@ unsafe fn combine(
         let d = _mm256_cvtph_ps(_mm_loadu_si128(sp.add(16 * h) as *const __m128i));
         // A in floats: exact, or table units times the unit
         let a = |acc: __m256i, u: f32| _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(u));
-        let t = match (zero, gi.unit) {
-            (Zero::Offset(o), None) => _mm256_mul_ps(
+        let t = match (zero, gi.int8) {
+            (Zero::Offset(o), false) => _mm256_mul_ps(
                 d,
                 _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[h], _mm256_set1_epi32(o as i32 * s))),
             ),
-            (Zero::Offset(o), Some(u)) => _mm256_mul_ps(
+            (Zero::Offset(o), true) => _mm256_mul_ps(
                 d,
-                _mm256_sub_ps(a(acc[h], u), _mm256_set1_ps((o as i32 * s) as f32)),
+                _mm256_sub_ps(a(acc[h], gi.unit), _mm256_set1_ps((o as i32 * s) as f32)),
             ),
-            (Zero::Affine, unit) => {
+            (Zero::Affine, int8) => {
                 let m = _mm256_cvtph_ps(_mm_loadu_si128(sp.add(32 + 16 * h) as *const __m128i));
-                let a = match unit {
-                    None => _mm256_cvtepi32_ps(acc[h]),
-                    Some(u) => a(acc[h], u),
+                let a = match int8 {
+                    false => _mm256_cvtepi32_ps(acc[h]),
+                    true => a(acc[h], gi.unit),
                 };
                 _mm256_add_ps(
                     _mm256_mul_ps(d, a),
@@ -226,10 +226,12 @@ unsafe fn combine(
     }
 }
 
-/// RB row blocks starting at `rb0`.
+/// RB row blocks starting at `rb0`, with int8 tables if I8. (Everything generic is fixed
+/// outside the group loop, so each instance inlines one `group_ints`: with short scale groups,
+/// as Q4_0/Q4_1's 32 columns, a call per group costs more than the lookups.)
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn lut_tile<const BITS: usize, const RB: usize>(
+unsafe fn lut_tile<const BITS: usize, const RB: usize, const I8: bool>(
     m: &LutMatrix,
     g: &Geometry,
     act: &Activations,
@@ -241,7 +243,7 @@ unsafe fn lut_tile<const BITS: usize, const RB: usize>(
     let (data, scales) = (m.data.as_slice(), m.scales.as_slice());
     let mut yv = [[_mm256_setzero_ps(); 2]; RB];
     for (grp, &gi) in gis.iter().enumerate() {
-        let acc = ints::<BITS, RB>(data, g, act, rb0, grp, prefetch);
+        let acc = group_ints::<BITS, RB, I8>(data, g, &act.tables, rb0, grp, prefetch);
         for r in 0..RB {
             // SAFETY: the scales of (rb0 + r, grp) are in bounds (scales_len checked at validation).
             let sp = scales
@@ -261,7 +263,7 @@ unsafe fn lut_tile<const BITS: usize, const RB: usize>(
 }
 
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn lut_gemv_bits<const BITS: usize>(
+unsafe fn lut_gemv_bits<const BITS: usize, const I8: bool>(
     m: &LutMatrix,
     act: &Activations,
     y: &mut [f32],
@@ -274,12 +276,12 @@ unsafe fn lut_gemv_bits<const BITS: usize>(
     let mut rb = rbs.start;
     if knobs.row_tile >= 2 {
         while rb + 2 <= rbs.end {
-            lut_tile::<BITS, 2>(m, &g, act, &gis, rb, knobs.prefetch, y);
+            lut_tile::<BITS, 2, I8>(m, &g, act, &gis, rb, knobs.prefetch, y);
             rb += 2;
         }
     }
     while rb < rbs.end {
-        lut_tile::<BITS, 1>(m, &g, act, &gis, rb, knobs.prefetch, y);
+        lut_tile::<BITS, 1, I8>(m, &g, act, &gis, rb, knobs.prefetch, y);
         rb += 1;
     }
 }
@@ -296,11 +298,15 @@ pub unsafe fn lut_gemv(
     rbs: std::ops::Range<usize>,
     knobs: &super::Knobs,
 ) {
-    match m.bits {
-        1 => lut_gemv_bits::<1>(m, act, y, rbs, knobs),
-        2 => lut_gemv_bits::<2>(m, act, y, rbs, knobs),
-        3 => lut_gemv_bits::<3>(m, act, y, rbs, knobs),
-        _ => lut_gemv_bits::<4>(m, act, y, rbs, knobs),
+    match (m.bits, act.tables_built() == Some(Tables::Int8)) {
+        (1, false) => lut_gemv_bits::<1, false>(m, act, y, rbs, knobs),
+        (2, false) => lut_gemv_bits::<2, false>(m, act, y, rbs, knobs),
+        (3, false) => lut_gemv_bits::<3, false>(m, act, y, rbs, knobs),
+        (_, false) => lut_gemv_bits::<4, false>(m, act, y, rbs, knobs),
+        (1, true) => lut_gemv_bits::<1, true>(m, act, y, rbs, knobs),
+        (2, true) => lut_gemv_bits::<2, true>(m, act, y, rbs, knobs),
+        (3, true) => lut_gemv_bits::<3, true>(m, act, y, rbs, knobs),
+        (_, true) => lut_gemv_bits::<4, true>(m, act, y, rbs, knobs),
     }
 }
 

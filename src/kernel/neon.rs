@@ -227,20 +227,20 @@ pub unsafe fn lut_gemv(
             let a = |acc: int32x4_t, u: f32| vmulq_f32(vcvtq_f32_s32(acc), vdupq_n_f32(u));
             for i in 0..4 {
                 let d = f16x4_to_f32(sp.add(8 * i));
-                let t = match (m.zero, gi.unit) {
-                    (Zero::Offset(o), None) => vmulq_f32(
+                let t = match (m.zero, gi.int8) {
+                    (Zero::Offset(o), false) => vmulq_f32(
                         d,
                         vcvtq_f32_s32(vsubq_s32(acc[i], vdupq_n_s32(o as i32 * s))),
                     ),
-                    (Zero::Offset(o), Some(u)) => vmulq_f32(
+                    (Zero::Offset(o), true) => vmulq_f32(
                         d,
-                        vsubq_f32(a(acc[i], u), vdupq_n_f32((o as i32 * s) as f32)),
+                        vsubq_f32(a(acc[i], gi.unit), vdupq_n_f32((o as i32 * s) as f32)),
                     ),
-                    (Zero::Affine, unit) => {
+                    (Zero::Affine, int8) => {
                         let mm = f16x4_to_f32(sp.add(32 + 8 * i));
-                        let a = match unit {
-                            None => vcvtq_f32_s32(acc[i]),
-                            Some(u) => a(acc[i], u),
+                        let a = match int8 {
+                            false => vcvtq_f32_s32(acc[i]),
+                            true => a(acc[i], gi.unit),
                         };
                         vaddq_f32(vmulq_f32(d, a), vmulq_f32(mm, vdupq_n_f32(s as f32)))
                     }

@@ -16,10 +16,21 @@ pub fn lut_group_ints(
     rb: usize,
     grp: usize,
 ) -> [i32; 16] {
-    let look = match kind {
-        Tables::Exact => entry,
-        Tables::Int8 => entry8,
-    };
+    match kind {
+        Tables::Exact => group_sums(data, g, tables, rb, grp, entry),
+        Tables::Int8 => group_sums(data, g, tables, rb, grp, entry8),
+    }
+}
+
+/// `lut_group_ints` with the table lookup `look` (a generic, so each kind is inlined).
+fn group_sums(
+    data: &[u8],
+    g: &Geometry,
+    tables: &[u8],
+    rb: usize,
+    grp: usize,
+    look: impl Fn(&[u8], usize, usize) -> i32,
+) -> [i32; 16] {
     let mut acc = [0i32; 16];
     let c0 = grp * g.group_chunks;
     let c1 = (c0 + g.group_chunks).min(g.chunks);
@@ -41,7 +52,11 @@ pub fn lut_group_ints(
 pub struct GroupInput {
     pub f: f32,
     pub s: i32,
-    pub unit: Option<f32>,
+    /// With int8 tables the value of one table unit; 1 otherwise. Always a normal number: the
+    /// SIMD combines may multiply by it before they know whether they need it, and an undefined
+    /// or subnormal value there costs a microcode assist per multiply.
+    pub unit: f32,
+    pub int8: bool,
 }
 
 impl GroupInput {
@@ -52,7 +67,12 @@ impl GroupInput {
             .map(|grp| GroupInput {
                 f: act.scale_at(grp * group),
                 s: act.sum(grp * group, group),
-                unit: int8.then(|| act.lut_scale_at(grp * group)),
+                unit: if int8 {
+                    act.lut_scale_at(grp * group)
+                } else {
+                    1.0
+                },
+                int8,
             })
             .collect()
     }
@@ -72,11 +92,12 @@ pub fn combine(
 ) {
     for rr in 0..16 {
         let (d, m) = scale_of(scales, g, zero, rb, grp, rr);
-        let t = match (zero, gi.unit) {
-            (Zero::Offset(o), None) => d * (acc[rr] - o as i32 * gi.s) as f32,
-            (Zero::Affine, None) => d * acc[rr] as f32 + m * gi.s as f32,
-            (Zero::Offset(o), Some(u)) => d * (acc[rr] as f32 * u - (o as i32 * gi.s) as f32),
-            (Zero::Affine, Some(u)) => d * (acc[rr] as f32 * u) + m * gi.s as f32,
+        let u = gi.unit;
+        let t = match (zero, gi.int8) {
+            (Zero::Offset(o), false) => d * (acc[rr] - o as i32 * gi.s) as f32,
+            (Zero::Affine, false) => d * acc[rr] as f32 + m * gi.s as f32,
+            (Zero::Offset(o), true) => d * (acc[rr] as f32 * u - (o as i32 * gi.s) as f32),
+            (Zero::Affine, true) => d * (acc[rr] as f32 * u) + m * gi.s as f32,
         };
         y[rr] += gi.f * t;
     }
