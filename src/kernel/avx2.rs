@@ -226,9 +226,8 @@ unsafe fn combine(
     }
 }
 
-/// RB row blocks starting at `rb0`, with int8 tables if I8. (Everything generic is fixed
-/// outside the group loop, so each instance inlines one `group_ints`: with short scale groups,
-/// as Q4_0/Q4_1's 32 columns, a call per group costs more than the lookups.)
+/// RB row blocks starting at `rb0`, with int8 tables if I8 (the kind of tables is fixed once
+/// per GEMV, outside the group loop).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn lut_tile<const BITS: usize, const RB: usize, const I8: bool>(

@@ -13,6 +13,7 @@
 //! - int8 (the `tables` knob, lossy, as T-MAC's table quantization): per activation group, the
 //!   entries are rescaled so the largest magnitude is 127 and rounded, 16 bytes per table. One
 //!   lookup per table instead of two; the sums are about 7-bit accurate.
+
 /// Bytes per exact table: lo[16] hi[16].
 pub const TABLE_BYTES: usize = 32;
 /// Bytes per int8 table.
