@@ -39,6 +39,14 @@
 // (instead of returning `TMAC_DONE`).
 #define TMAC_FLAG_SLIDING_WINDOW 2
 
+// `tmac_params.flags`: int8 lookup tables (faster, lossy; see the README). Without this flag
+// or `TMAC_FLAG_EXACT_TABLES` the process default applies: exact, unless `TMAC_TABLES` or a
+// tuning profile says int8. Read at load; `tmac_new_session` shares the model as loaded.
+#define TMAC_FLAG_INT8_TABLES 4
+
+// `tmac_params.flags`: exact (int16) lookup tables whatever `TMAC_TABLES` or a profile says.
+#define TMAC_FLAG_EXACT_TABLES 8
+
 // Status codes. Fixed width (`int32_t`) and append-only: values are never reused.
 // Negative values are errors; `TMAC_OK` and `TMAC_DONE` are not.
 enum tmac_status
@@ -125,7 +133,7 @@ typedef struct tmac_info {
   uint64_t file_size;
   // e.g. "llama"
   const char *architecture;
-  // The kernel in use, e.g. "f32"
+  // The kernels in use, e.g. "lut-q4, avx2, exact tables" or "f32"
   const char *kernel;
 } tmac_info;
 

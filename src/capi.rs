@@ -12,6 +12,7 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::format::Bytes;
+use crate::kernel::lut::Tables;
 use crate::model::{Compute, LoadOptions, Model, Session, SessionOptions, Step};
 use crate::sampler::SamplerParams;
 use std::cell::RefCell;
@@ -28,6 +29,14 @@ pub const TMAC_FLAG_F32: u32 = 1;
 /// `tmac_params.flags`: when generation fills the context, drop its older half and go on
 /// (instead of returning `TMAC_DONE`).
 pub const TMAC_FLAG_SLIDING_WINDOW: u32 = 2;
+
+/// `tmac_params.flags`: int8 lookup tables (faster, lossy; see the README). Without this flag
+/// or `TMAC_FLAG_EXACT_TABLES` the process default applies: exact, unless `TMAC_TABLES` or a
+/// tuning profile says int8. Read at load; `tmac_new_session` shares the model as loaded.
+pub const TMAC_FLAG_INT8_TABLES: u32 = 4;
+
+/// `tmac_params.flags`: exact (int16) lookup tables whatever `TMAC_TABLES` or a profile says.
+pub const TMAC_FLAG_EXACT_TABLES: u32 = 8;
 
 /// Status codes. Fixed width (`int32_t`) and append-only: values are never reused.
 /// Negative values are errors; `TMAC_OK` and `TMAC_DONE` are not.
@@ -127,7 +136,7 @@ pub struct tmac_info {
     pub file_size: u64,
     /// e.g. "llama"
     pub architecture: *const c_char,
-    /// The kernel in use, e.g. "f32"
+    /// The kernels in use, e.g. "lut-q4, avx2, exact tables" or "f32"
     pub kernel: *const c_char,
 }
 
@@ -263,7 +272,7 @@ fn new_handle(model: Arc<Model>, p: &tmac_params) -> Result<Box<tmac>, Error> {
         sampler: sampler_params(p),
     };
     let session = Session::new(model, &opts)?;
-    let kernel = session.model.weights.layers[0].wq.kind();
+    let kernel = session.model.kernel_desc();
     let arch = session.model.cfg.arch_name.clone();
     Ok(Box::new(tmac {
         session,
@@ -298,8 +307,21 @@ fn load_with(
     } else {
         Compute::default()
     };
+    let tables = match (
+        p.flags & TMAC_FLAG_INT8_TABLES != 0,
+        p.flags & TMAC_FLAG_EXACT_TABLES != 0,
+    ) {
+        (false, false) => None,
+        (true, false) => Some(Tables::Int8),
+        (false, true) => Some(Tables::Exact),
+        (true, true) => {
+            set_thread_error("tmac_params.flags: INT8_TABLES and EXACT_TABLES are exclusive");
+            return TMAC_ERR_INVALID_ARG;
+        }
+    };
     match load(&LoadOptions {
         compute,
+        tables,
         ..Default::default()
     })
     .and_then(|m| new_handle(m, &p))

@@ -73,6 +73,7 @@ impl Model {
             Option<std::time::SystemTime>,
             Compute,
             Option<Isa>,
+            Option<Tables>,
             Option<std::path::PathBuf>,
         );
         static CACHE: Mutex<Vec<(Key, Weak<Model>)>> = Mutex::new(Vec::new());
@@ -90,6 +91,7 @@ impl Model {
             meta.modified().ok(),
             opts.compute,
             opts.kernel,
+            opts.tables,
             opts.tokenizer.clone(),
         );
         let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
@@ -184,6 +186,23 @@ impl Model {
     pub fn bits_per_weight(&self) -> f64 {
         let n: usize = self.matrices().map(|m| m.rows() * m.cols()).sum();
         self.weight_bytes() as f64 * 8.0 / n.max(1) as f64
+    }
+
+    /// What runs the matrices, e.g. "lut-q4, avx2, exact tables" (tables only where the
+    /// lookup-table kernels run: an f32 or 8-bit model has none).
+    pub fn kernel_desc(&self) -> String {
+        let is_lut = |l: &linear::Linear| matches!(l, linear::Linear::Lut(_));
+        let w = &self.weights.layers[0].wq;
+        match w {
+            linear::Linear::F32 { .. } => w.kind(),
+            _ if self.matrices().any(is_lut) => format!(
+                "{}, {}, {} tables",
+                w.kind(),
+                self.isa.name(),
+                self.knobs.tables.name()
+            ),
+            _ => format!("{}, {}", w.kind(), self.isa.name()),
+        }
     }
 
     /// Default context: the model's own, capped so a KV cache fits small devices.

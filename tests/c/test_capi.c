@@ -6,6 +6,7 @@
  *
  * Any model works; --smollm2 adds the checks that need SmolLM2-135M-Instruct (its shapes, and
  * emoji that span several tokens). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,6 +229,58 @@ static void test_session(void) {
     tmac_free(t);
 }
 
+/* Kernel description of a freshly loaded handle (static buffer), or "" if the load failed. */
+static const char *loaded_kernel(uint32_t flags, tmac **out) {
+    tmac_params p = tmac_params_default();
+    p.n_ctx = 64;
+    p.max_tokens = 8;
+    p.flags = flags;
+    static char desc[3][128];
+    static int next = 0;
+    char *d = desc[next++ % 3];
+    d[0] = 0;
+    *out = NULL;
+    CHECK_STATUS(tmac_load(model_path, &p, out), TMAC_OK);
+    tmac_info info;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    if (*out && tmac_model_info(*out, &info) == TMAC_OK) snprintf(d, 128, "%s", info.kernel);
+    return d;
+}
+
+/* The tables flags: each kind is honoured, both handles live at once on the same file (a
+ * shared model must not hand one kind to a caller who asked for the other), both at once is
+ * refused. Models without lookup-table matrices (f32, 8-bit) have no tables to choose. */
+static void test_tables(void) {
+    tmac *ti = NULL, *te = NULL, *tf = NULL;
+    const char *int8 = loaded_kernel(TMAC_FLAG_INT8_TABLES, &ti);
+    const char *exact = loaded_kernel(TMAC_FLAG_EXACT_TABLES, &te);
+    const char *f32 = loaded_kernel(TMAC_FLAG_F32 | TMAC_FLAG_INT8_TABLES, &tf);
+    int lut = strstr(exact, "tables") != NULL;
+    CHECK(!smollm2 || lut, "SmolLM2 Q4_1 runs on lookup tables: kernel '%s'", exact);
+    CHECK(!lut || strstr(exact, "exact tables") != NULL, "kernel '%s'", exact);
+    CHECK(!lut || strstr(int8, "int8 tables") != NULL, "kernel '%s'", int8);
+    CHECK(strcmp(f32, "f32") == 0, "kernel '%s'", f32);
+    if (smollm2 && ti) {
+        const char *q = "The capital of France is";
+        int empty = 0;
+        CHECK_STATUS(tmac_prompt(ti, q, strlen(q)), TMAC_OK);
+        char *text = generate_all(ti, 64, &empty);
+        CHECK(strstr(text, "Paris") != NULL, "int8 tables: '%s'", text);
+        free(text);
+    }
+    tmac_free(ti);
+    tmac_free(te);
+    tmac_free(tf);
+
+    tmac_params p = tmac_params_default();
+    p.flags = TMAC_FLAG_INT8_TABLES | TMAC_FLAG_EXACT_TABLES;
+    tmac *t = NULL;
+    CHECK_STATUS(tmac_load(model_path, &p, &t), TMAC_ERR_INVALID_ARG);
+    CHECK(t == NULL, "handle on failure");
+    CHECK(strstr(tmac_last_error(NULL), "exclusive") != NULL, "message: %s", tmac_last_error(NULL));
+}
+
 static void test_multibyte(void) {
     tmac_params p = tmac_params_default();
     p.n_ctx = 128;
@@ -268,6 +321,7 @@ int main(int argc, char **argv) {
     test_null_arguments();
     test_bad_files();
     test_session();
+    test_tables();
     if (smollm2) test_multibyte();
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
