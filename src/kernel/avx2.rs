@@ -272,16 +272,11 @@ unsafe fn lut_gemv_bits<const BITS: usize, const I8: bool>(
     let g = m.geometry();
     debug_assert!(m.scales.len() >= g.scales_len() && y.len() >= m.rows);
     let gis = GroupInput::all(act, m.group, g.groups);
-    let mut rb = rbs.start;
-    if knobs.row_tile >= 2 {
-        while rb + 2 <= rbs.end {
-            lut_tile::<BITS, 2, I8>(m, &g, act, &gis, rb, knobs.prefetch, y);
-            rb += 2;
+    for (rb, n) in super::row_tiles(rbs, knobs.row_tile) {
+        match n {
+            2 => lut_tile::<BITS, 2, I8>(m, &g, act, &gis, rb, knobs.prefetch, y),
+            _ => lut_tile::<BITS, 1, I8>(m, &g, act, &gis, rb, knobs.prefetch, y),
         }
-    }
-    while rb < rbs.end {
-        lut_tile::<BITS, 1, I8>(m, &g, act, &gis, rb, knobs.prefetch, y);
-        rb += 1;
     }
 }
 

@@ -155,6 +155,19 @@ pub fn lut_gemm(isa: Isa, m: &LutMatrix, acts: &[Activations], ys: &mut [f32], k
     }
 }
 
+/// The row tiles a SIMD LUT GEMV runs over `rbs`: (first row block, 2) while two row blocks
+/// are left and `row_tile` asks for pairs, then (row block, 1).
+pub(crate) fn row_tiles(
+    rbs: std::ops::Range<usize>,
+    row_tile: usize,
+) -> impl Iterator<Item = (usize, usize)> {
+    let pairs = if row_tile >= 2 { rbs.len() / 2 } else { 0 };
+    let singles = rbs.start + 2 * pairs..rbs.end;
+    (0..pairs)
+        .map(move |i| (rbs.start + 2 * i, 2))
+        .chain(singles.map(|rb| (rb, 1)))
+}
+
 /// The integer accumulators of a LUT GEMV, [row block][group][16] (for tests).
 pub fn lut_ints(isa: Isa, m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     assert!(isa.available(), "{} is not available", isa.name());

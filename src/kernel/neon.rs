@@ -9,8 +9,9 @@
 //! otherwise (Cortex-A72 / Pi 4); both give the same lane sums.
 //! With int8 tables (the `tables` knob) each table is one `tbl` lookup per index vector, summed
 //! as signed 16-bit pairs.
-//! Knobs: `prefetch` and `tables`; `row_tile` is AVX2's alone (NEON has the registers to keep
-//! both tables and accumulators live, and runs one row block at a time).
+//! Knobs: `prefetch`, `tables`, and `row_tile`: with 2, two row blocks share each table load
+//! (4 table registers and 16 accumulators fit NEON's 32), which halves the table loads of an
+//! in-order core's single load pipe; `tmac tune` finds out on the device whether it pays.
 
 use super::lut::{Activations, Tables, TABLE8_BYTES, TABLE_BYTES};
 use super::scalar::GroupInput;
@@ -39,18 +40,18 @@ unsafe fn prefetch(p: *const u8) {
     asm!("prfm pldl1keep, [{0}]", in(reg) p, options(nostack, readonly, preserves_flags));
 }
 
-/// Integer sums of one scale group for row block `rb`: rows 0-3, 4-7, 8-11, 12-15. `ahead` is
-/// how far ahead of the weight stream to prefetch. I8: the tables are int8 (sums in table
-/// units), else exact.
+/// Integer sums of one scale group for the RB row blocks from `rb0`, each as rows 0-3, 4-7,
+/// 8-11, 12-15; the RB row blocks share each table load. `ahead` is how far ahead of the weight
+/// stream to prefetch. I8: the tables are int8 (sums in table units), else exact.
 #[target_feature(enable = "neon")]
-unsafe fn group_ints<const I8: bool>(
+unsafe fn group_ints<const RB: usize, const I8: bool>(
     data: &[u8],
     g: &Geometry,
     tables: &[u8],
-    rb: usize,
+    rb0: usize,
     grp: usize,
     ahead: usize,
-) -> [int32x4_t; 4] {
+) -> [[int32x4_t; 4]; RB] {
     let c0 = grp * g.group_chunks;
     let c1 = (c0 + g.group_chunks).min(g.chunks);
     let (table_bytes, flush) = if I8 {
@@ -58,20 +59,21 @@ unsafe fn group_ints<const I8: bool>(
     } else {
         (TABLE_BYTES, super::lut::flush_chunks(g.bits))
     };
-    debug_assert!(data.len() >= (rb * g.chunks + c1) * g.chunk_bytes);
+    debug_assert!(data.len() >= ((rb0 + RB - 1) * g.chunks + c1) * g.chunk_bytes);
     debug_assert!(tables.len() >= 2 * c1 * table_bytes);
     let mask = vdupq_n_u8(0x0F);
     let lone_shift = vdupq_n_s16(2 * g.plane_pairs as i16);
-    let mut acc = [vdupq_n_s32(0); 4];
+    let mut acc = [[vdupq_n_s32(0); 4]; RB];
     let (wp, tp) = (data.as_ptr(), tables.as_ptr());
     let mut c = c0;
     while c < c1 {
         let cend = (c + flush).min(c1);
         // exact: low-byte sums (unsigned) and high-byte sums; int8: the sums, in shi
-        let mut slo = [vdupq_n_u16(0); 2];
-        let mut shi = [vdupq_n_s16(0); 2];
+        let mut slo = [[vdupq_n_u16(0); 2]; RB];
+        let mut shi = [[vdupq_n_s16(0); 2]; RB];
         for cc in c..cend {
-            // SAFETY: tables 2cc, 2cc+1 and weight block (rb, cc, pp) are in bounds (asserted).
+            // SAFETY: tables 2cc, 2cc+1 and weight blocks (rb0 + r, cc, pp) are in bounds
+            // (asserted).
             let t = tp.add(2 * cc * table_bytes);
             // int8: the two tables are the signed "high" halves; exact: lo, hi, lo, hi
             let (tl0, tl1) = (vld1q_u8(t), vld1q_u8(t.add(table_bytes)));
@@ -83,86 +85,77 @@ unsafe fn group_ints<const I8: bool>(
                     vld1q_s8(t.add(48) as *const i8),
                 )
             };
-            let base = wp.add((rb * g.chunks + cc) * g.chunk_bytes);
-            prefetch(base.wrapping_add(ahead));
-            for pp in 0..g.plane_pairs {
-                let blk = base.add(pp * 32);
-                for h in 0..2 {
-                    let w = vld1q_u8(blk.add(16 * h));
-                    let i0 = vandq_u8(w, mask);
-                    let i1 = vshrq_n_u8(w, 4);
-                    let mut hi =
-                        vaddq_s16(pair_s8(vqtbl1q_s8(th0, i0)), pair_s8(vqtbl1q_s8(th1, i1)));
-                    if pp == 1 {
-                        hi = vshlq_n_s16(hi, 2);
-                    }
-                    shi[h] = vaddq_s16(shi[h], hi);
-                    if !I8 {
-                        let mut lo =
-                            vaddq_u16(pair_u8(vqtbl1q_u8(tl0, i0)), pair_u8(vqtbl1q_u8(tl1, i1)));
+            for r in 0..RB {
+                let base = wp.add(((rb0 + r) * g.chunks + cc) * g.chunk_bytes);
+                prefetch(base.wrapping_add(ahead));
+                for pp in 0..g.plane_pairs {
+                    let blk = base.add(pp * 32);
+                    for h in 0..2 {
+                        let w = vld1q_u8(blk.add(16 * h));
+                        let i0 = vandq_u8(w, mask);
+                        let i1 = vshrq_n_u8(w, 4);
+                        let mut hi =
+                            vaddq_s16(pair_s8(vqtbl1q_s8(th0, i0)), pair_s8(vqtbl1q_s8(th1, i1)));
                         if pp == 1 {
-                            lo = vshlq_n_u16(lo, 2);
+                            hi = vshlq_n_s16(hi, 2);
                         }
-                        slo[h] = vaddq_u16(slo[h], lo);
+                        shi[r][h] = vaddq_s16(shi[r][h], hi);
+                        if !I8 {
+                            let mut lo = vaddq_u16(
+                                pair_u8(vqtbl1q_u8(tl0, i0)),
+                                pair_u8(vqtbl1q_u8(tl1, i1)),
+                            );
+                            if pp == 1 {
+                                lo = vshlq_n_u16(lo, 2);
+                            }
+                            slo[r][h] = vaddq_u16(slo[r][h], lo);
+                        }
                     }
                 }
-            }
-            if g.bits % 2 == 1 {
-                // byte j is row j: rows 0-7 widen into half 0, rows 8-15 into half 1
-                let w = vld1q_u8(base.add(g.plane_pairs * 32));
-                let (i0, i1) = (vandq_u8(w, mask), vshrq_n_u8(w, 4));
-                let (h0, h1) = (vqtbl1q_s8(th0, i0), vqtbl1q_s8(th1, i1));
-                let hi = [
-                    vaddl_s8(vget_low_s8(h0), vget_low_s8(h1)),
-                    vaddl_high_s8(h0, h1),
-                ];
-                for h in 0..2 {
-                    shi[h] = vaddq_s16(shi[h], vshlq_s16(hi[h], lone_shift));
-                }
-                if !I8 {
-                    let (l0, l1) = (vqtbl1q_u8(tl0, i0), vqtbl1q_u8(tl1, i1));
-                    let lo = [
-                        vaddl_u8(vget_low_u8(l0), vget_low_u8(l1)),
-                        vaddl_high_u8(l0, l1),
+                if g.bits % 2 == 1 {
+                    // byte j is row j: rows 0-7 widen into half 0, rows 8-15 into half 1
+                    let w = vld1q_u8(base.add(g.plane_pairs * 32));
+                    let (i0, i1) = (vandq_u8(w, mask), vshrq_n_u8(w, 4));
+                    let (h0, h1) = (vqtbl1q_s8(th0, i0), vqtbl1q_s8(th1, i1));
+                    let hi = [
+                        vaddl_s8(vget_low_s8(h0), vget_low_s8(h1)),
+                        vaddl_high_s8(h0, h1),
                     ];
                     for h in 0..2 {
-                        slo[h] = vaddq_u16(slo[h], vshlq_u16(lo[h], lone_shift));
+                        shi[r][h] = vaddq_s16(shi[r][h], vshlq_s16(hi[h], lone_shift));
+                    }
+                    if !I8 {
+                        let (l0, l1) = (vqtbl1q_u8(tl0, i0), vqtbl1q_u8(tl1, i1));
+                        let lo = [
+                            vaddl_u8(vget_low_u8(l0), vget_low_u8(l1)),
+                            vaddl_high_u8(l0, l1),
+                        ];
+                        for h in 0..2 {
+                            slo[r][h] = vaddq_u16(slo[r][h], vshlq_u16(lo[h], lone_shift));
+                        }
                     }
                 }
             }
         }
         // exact: value = low sum (unsigned 16-bit) + 256 * high sum (signed 16-bit);
         // int8: the signed 16-bit sum
-        for h in 0..2 {
-            let (mut a, mut b) = (vmovl_s16(vget_low_s16(shi[h])), vmovl_high_s16(shi[h]));
-            if !I8 {
-                let lo_a = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(slo[h])));
-                let lo_b = vreinterpretq_s32_u32(vmovl_high_u16(slo[h]));
-                a = vaddq_s32(lo_a, vshlq_n_s32(a, 8));
-                b = vaddq_s32(lo_b, vshlq_n_s32(b, 8));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            for h in 0..2 {
+                let shi = shi[r][h];
+                let (mut a, mut b) = (vmovl_s16(vget_low_s16(shi)), vmovl_high_s16(shi));
+                if !I8 {
+                    let lo_a = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(slo[r][h])));
+                    let lo_b = vreinterpretq_s32_u32(vmovl_high_u16(slo[r][h]));
+                    a = vaddq_s32(lo_a, vshlq_n_s32(a, 8));
+                    b = vaddq_s32(lo_b, vshlq_n_s32(b, 8));
+                }
+                acc[2 * h] = vaddq_s32(acc[2 * h], a);
+                acc[2 * h + 1] = vaddq_s32(acc[2 * h + 1], b);
             }
-            acc[2 * h] = vaddq_s32(acc[2 * h], a);
-            acc[2 * h + 1] = vaddq_s32(acc[2 * h + 1], b);
         }
         c = cend;
     }
     acc
-}
-
-/// The integer sums of one group with the tables `act` holds.
-#[inline(always)]
-unsafe fn ints(
-    data: &[u8],
-    g: &Geometry,
-    act: &Activations,
-    rb: usize,
-    grp: usize,
-    ahead: usize,
-) -> [int32x4_t; 4] {
-    match act.tables_built() {
-        Some(Tables::Int8) => group_ints::<true>(data, g, &act.tables, rb, grp, ahead),
-        _ => group_ints::<false>(data, g, &act.tables, rb, grp, ahead),
-    }
 }
 
 /// Four f16 values (raw bits) to f32, exactly, for finite inputs: shift the exponent and
@@ -189,7 +182,11 @@ pub unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     out.clear();
     for rb in 0..g.row_blocks {
         for grp in 0..g.groups {
-            let acc = ints(m.data.as_slice(), &g, act, rb, grp, 0);
+            let (data, t) = (m.data.as_slice(), &act.tables);
+            let [acc] = match act.tables_built() {
+                Some(Tables::Int8) => group_ints::<1, true>(data, &g, t, rb, grp, 0),
+                _ => group_ints::<1, false>(data, &g, t, rb, grp, 0),
+            };
             let mut v = [0i32; 16];
             for (i, a) in acc.iter().enumerate() {
                 // SAFETY: v has room for 16 i32.
@@ -200,7 +197,88 @@ pub unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     }
 }
 
-/// y = W x for a LUT matrix (see scalar::lut_gemv for the semantics).
+/// y for the RB row blocks from `rb0`, with int8 tables if I8 (see scalar::lut_gemv for the
+/// semantics).
+#[inline(always)]
+unsafe fn lut_tile<const RB: usize, const I8: bool>(
+    m: &LutMatrix,
+    g: &Geometry,
+    act: &Activations,
+    gis: &[GroupInput],
+    rb0: usize,
+    ahead: usize,
+    y: &mut [f32],
+) {
+    let (data, scales) = (m.data.as_slice(), m.scales.as_slice());
+    let mut yv = [[vdupq_n_f32(0.0); 4]; RB];
+    for (grp, gi) in gis.iter().enumerate() {
+        let accs = group_ints::<RB, I8>(data, g, &act.tables, rb0, grp, ahead);
+        let (f, s) = (vdupq_n_f32(gi.f), gi.s);
+        // A in floats: exact, or table units times the unit (see scalar::combine)
+        let a = |acc: int32x4_t| match I8 {
+            false => vcvtq_f32_s32(acc),
+            true => vmulq_f32(vcvtq_f32_s32(acc), vdupq_n_f32(gi.unit)),
+        };
+        for (r, acc) in accs.iter().enumerate() {
+            // SAFETY: the scales of (rb0 + r, grp) are in bounds (scales_len checked at
+            // validation).
+            let sp = scales
+                .as_ptr()
+                .add(((rb0 + r) * g.groups + grp) * g.scale_stride);
+            for i in 0..4 {
+                let d = f16x4_to_f32(sp.add(8 * i));
+                let t = match (m.zero, I8) {
+                    (Zero::Offset(o), false) => vmulq_f32(
+                        d,
+                        vcvtq_f32_s32(vsubq_s32(acc[i], vdupq_n_s32(o as i32 * s))),
+                    ),
+                    (Zero::Offset(o), true) => {
+                        vmulq_f32(d, vsubq_f32(a(acc[i]), vdupq_n_f32((o as i32 * s) as f32)))
+                    }
+                    (Zero::Affine, _) => {
+                        let mm = f16x4_to_f32(sp.add(32 + 8 * i));
+                        vaddq_f32(
+                            vmulq_f32(d, a(acc[i])),
+                            vmulq_f32(mm, vdupq_n_f32(s as f32)),
+                        )
+                    }
+                };
+                yv[r][i] = vaddq_f32(yv[r][i], vmulq_f32(f, t));
+            }
+        }
+    }
+    for (r, v) in yv.iter().enumerate() {
+        let mut y16 = [0f32; 16];
+        for (i, v) in v.iter().enumerate() {
+            vst1q_f32(y16.as_mut_ptr().add(4 * i), *v);
+        }
+        let rb = rb0 + r;
+        let n = (m.rows - rb * 16).min(16);
+        y[rb * 16..rb * 16 + n].copy_from_slice(&y16[..n]);
+    }
+}
+
+/// `lut_gemv` with the kind of tables fixed, in tiles of `knobs.row_tile` row blocks.
+#[target_feature(enable = "neon")]
+unsafe fn lut_gemv_kind<const I8: bool>(
+    m: &LutMatrix,
+    act: &Activations,
+    y: &mut [f32],
+    rbs: std::ops::Range<usize>,
+    knobs: &super::Knobs,
+) {
+    let g = m.geometry();
+    debug_assert!(m.scales.len() >= g.scales_len() && y.len() >= m.rows);
+    let gis = GroupInput::all(act, m.group, g.groups);
+    for (rb, n) in super::row_tiles(rbs, knobs.row_tile) {
+        match n {
+            2 => lut_tile::<2, I8>(m, &g, act, &gis, rb, knobs.prefetch, y),
+            _ => lut_tile::<1, I8>(m, &g, act, &gis, rb, knobs.prefetch, y),
+        }
+    }
+}
+
+/// y = W x for a LUT matrix, row blocks `rbs` (see scalar::lut_gemv for the semantics).
 ///
 /// # Safety
 /// NEON must be available; `act` must have its tables built for this matrix's width.
@@ -212,48 +290,9 @@ pub unsafe fn lut_gemv(
     rbs: std::ops::Range<usize>,
     knobs: &super::Knobs,
 ) {
-    let g = m.geometry();
-    let (data, scales) = (m.data.as_slice(), m.scales.as_slice());
-    debug_assert!(scales.len() >= g.scales_len());
-    let gis = GroupInput::all(act, m.group, g.groups);
-    for rb in rbs {
-        let mut yv = [vdupq_n_f32(0.0); 4];
-        for (grp, gi) in gis.iter().enumerate() {
-            let acc = ints(data, &g, act, rb, grp, knobs.prefetch);
-            let (f, s) = (vdupq_n_f32(gi.f), gi.s);
-            // SAFETY: the scales of (rb, grp) are in bounds (scales_len checked at validation).
-            let sp = scales.as_ptr().add((rb * g.groups + grp) * g.scale_stride);
-            // A in floats: exact, or table units times the unit (see scalar::combine)
-            let a = |acc: int32x4_t, u: f32| vmulq_f32(vcvtq_f32_s32(acc), vdupq_n_f32(u));
-            for i in 0..4 {
-                let d = f16x4_to_f32(sp.add(8 * i));
-                let t = match (m.zero, gi.int8) {
-                    (Zero::Offset(o), false) => vmulq_f32(
-                        d,
-                        vcvtq_f32_s32(vsubq_s32(acc[i], vdupq_n_s32(o as i32 * s))),
-                    ),
-                    (Zero::Offset(o), true) => vmulq_f32(
-                        d,
-                        vsubq_f32(a(acc[i], gi.unit), vdupq_n_f32((o as i32 * s) as f32)),
-                    ),
-                    (Zero::Affine, int8) => {
-                        let mm = f16x4_to_f32(sp.add(32 + 8 * i));
-                        let a = match int8 {
-                            false => vcvtq_f32_s32(acc[i]),
-                            true => a(acc[i], gi.unit),
-                        };
-                        vaddq_f32(vmulq_f32(d, a), vmulq_f32(mm, vdupq_n_f32(s as f32)))
-                    }
-                };
-                yv[i] = vaddq_f32(yv[i], vmulq_f32(f, t));
-            }
-        }
-        let mut y16 = [0f32; 16];
-        for (i, v) in yv.iter().enumerate() {
-            vst1q_f32(y16.as_mut_ptr().add(4 * i), *v);
-        }
-        let n = (m.rows - rb * 16).min(16);
-        y[rb * 16..rb * 16 + n].copy_from_slice(&y16[..n]);
+    match act.tables_built() {
+        Some(Tables::Int8) => lut_gemv_kind::<true>(m, act, y, rbs, knobs),
+        _ => lut_gemv_kind::<false>(m, act, y, rbs, knobs),
     }
 }
 

@@ -113,9 +113,9 @@ pub fn load_profile(isa: Isa) -> Option<(Knobs, PathBuf)> {
 }
 
 /// The candidates `tune` tries on `isa`: every prefetch distance, both row tiles where the
-/// kernels have them (AVX2), both kinds of tables.
+/// kernels have them (AVX2, NEON), both kinds of tables.
 pub fn candidates(isa: Isa) -> Vec<Knobs> {
-    let row_tiles: &[usize] = if isa == Isa::Avx2 { &[1, 2] } else { &[1] };
+    let row_tiles: &[usize] = if isa == Isa::Scalar { &[1] } else { &[1, 2] };
     let mut v = Vec::new();
     for tables in [Tables::Exact, Tables::Int8] {
         for &row_tile in row_tiles {
