@@ -52,6 +52,12 @@ class TmacTest(unittest.TestCase):
                          ("llama", 49152, 30))
         self.assertRegex(tmac.version(), r"^\d+\.\d+\.\d+")
 
+    def test_tables_flag(self):
+        self.assertIn("exact tables", self.model.info()["kernel"])
+        with tmac.Model(MODEL, flags=tmac.TMAC_FLAG_INT8_TABLES) as int8:
+            self.assertIn("int8 tables", int8.info()["kernel"])
+            self.assertIn("Paris", "".join(int8.generate(PROMPT, max_tokens=10)))
+
     def test_load_error_carries_last_error_message(self):
         with self.assertRaises(tmac.TmacError) as cm:
             tmac.Model("/nonexistent/model.gguf")
