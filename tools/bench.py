@@ -8,6 +8,7 @@ docs/bench.png from the measurements. Nothing in those files is typed by hand.
   python3 tools/bench.py [--reps N] [--only smollm2,bitnet-2b,llama-7b]
 """
 import argparse
+import glob
 import datetime
 import json
 import os
@@ -193,10 +194,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", default=",".join(FAMILIES))
+    ap.add_argument("--render", action="store_true",
+                    help="only rewrite BENCHMARKS.md and the plot from the last run's results.json")
     args = ap.parse_args()
+    if args.render:
+        with open(os.path.join(OUT, "results.json")) as f:
+            report = json.load(f)
+        write_markdown(report)
+        plot(report)
+        return
     families = [f for f in args.only.split(",") if f]
     os.makedirs(OUT, exist_ok=True)
     sh(["cargo", "build", "--quiet", "--release", "--bin", "tmac", "--example", "synth_model"], cwd=ROOT)
+    commit = git_rev()  # the code measured: HEAD when it was built, not when the report is written
     bin_dir = subprocess.check_output([os.path.join(ROOT, "tools", "llama_cpp.sh")], text=True).strip().splitlines()[-1]
     env = llama_env(bin_dir)
     runner = Runner(env)
@@ -248,8 +258,8 @@ def main():
                 results[fam][engine].setdefault(name, []).append(r)
 
     report = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "cpu": cpu_name(), "bandwidth": bandwidth, "reps": args.reps,
-              "tmac_commit": git_rev(), "families": {}, "legacy": legacy,
+              "cpu": cpu_name(), "bandwidth": bandwidth, "reps": args.reps, "llc_mib": llc_mib(),
+              "tmac_commit": commit, "families": {}, "legacy": legacy,
               "ppl": {"%s/%s" % k: v for k, v in ppl.items()}}
     for fam in families:
         llama, tmac, pairs, fallbacks = models[fam]
@@ -295,6 +305,16 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
+def llc_mib():
+    """Size of the last-level cache in MiB (None if the kernel does not say)."""
+    sizes = []
+    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        m = re.match(r"(\d+)([KM])", open(path).read().strip())
+        if m:
+            sizes.append(int(m.group(1)) / (1024 if m.group(2) == "K" else 1))
+    return max(sizes) if sizes else None
+
+
 def git_rev():
     try:
         rev = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
@@ -335,7 +355,10 @@ def write_markdown(rep):
              "load time from `llama-completion -n 1`. Peak RSS is each process's maximum resident set."
              % (rep["reps"], N_PROMPT, N_GEN, N_PROMPT, N_GEN, N_PROMPT, N_GEN))
     L.append("- Roofline: the decode speed one core's read bandwidth allows, given the bytes of weights "
-             "tmac reads per token.")
+             "tmac reads per token.%s" % (
+                 " A model smaller than the last-level cache (%.0f MiB here, shared with whatever else runs "
+                 "on the machine) can beat it while it stays cached, which varies from run to run."
+                 % rep["llc_mib"] if rep.get("llc_mib") else ""))
     L.append("- `NAME%s`: the same tmac file read through int8 lookup tables (`TMAC_TABLES=int8`, lossy: "
              "see its perplexity); every other tmac row uses the default, exact int16 tables.\n" % INT8)
     L.append("![decode speed by bits per weight](docs/bench.png)\n")
@@ -396,6 +419,7 @@ def plot(rep):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fams = list(rep["families"].items())
     fig, axes = plt.subplots(1, len(fams), figsize=(5.5 * len(fams), 4.5), squeeze=False)
@@ -413,6 +437,10 @@ def plot(rep):
                 linestyle="--", label="read-bandwidth roofline", zorder=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        # plain numbers at a few widths (the default minor labels of a log axis overlap)
+        ax.set_xticks([2, 3, 4, 6, 8, 16, 32])
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("bits per weight (file size / parameters)")
         ax.set_ylabel("decode tok/s, 1 thread")
         ax.set_title(key, fontsize=10)
