@@ -90,3 +90,25 @@ fn tune_writes_a_profile_that_info_reports() {
         );
     }
 }
+
+/// `tmac bench --json` names the tables it ran with (make bench checks every int8 row by it).
+#[test]
+fn bench_reports_its_tables() {
+    let model = smollm2();
+    let model = model.to_str().unwrap();
+    let profile = scratch("no-profile");
+    let _ = std::fs::remove_file(&profile);
+    for (env, want) in [
+        (None, "exact"),
+        (Some("int8"), "int8"),
+        (Some("exact"), "exact"),
+    ] {
+        let env: Vec<(&str, &str)> = env.map(|v| ("TMAC_TABLES", v)).into_iter().collect();
+        let args = ["bench", model, "-p", "2", "-n", "2", "-r", "1", "--json"];
+        let (out, _) = tmac(&args, &profile, &env);
+        assert!(
+            out.contains(&format!("\"tables\": \"{want}\"")),
+            "{env:?}: {out}"
+        );
+    }
+}

@@ -133,6 +133,9 @@ def measure_tmac(runner, name, path):
     out, _, rss = runner([TMAC, "bench", path, "-p", str(N_PROMPT), "-n", str(N_GEN), "-r", "1", "--json"],
                          tmac_env(name))
     j = json.loads(out.strip().splitlines()[-1])
+    want = tmac_env(name)["TMAC_TABLES"]
+    if j["tables"] != want:
+        sys.exit("bench: %s ran with %s tables, not %s" % (name, j["tables"], want))
     return {"prefill": j["prefill_tps"][0], "decode": j["decode_tps"][0], "load": j["load_s"],
             "rss": rss, "weight_bytes": j["weight_bytes"], "kernel": j["kernel"], "weights": j["weights"]}
 

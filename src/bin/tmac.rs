@@ -636,8 +636,9 @@ fn bench(args: &[String]) -> Result<(), String> {
         tmac::bench::spread(&r.prefill),
         tmac::bench::spread(&r.decode),
     );
-    let (isa, kind, wbytes, bpw) = (
-        tmac::kernel::isa().name(),
+    let (isa, tables, kind, wbytes, bpw) = (
+        m.isa.name(),
+        m.knobs.tables.name(),
         m.weights.layers[0].wq.kind(),
         m.weight_bytes(),
         m.bits_per_weight(),
@@ -650,14 +651,15 @@ fn bench(args: &[String]) -> Result<(), String> {
                 .join(", ")
         };
         outln!(
-            "{{\"model\": {model:?}, \"kernel\": {isa:?}, \"weights\": {kind:?}, \"load_s\": {load:.4}, \"rss_load_mib\": {rss_load:.1}, \"weight_bytes\": {wbytes}, \"bits_per_weight\": {bpw:.4}, \"prefill_tps\": [{}], \"decode_tps\": [{}]}}",
+            "{{\"model\": {model:?}, \"kernel\": {isa:?}, \"tables\": {tables:?}, \"weights\": {kind:?}, \"load_s\": {load:.4}, \"rss_load_mib\": {rss_load:.1}, \"weight_bytes\": {wbytes}, \"bits_per_weight\": {bpw:.4}, \"prefill_tps\": [{}], \"decode_tps\": [{}]}}",
             list(&r.prefill),
             list(&r.decode)
         );
         return Ok(());
     }
     outln!(
-        "{model}: kernel {isa} | {kind} | {:.1} MiB of weights per token ({bpw:.2} bits per weight)\nload {load:.3} s | RSS after load {rss_load:.0} MiB, after the run {:.0} MiB\nprefill {n_prompt} tokens: {:.1} tok/s (min {:.1}, max {:.1})\ndecode {n_gen} tokens: {:.1} tok/s (min {:.1}, max {:.1})",
+        "{model}: {} | {:.1} MiB of weights per token ({bpw:.2} bits per weight)\nload {load:.3} s | RSS after load {rss_load:.0} MiB, after the run {:.0} MiB\nprefill {n_prompt} tokens: {:.1} tok/s (min {:.1}, max {:.1})\ndecode {n_gen} tokens: {:.1} tok/s (min {:.1}, max {:.1})",
+        m.kernel_desc(),
         wbytes as f64 / 1048576.0,
         rss_mib(),
         p.1, p.0, p.2, d.1, d.0, d.2
