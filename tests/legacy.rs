@@ -653,6 +653,31 @@ fn cli_runs_legacy_files_with_the_originals_flags() {
     let (ok, _, err) = tmac_cli(&["run", scratch("cli.q4.bin").to_str().unwrap(), "-n", "2"]);
     assert!(ok, "{err}");
     let _ = std::fs::remove_file(scratch("tokenizer.bin"));
+
+    // `tmac quantize` to a tmac file that runs; its progress, when stderr is not a terminal,
+    // is whole lines (no bar redrawn with carriage returns in a log), ending at all matrices
+    let q = scratch("cli-q4.tmac");
+    let (ok, out, err) = tmac_cli(&[
+        "quantize",
+        scratch("cli.bin").to_str().unwrap(),
+        q.to_str().unwrap(),
+        "--type",
+        "q4",
+        "-z",
+        tok,
+    ]);
+    assert!(ok && out.contains("bits per weight"), "{out}{err}");
+    let last = err
+        .lines()
+        .rfind(|l| l.starts_with("quantized "))
+        .unwrap_or("");
+    let n = last.split(['/', ' ']).nth(1).unwrap_or("?");
+    assert!(
+        !err.contains('\r') && last.ends_with(&format!("{n}/{n} matrices")),
+        "{err:?}"
+    );
+    let (ok, _, err) = tmac_cli(&["run", q.to_str().unwrap(), "-n", "2"]);
+    assert!(ok, "{err}");
 }
 
 /// SmolLM2 through `tmac export --llama2c`: the same logits as the GGUF f32 path, readable

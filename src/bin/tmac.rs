@@ -1,7 +1,7 @@
 //! The `tmac` command-line tool. stdout carries only generated text (or the data asked for);
 //! everything else goes to stderr.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Instant;
 use tmac::{Compute, LoadOptions, Model, SamplerParams, Session, SessionOptions, Step};
@@ -518,14 +518,21 @@ fn quantize(args: &[String]) -> Result<(), String> {
         Target::parse(&typ, group.unwrap_or(default_group), &scale).map_err(|e| e.to_string())?;
     let head = Target::parse(&head, 32, "tensor").map_err(|e| e.to_string())?;
     let t0 = Instant::now();
+    // a bar redrawn in place on a terminal; in a log, one line per tenth of the matrices
+    let tty = std::io::stderr().is_terminal();
     let progress = |done: usize, total: usize, name: &str| {
+        let total = total.max(1);
         let width = 30;
-        let fill = done * width / total.max(1);
-        eprint!(
-            "\r[{}{}] {done}/{total} {name:<32}",
-            "#".repeat(fill),
-            " ".repeat(width - fill)
-        );
+        let fill = done * width / total;
+        if tty {
+            eprint!(
+                "\r[{}{}] {done}/{total} {name:<32}",
+                "#".repeat(fill),
+                " ".repeat(width - fill)
+            );
+        } else if done > 0 && done * 10 / total != (done - 1) * 10 / total {
+            eprintln!("quantized {done}/{total} matrices");
+        }
     };
     let opts = QuantizeOptions { target, head };
     let summary = match &tokenizer {
@@ -539,7 +546,9 @@ fn quantize(args: &[String]) -> Result<(), String> {
         None => quantize_file(src.as_ref(), dst.as_ref(), &opts, progress),
     }
     .map_err(|e| e.to_string())?;
-    eprintln!();
+    if tty {
+        eprintln!();
+    }
     outln!(
         "{dst}: {} | {:.1} MiB | {:.2} bits per weight ({} matrices) | {:.1} s",
         target.name(),
