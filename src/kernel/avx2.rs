@@ -183,11 +183,11 @@ pub unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     }
 }
 
-/// Add one group's contribution to the outputs of one row block: y += f * (d * A + m * S)
-/// (see scalar::combine).
+/// Add one group's contribution to the outputs of one row block: y += f * (d * A + m * S),
+/// A from int8 tables if I8 (see scalar::combine).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn combine(
+unsafe fn combine<const I8: bool>(
     y: &mut [__m256; 2],
     acc: [__m256i; 2],
     sp: *const u8,
@@ -201,7 +201,7 @@ unsafe fn combine(
         let d = _mm256_cvtph_ps(_mm_loadu_si128(sp.add(16 * h) as *const __m128i));
         // A in floats: exact, or table units times the unit
         let a = |acc: __m256i, u: f32| _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(u));
-        let t = match (zero, gi.int8) {
+        let t = match (zero, I8) {
             (Zero::Offset(o), false) => _mm256_mul_ps(
                 d,
                 _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[h], _mm256_set1_epi32(o as i32 * s))),
@@ -210,9 +210,9 @@ unsafe fn combine(
                 d,
                 _mm256_sub_ps(a(acc[h], gi.unit), _mm256_set1_ps((o as i32 * s) as f32)),
             ),
-            (Zero::Affine, int8) => {
+            (Zero::Affine, _) => {
                 let m = _mm256_cvtph_ps(_mm_loadu_si128(sp.add(32 + 16 * h) as *const __m128i));
-                let a = match int8 {
+                let a = match I8 {
                     false => _mm256_cvtepi32_ps(acc[h]),
                     true => a(acc[h], gi.unit),
                 };
@@ -248,7 +248,7 @@ unsafe fn lut_tile<const BITS: usize, const RB: usize, const I8: bool>(
             let sp = scales
                 .as_ptr()
                 .add(((rb0 + r) * g.groups + grp) * g.scale_stride);
-            combine(&mut yv[r], acc[r], sp, m.zero, gi);
+            combine::<I8>(&mut yv[r], acc[r], sp, m.zero, gi);
         }
     }
     for (r, v) in yv.iter().enumerate() {

@@ -52,11 +52,10 @@ fn group_sums(
 pub struct GroupInput {
     pub f: f32,
     pub s: i32,
-    /// With int8 tables the value of one table unit; 1 otherwise. Always a normal number: the
-    /// SIMD combines may multiply by it before they know whether they need it, and an undefined
-    /// or subnormal value there costs a microcode assist per multiply.
+    /// With int8 tables the value of one table unit; 1 otherwise. Always a normal number: a
+    /// SIMD combine may multiply by it speculatively, and an undefined or subnormal value there
+    /// costs a microcode assist per multiply.
     pub unit: f32,
-    pub int8: bool,
 }
 
 impl GroupInput {
@@ -72,7 +71,6 @@ impl GroupInput {
                 } else {
                     1.0
                 },
-                int8,
             })
             .collect()
     }
@@ -84,20 +82,21 @@ impl GroupInput {
 pub fn combine(
     y: &mut [f32; 16],
     acc: &[i32; 16],
-    scales: &[u8],
+    m: &LutMatrix,
     g: &Geometry,
-    zero: Zero,
     (rb, grp): (usize, usize),
     gi: GroupInput,
+    kind: Tables,
 ) {
+    let (scales, zero) = (m.scales.as_slice(), m.zero);
     for rr in 0..16 {
-        let (d, m) = scale_of(scales, g, zero, rb, grp, rr);
+        let (d, mn) = scale_of(scales, g, zero, rb, grp, rr);
         let u = gi.unit;
-        let t = match (zero, gi.int8) {
+        let t = match (zero, kind == Tables::Int8) {
             (Zero::Offset(o), false) => d * (acc[rr] - o as i32 * gi.s) as f32,
-            (Zero::Affine, false) => d * acc[rr] as f32 + m * gi.s as f32,
+            (Zero::Affine, false) => d * acc[rr] as f32 + mn * gi.s as f32,
             (Zero::Offset(o), true) => d * (acc[rr] as f32 * u - (o as i32 * gi.s) as f32),
-            (Zero::Affine, true) => d * (acc[rr] as f32 * u) + m * gi.s as f32,
+            (Zero::Affine, true) => d * (acc[rr] as f32 * u) + mn * gi.s as f32,
         };
         y[rr] += gi.f * t;
     }
@@ -119,14 +118,14 @@ pub fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
 /// y (rows) = W x for a LUT matrix, row blocks `rbs` only; `act` must have its tables built.
 pub fn lut_gemv(m: &LutMatrix, act: &Activations, y: &mut [f32], rbs: std::ops::Range<usize>) {
     let g = m.geometry();
-    let (data, scales) = (m.data.as_slice(), m.scales.as_slice());
+    let data = m.data.as_slice();
     let kind = act.tables_built().expect("tables built");
     let gis = GroupInput::all(act, m.group, g.groups);
     for rb in rbs {
         let mut y16 = [0f32; 16];
         for (grp, &gi) in gis.iter().enumerate() {
             let acc = lut_group_ints(data, &g, &act.tables, kind, rb, grp);
-            combine(&mut y16, &acc, scales, &g, m.zero, (rb, grp), gi);
+            combine(&mut y16, &acc, m, &g, (rb, grp), gi, kind);
         }
         let n = (m.rows - rb * 16).min(16);
         y[rb * 16..rb * 16 + n].copy_from_slice(&y16[..n]);
