@@ -109,7 +109,8 @@ pub fn tiny_llama_writer(spec: &TinySpec) -> GgufWriter {
                   cols: u64,
                   rand: &mut dyn FnMut(u64, f32) -> Vec<f32>| {
         let v = rand(rows * cols, 1.0 / (cols as f32).sqrt());
-        let (t, data) = match crate::quant::ggml::quantize(spec.matrix_type, &v) {
+        let typ = crate::quant::ggml::GgmlType::from_id(spec.matrix_type);
+        let (t, data) = match typ.and_then(|t| crate::quant::ggml::quantize(t, &v)) {
             Some(q) => (spec.matrix_type, q),
             None => (0, to_bytes(&v)),
         };

@@ -9,7 +9,7 @@ use half::f16;
 use tmac::format::Blob;
 use tmac::kernel::lut::{Activations, Tables};
 use tmac::kernel::{self, Isa, Knobs};
-use tmac::quant::lut::{pack, LutMatrix, Zero};
+use tmac::quant::lut::{block_scale, pack, pack_with, sub_scale, Form, LutMatrix, Zero};
 use tmac::quant::q8::Q8Matrix;
 use tmac::sampler::Rng;
 
@@ -29,6 +29,8 @@ struct Case {
     cols: usize,
     bits: u32,
     group: usize,
+    /// Columns over which the activations must keep one scale (a super-block).
+    int_group: usize,
     zero: Zero,
     codes: Vec<u8>,
     m: LutMatrix,
@@ -43,7 +45,7 @@ fn random_case(rng: &mut Rng) -> Case {
     } else {
         1 + pick(rng, 300)
     };
-    let bits = 1 + pick(rng, 4) as u32;
+    let bits = 1 + pick(rng, 6) as u32;
     let ternary = bits == 2 && pick(rng, 2) == 0;
     let group = [8, 16, 32, 64, 128, 1 << 20][pick(rng, 6)];
     let zero = if ternary {
@@ -56,7 +58,10 @@ fn random_case(rng: &mut Rng) -> Case {
     let kp = cols.div_ceil(8) * 8;
     let group = if group >= kp { kp } else { group };
     let ng = kp.div_ceil(group);
-    let scales: Vec<(f16, f16)> = (0..rows * ng)
+    // K-quant scales (integer sub-scales under per-super-block factors) for a third of the cases
+    let sup = (!ternary && group <= 64 && pick(rng, 3) == 0).then(|| 1 + pick(rng, 16));
+    let ns = ng.div_ceil(sup.unwrap_or(1));
+    let scales: Vec<(f16, f16)> = (0..rows * ns)
         .map(|_| {
             (
                 f16::from_f32(rng.next_f64() as f32 * 0.1),
@@ -64,25 +69,42 @@ fn random_case(rng: &mut Rng) -> Case {
             )
         })
         .collect();
-    let m = pack(
-        rows,
-        cols,
+    let subs: Vec<(i8, u8)> = (0..rows * ng)
+        .map(|_| (pick(rng, 256) as u8 as i8, pick(rng, 64) as u8))
+        .collect();
+    let form = Form {
         bits,
         group,
         zero,
         ternary,
+        sup,
+    };
+    let m = pack_with(
+        rows,
+        cols,
+        form,
         |r, c| codes[r * cols + c],
-        |r, g| scales[r * ng + g],
+        |r, s| scales[r * ns + s],
+        |r, g| subs[r * ng + g],
     );
     Case {
         rows,
         cols,
         bits,
         group,
+        int_group: group * sup.unwrap_or(1),
         zero,
         codes,
         m,
     }
+}
+
+/// The weight factor of (row, group): d, times sc with sub-scales.
+fn factor(c: &Case, r: usize, grp: usize) -> f32 {
+    let g = c.m.geometry();
+    let s = c.m.scales.as_slice();
+    let (d, _) = block_scale(s, &g, r / 16, grp / g.sup, r % 16);
+    d * sub_scale(s, &g, r / 16, grp, r % 16).0 as f32
 }
 
 fn random_activations(rng: &mut Rng, k: usize, group: usize, kind: Tables) -> Activations {
@@ -134,15 +156,16 @@ fn lut_kernels_agree_with_each_other_and_the_naive_sum() {
         let act = random_activations(
             &mut rng,
             c.cols,
-            if case % 3 == 0 { c.group } else { 1 << 20 },
+            if case % 3 == 0 { c.int_group } else { 1 << 20 },
             kind,
         );
         let what = format!(
-            "case {case}: {}x{} bits {} group {} {} tables",
+            "case {case}: {}x{} bits {} group {} super-block {:?} {} tables",
             c.rows,
             c.cols,
             c.bits,
             c.group,
+            c.m.sup,
             kind.name()
         );
         kernel::lut_ints(Isa::Scalar, &c.m, &act, &mut ints_s);
@@ -199,14 +222,7 @@ fn lut_kernels_agree_with_each_other_and_the_naive_sum() {
             if kind == Tables::Int8 {
                 for grp in 0..g.groups {
                     let k0 = grp * c.group;
-                    let (d, _) = tmac::quant::lut::scale_of(
-                        c.m.scales.as_slice(),
-                        &g,
-                        c.zero,
-                        r / 16,
-                        grp,
-                        r % 16,
-                    );
+                    let d = factor(&c, r, grp);
                     let tables = (c.group.min(c.cols - k0)).div_ceil(4);
                     tol += (d.abs() * act.scale_at(k0) * act.lut_scale_at(k0)) as f64
                         * 0.5
@@ -247,7 +263,7 @@ fn lut_kernels_hold_the_worst_case_sums() {
         act.quantize(&x, 1 << 20);
         act.build_tables(kind);
         assert_eq!(&act.a[..4], &quantized);
-        for bits in 1..=4u32 {
+        for bits in 1..=6u32 {
             let top = (1u8 << bits) - 1;
             let one = (f16::ONE, f16::ZERO);
             let m = pack(
@@ -281,22 +297,25 @@ fn lut_kernels_hold_the_worst_case_sums() {
 #[test]
 fn packing_round_trips() {
     let mut rng = Rng::new(7);
-    for _ in 0..50 {
+    for _ in 0..80 {
         let c = random_case(&mut rng);
         let g = c.m.geometry();
+        let s = c.m.scales.as_slice();
         let mut row = vec![0f32; c.cols];
         for r in 0..c.rows {
             c.m.dequantize_row(r, &mut row);
             for k in 0..c.cols {
-                let (d, m) = tmac::quant::lut::scale_of(
-                    c.m.scales.as_slice(),
-                    &g,
-                    c.zero,
-                    r / 16,
-                    k / c.group,
-                    r % 16,
-                );
-                assert_eq!(row[k], d * c.codes[r * c.cols + k] as f32 + m);
+                let grp = k / c.group;
+                let (d, m) = block_scale(s, &g, r / 16, grp / g.sup, r % 16);
+                let (sc, mn) = sub_scale(s, &g, r / 16, grp, r % 16);
+                let q = c.codes[r * c.cols + k] as i32;
+                let want = match (c.zero, c.m.sup) {
+                    (Zero::Offset(o), None) => (q - o as i32) as f32 * d,
+                    (Zero::Offset(o), Some(_)) => (q - o as i32) as f32 * (d * sc as f32),
+                    (Zero::Affine, None) => q as f32 * d + m,
+                    (Zero::Affine, Some(_)) => (d * sc as f32) * q as f32 + m * mn as f32,
+                };
+                assert_eq!(row[k], want, "row {r} col {k}");
             }
         }
     }
@@ -316,7 +335,9 @@ fn q8_kernels_agree() {
             Q8Matrix::new(
                 rows,
                 cols,
-                Blob::Owned(tmac::quant::ggml::quantize(8, &w).unwrap()),
+                Blob::Owned(
+                    tmac::quant::ggml::quantize(tmac::quant::ggml::GgmlType::Q8_0, &w).unwrap(),
+                ),
                 None,
             )
             .unwrap()

@@ -4,7 +4,9 @@
 //!
 //! A LUT matrix `<name>` is two I8 tensors, `<name>` (codes) and `<name>.scales`, described by
 //! `tmac.lut.<name>` = [rows, cols, bits, group, zero kind (0 affine, 1 offset), zero offset,
-//! ternary]. An 8-bit matrix is `<name>` (int8 values) and `<name>.scales` (f16 per 32),
+//! ternary], followed for K-quant scales by the groups per super-block. A codebook matrix
+//! (IQ4_NL, IQ4_XS) is `<name>`, its GGUF blocks as they are, described by `tmac.iq4.<name>` =
+//! [rows, cols, ggml type id]. An 8-bit matrix is `<name>` (int8 values) and `<name>.scales` (f16 per 32),
 //! described by `tmac.q8.<name>` = [rows, cols]. Everything else is plain GGUF.
 
 use super::gguf::{Array, Value};
@@ -13,14 +15,15 @@ use crate::error::{Error, Result};
 use crate::model::linear::Linear;
 use crate::model::weights::Loader;
 use crate::quant::ggml::GgmlType;
+use crate::quant::iq4::Iq4Matrix;
 use crate::quant::lut::{LutMatrix, Zero};
 use crate::quant::q8::Q8Matrix;
 
 pub const ALIGNMENT: u64 = 64;
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Read the description array `key` as `n` u32 values.
-fn desc(l: &Loader, key: &str, n: usize) -> Result<Option<Vec<u32>>> {
+/// Read the description array `key` as u32 values, `n` of them (or one more if `optional`).
+fn desc(l: &Loader, key: &str, n: usize, optional: bool) -> Result<Option<Vec<u32>>> {
     let Some(a) = l.g.get_array(key)? else {
         return Ok(None);
     };
@@ -28,7 +31,7 @@ fn desc(l: &Loader, key: &str, n: usize) -> Result<Option<Vec<u32>>> {
         .map(|i| a.i64_at(i).and_then(|x| u32::try_from(x).ok()))
         .collect();
     match v {
-        Some(v) if v.len() == n => Ok(Some(v)),
+        Some(v) if v.len() == n || (optional && v.len() == n + 1) => Ok(Some(v)),
         _ => Err(Error::format(format!(
             "{key} should be {n} unsigned integers"
         ))),
@@ -54,13 +57,13 @@ pub fn read_matrix(l: &Loader, name: &str, rows: usize, cols: usize) -> Result<O
             "tensor {name}: layout says {r}x{c}, the model needs {rows}x{cols}"
         ))
     };
-    if let Some(v) = desc(l, &format!("tmac.lut.{name}"), 7)? {
+    if let Some(v) = desc(l, &format!("tmac.lut.{name}"), 7, true)? {
         if (v[0] as usize, v[1] as usize) != (rows, cols) {
             return Err(shape_err(v[0], v[1]));
         }
         let zero = match v[4] {
             0 => Zero::Affine,
-            1 if v[5] <= 8 => Zero::Offset(v[5]),
+            1 if v[5] < 64 => Zero::Offset(v[5]),
             _ => {
                 return Err(Error::format(format!(
                     "tensor {name}: unknown zero-point kind {} {}",
@@ -75,13 +78,14 @@ pub fn read_matrix(l: &Loader, name: &str, rows: usize, cols: usize) -> Result<O
             group: v[3] as usize,
             zero,
             ternary: v[6] != 0,
+            sup: v.get(7).map(|&n| n as usize),
             data: raw(l, name)?,
             scales: raw(l, &format!("{name}.scales"))?,
         };
         m.validate().map_err(ctx)?;
         return Ok(Some(Linear::Lut(m)));
     }
-    if let Some(v) = desc(l, &format!("tmac.q8.{name}"), 2)? {
+    if let Some(v) = desc(l, &format!("tmac.q8.{name}"), 2, false)? {
         if (v[0] as usize, v[1] as usize) != (rows, cols) {
             return Err(shape_err(v[0], v[1]));
         }
@@ -93,6 +97,15 @@ pub fn read_matrix(l: &Loader, name: &str, rows: usize, cols: usize) -> Result<O
         )
         .map_err(ctx)?;
         return Ok(Some(Linear::Q8(m)));
+    }
+    if let Some(v) = desc(l, &format!("tmac.iq4.{name}"), 3, false)? {
+        if (v[0] as usize, v[1] as usize) != (rows, cols) {
+            return Err(shape_err(v[0], v[1]));
+        }
+        let typ = GgmlType::from_id(v[2])
+            .ok_or_else(|| Error::format(format!("tensor {name}: unknown type id {}", v[2])))?;
+        let m = Iq4Matrix::new(rows, cols, typ, raw(l, name)?).map_err(ctx)?;
+        return Ok(Some(Linear::Iq4(m)));
     }
     Ok(None)
 }
@@ -117,18 +130,17 @@ pub fn add_matrix(w: &mut GgufWriter, name: &str, m: &Linear) {
                 Zero::Affine => (0, 0),
                 Zero::Offset(o) => (1, o as usize),
             };
-            w.set(
-                &format!("tmac.lut.{name}"),
-                u(&[
-                    m.rows,
-                    m.cols,
-                    m.bits as usize,
-                    m.group,
-                    kind,
-                    off,
-                    m.ternary as usize,
-                ]),
-            );
+            let mut d = vec![
+                m.rows,
+                m.cols,
+                m.bits as usize,
+                m.group,
+                kind,
+                off,
+                m.ternary as usize,
+            ];
+            d.extend(m.sup);
+            w.set(&format!("tmac.lut.{name}"), u(&d));
             w.add_tensor(
                 name,
                 &[m.data.len() as u64],
@@ -161,6 +173,14 @@ pub fn add_matrix(w: &mut GgufWriter, name: &str, m: &Linear) {
                 GgmlType::I8.id(),
                 scales,
             );
+        }
+        Linear::Iq4(m) => {
+            w.set(
+                &format!("tmac.iq4.{name}"),
+                u(&[m.rows, m.cols, m.typ.id() as usize]),
+            );
+            let data = m.data.as_slice().to_vec();
+            w.add_tensor(name, &[data.len() as u64], GgmlType::I8.id(), data);
         }
         Linear::F32 { rows, cols, w: v } => w.add_f32(name, &[*cols as u64, *rows as u64], v),
     }

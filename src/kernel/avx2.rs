@@ -14,6 +14,8 @@
 
 use super::lut::{Activations, Tables, TABLE8_BYTES, TABLE_BYTES};
 use super::scalar::GroupInput;
+use crate::quant::blocks::IQ4_CODEBOOK;
+use crate::quant::iq4::{self, Iq4Matrix};
 use crate::quant::lut::{Geometry, LutMatrix, Zero};
 use crate::quant::q8::{Q8Matrix, Q8_BLOCK};
 use std::arch::x86_64::*;
@@ -44,7 +46,11 @@ unsafe fn group_ints<const BITS: usize, const RB: usize, const I8: bool>(
     debug_assert!(tables.len() >= 2 * c1 * table_bytes);
     let mask = _mm256_set1_epi8(0x0F);
     // per plane pair: byte weights 2^plane for (even, odd) bytes
-    let coef = [_mm256_set1_epi16(0x0201), _mm256_set1_epi16(0x0804)];
+    let coef = [
+        _mm256_set1_epi16(0x0201),
+        _mm256_set1_epi16(0x0804),
+        _mm256_set1_epi16(0x2010),
+    ];
     let lone_shift = _mm_cvtsi32_si128(2 * pairs as i32);
     let mut acc = [[_mm256_setzero_si256(); 2]; RB];
     let (wp, tp) = (data.as_ptr(), tables.as_ptr());
@@ -172,7 +178,9 @@ pub unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
                 1 => ints::<1, 1>(d, &g, act, rb, grp, 0),
                 2 => ints::<2, 1>(d, &g, act, rb, grp, 0),
                 3 => ints::<3, 1>(d, &g, act, rb, grp, 0),
-                _ => ints::<4, 1>(d, &g, act, rb, grp, 0),
+                4 => ints::<4, 1>(d, &g, act, rb, grp, 0),
+                5 => ints::<5, 1>(d, &g, act, rb, grp, 0),
+                _ => ints::<6, 1>(d, &g, act, rb, grp, 0),
             };
             let mut v = [0i32; 16];
             // SAFETY: v has room for 16 i32.
@@ -183,42 +191,80 @@ pub unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     }
 }
 
-/// Add one group's contribution to the outputs of one row block: y += f * (d * A + m * S),
-/// A from int8 tables if I8 (see scalar::combine).
+/// A super-block's integer sums for one row block (see scalar::SuperInts), rows 0-7 and 8-15.
+#[derive(Clone, Copy)]
+struct SuperInts {
+    a: [__m256i; 2],
+    b: [__m256i; 2],
+}
+
+/// Add one group's integer sums to its super-block's (scalar::add_group). SUB: the matrix has
+/// sub-scales at `sp` (16 sc, then 16 mn if affine); else sc = mn = 1.
 #[inline]
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn combine<const I8: bool>(
-    y: &mut [__m256; 2],
+#[target_feature(enable = "avx2")]
+#[allow(clippy::needless_range_loop)] // one row index reads several arrays
+unsafe fn add_group<const SUB: bool>(
+    si: &mut SuperInts,
     acc: [__m256i; 2],
     sp: *const u8,
+    zero: Zero,
+    s: i32,
+) {
+    let sv = match zero {
+        Zero::Offset(o) => _mm256_set1_epi32(o as i32 * s),
+        Zero::Affine => _mm256_set1_epi32(s),
+    };
+    for h in 0..2 {
+        if !SUB {
+            si.a[h] = _mm256_add_epi32(si.a[h], acc[h]);
+            si.b[h] = _mm256_add_epi32(si.b[h], sv);
+            continue;
+        }
+        // SAFETY: the caller passes the sub-scales of this (row block, group): 16 or 32 bytes.
+        let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sp.add(8 * h) as *const __m128i));
+        si.a[h] = _mm256_add_epi32(si.a[h], _mm256_mullo_epi32(sc, acc[h]));
+        let k = match zero {
+            Zero::Offset(_) => sc,
+            Zero::Affine => {
+                _mm256_cvtepu8_epi32(_mm_loadl_epi64(sp.add(16 + 8 * h) as *const __m128i))
+            }
+        };
+        si.b[h] = _mm256_add_epi32(si.b[h], _mm256_mullo_epi32(k, sv));
+    }
+}
+
+/// Add one super-block's contribution to the outputs of one row block: y += f * t with
+/// t = d * (a - b) or d * a + m * b, a from int8 tables if I8 (see scalar::combine).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+#[allow(clippy::needless_range_loop)] // one row index reads several arrays
+unsafe fn combine<const I8: bool>(
+    y: &mut [__m256; 2],
+    si: &SuperInts,
+    hp: *const u8,
     zero: Zero,
     gi: GroupInput,
 ) {
     let f = _mm256_set1_ps(gi.f);
-    let s = gi.s;
     for h in 0..2 {
-        // SAFETY: the caller passes the scales of this (row block, group), 32 or 64 bytes.
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(sp.add(16 * h) as *const __m128i));
-        // A in floats: exact, or table units times the unit
-        let a = |acc: __m256i, u: f32| _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(u));
+        // SAFETY: the caller passes the scales of this (row block, super-block): 32 or 64 bytes.
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(hp.add(16 * h) as *const __m128i));
+        let a = match I8 {
+            false => _mm256_cvtepi32_ps(si.a[h]),
+            true => _mm256_mul_ps(_mm256_cvtepi32_ps(si.a[h]), _mm256_set1_ps(gi.unit)),
+        };
         let t = match (zero, I8) {
-            (Zero::Offset(o), false) => _mm256_mul_ps(
-                d,
-                _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[h], _mm256_set1_epi32(o as i32 * s))),
-            ),
-            (Zero::Offset(o), true) => _mm256_mul_ps(
-                d,
-                _mm256_sub_ps(a(acc[h], gi.unit), _mm256_set1_ps((o as i32 * s) as f32)),
-            ),
+            (Zero::Offset(_), false) => {
+                _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(si.a[h], si.b[h])))
+            }
+            (Zero::Offset(_), true) => {
+                _mm256_mul_ps(d, _mm256_sub_ps(a, _mm256_cvtepi32_ps(si.b[h])))
+            }
             (Zero::Affine, _) => {
-                let m = _mm256_cvtph_ps(_mm_loadu_si128(sp.add(32 + 16 * h) as *const __m128i));
-                let a = match I8 {
-                    false => _mm256_cvtepi32_ps(acc[h]),
-                    true => a(acc[h], gi.unit),
-                };
+                let m = _mm256_cvtph_ps(_mm_loadu_si128(hp.add(32 + 16 * h) as *const __m128i));
                 _mm256_add_ps(
                     _mm256_mul_ps(d, a),
-                    _mm256_mul_ps(m, _mm256_set1_ps(s as f32)),
+                    _mm256_mul_ps(m, _mm256_cvtepi32_ps(si.b[h])),
                 )
             }
         };
@@ -227,10 +273,11 @@ unsafe fn combine<const I8: bool>(
 }
 
 /// RB row blocks starting at `rb0`, with int8 tables if I8 (the kind of tables is fixed once
-/// per GEMV, outside the group loop).
+/// per GEMV, outside the group loop) and sub-scales if SUB.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn lut_tile<const BITS: usize, const RB: usize, const I8: bool>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn lut_tile<const BITS: usize, const RB: usize, const I8: bool, const SUB: bool>(
     m: &LutMatrix,
     g: &Geometry,
     act: &Activations,
@@ -240,15 +287,28 @@ unsafe fn lut_tile<const BITS: usize, const RB: usize, const I8: bool>(
     y: &mut [f32],
 ) {
     let (data, scales) = (m.data.as_slice(), m.scales.as_slice());
+    let zero_si = SuperInts {
+        a: [_mm256_setzero_si256(); 2],
+        b: [_mm256_setzero_si256(); 2],
+    };
     let mut yv = [[_mm256_setzero_ps(); 2]; RB];
-    for (grp, &gi) in gis.iter().enumerate() {
-        let acc = group_ints::<BITS, RB, I8>(data, g, &act.tables, rb0, grp, prefetch);
+    for sb in 0..g.supers {
+        let mut si = [zero_si; RB];
+        let groups = super::scalar::super_groups(g, sb);
+        let first = groups.start;
+        for grp in groups {
+            let acc = group_ints::<BITS, RB, I8>(data, g, &act.tables, rb0, grp, prefetch);
+            for r in 0..RB {
+                // SAFETY: the sub-scales of (rb0 + r, grp) are in bounds (scales_len checked at
+                // validation); without SUB the pointer is not read.
+                let sp = scales.as_ptr().wrapping_add(g.sub_at(rb0 + r, grp));
+                add_group::<SUB>(&mut si[r], acc[r], sp, m.zero, gis[grp].s);
+            }
+        }
         for r in 0..RB {
-            // SAFETY: the scales of (rb0 + r, grp) are in bounds (scales_len checked at validation).
-            let sp = scales
-                .as_ptr()
-                .add(((rb0 + r) * g.groups + grp) * g.scale_stride);
-            combine::<I8>(&mut yv[r], acc[r], sp, m.zero, gi);
+            // SAFETY: the scales of (rb0 + r, sb) are in bounds (checked at validation).
+            let hp = scales.as_ptr().add(g.head(rb0 + r, sb));
+            combine::<I8>(&mut yv[r], &si[r], hp, m.zero, gis[first]);
         }
     }
     for (r, v) in yv.iter().enumerate() {
@@ -262,7 +322,7 @@ unsafe fn lut_tile<const BITS: usize, const RB: usize, const I8: bool>(
 }
 
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn lut_gemv_bits<const BITS: usize, const I8: bool>(
+unsafe fn lut_gemv_bits<const BITS: usize, const I8: bool, const SUB: bool>(
     m: &LutMatrix,
     act: &Activations,
     y: &mut [f32],
@@ -274,9 +334,28 @@ unsafe fn lut_gemv_bits<const BITS: usize, const I8: bool>(
     let gis = GroupInput::all(act, m.group, g.groups);
     for (rb, n) in super::row_tiles(rbs, knobs.row_tile) {
         match n {
-            2 => lut_tile::<BITS, 2, I8>(m, &g, act, &gis, rb, knobs.prefetch, y),
-            _ => lut_tile::<BITS, 1, I8>(m, &g, act, &gis, rb, knobs.prefetch, y),
+            2 => lut_tile::<BITS, 2, I8, SUB>(m, &g, act, &gis, rb, knobs.prefetch, y),
+            _ => lut_tile::<BITS, 1, I8, SUB>(m, &g, act, &gis, rb, knobs.prefetch, y),
         }
+    }
+}
+
+/// `lut_gemv` with the code width fixed.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn lut_gemv_kind<const I8: bool, const SUB: bool>(
+    m: &LutMatrix,
+    act: &Activations,
+    y: &mut [f32],
+    rbs: std::ops::Range<usize>,
+    knobs: &super::Knobs,
+) {
+    match m.bits {
+        1 => lut_gemv_bits::<1, I8, SUB>(m, act, y, rbs, knobs),
+        2 => lut_gemv_bits::<2, I8, SUB>(m, act, y, rbs, knobs),
+        3 => lut_gemv_bits::<3, I8, SUB>(m, act, y, rbs, knobs),
+        4 => lut_gemv_bits::<4, I8, SUB>(m, act, y, rbs, knobs),
+        5 => lut_gemv_bits::<5, I8, SUB>(m, act, y, rbs, knobs),
+        _ => lut_gemv_bits::<6, I8, SUB>(m, act, y, rbs, knobs),
     }
 }
 
@@ -292,15 +371,11 @@ pub unsafe fn lut_gemv(
     rbs: std::ops::Range<usize>,
     knobs: &super::Knobs,
 ) {
-    match (m.bits, act.tables_built() == Some(Tables::Int8)) {
-        (1, false) => lut_gemv_bits::<1, false>(m, act, y, rbs, knobs),
-        (2, false) => lut_gemv_bits::<2, false>(m, act, y, rbs, knobs),
-        (3, false) => lut_gemv_bits::<3, false>(m, act, y, rbs, knobs),
-        (_, false) => lut_gemv_bits::<4, false>(m, act, y, rbs, knobs),
-        (1, true) => lut_gemv_bits::<1, true>(m, act, y, rbs, knobs),
-        (2, true) => lut_gemv_bits::<2, true>(m, act, y, rbs, knobs),
-        (3, true) => lut_gemv_bits::<3, true>(m, act, y, rbs, knobs),
-        (_, true) => lut_gemv_bits::<4, true>(m, act, y, rbs, knobs),
+    match (act.tables_built() == Some(Tables::Int8), m.sup.is_some()) {
+        (false, false) => lut_gemv_kind::<false, false>(m, act, y, rbs, knobs),
+        (false, true) => lut_gemv_kind::<false, true>(m, act, y, rbs, knobs),
+        (true, false) => lut_gemv_kind::<true, false>(m, act, y, rbs, knobs),
+        (true, true) => lut_gemv_kind::<true, true>(m, act, y, rbs, knobs),
     }
 }
 
@@ -310,6 +385,15 @@ pub unsafe fn lut_gemv(
 unsafe fn f16_to_f32(p: *const u8) -> f32 {
     let bits = u16::from_le_bytes([*p, *p.add(1)]);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// The 8 float lanes summed in scalar::reduce8's order.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn reduce8(acc: __m256) -> f32 {
+    let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    let q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)))
 }
 
 /// One row of an 8-bit GEMV.
@@ -344,9 +428,7 @@ unsafe fn q8_row(
             _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(sc)),
         );
     }
-    let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    let q = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)))
+    reduce8(acc)
 }
 
 /// y = W x for an 8-bit matrix (see scalar::q8_gemv for the semantics).
@@ -364,5 +446,58 @@ pub unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: &su
     let block_scales: Vec<f32> = (0..nb).map(|b| act.scale_at(b * Q8_BLOCK)).collect();
     for (r, yr) in y.iter_mut().enumerate().take(m.rows) {
         *yr = q8_row(m, act, &block_scales, r, knobs.prefetch);
+    }
+}
+
+/// One row of a codebook GEMV: per sub-block of 32 the codes become int8 weights with one
+/// vpshufb of the codebook, then vpmaddubsw/vpmaddwd give the lane sums times the sub-block
+/// scale.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn iq4_row(m: &Iq4Matrix, act: &Activations, fs: &[f32], r: usize, prefetch: usize) -> f32 {
+    let (bl, at) = (m.block(), iq4::codes_at(m.typ));
+    let book = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4_CODEBOOK.as_ptr() as *const _));
+    let low = _mm_set1_epi8(0x0F);
+    let mut acc = _mm256_setzero_ps();
+    for (b, &fa) in fs.iter().enumerate() {
+        let blk = m.block_at(r, b);
+        let bp = blk.as_ptr();
+        _mm_prefetch::<_MM_HINT_T1>(bp.wrapping_add(prefetch) as *const i8);
+        let sc = iq4::sub_scales(m.typ, blk);
+        let mut li = _mm256_setzero_si256();
+        for (j, &s) in sc.iter().enumerate().take(m.subs()) {
+            // SAFETY: the block holds 16 code bytes per sub-block after `at`, and the
+            // activations cover the matrix's columns (checked by the dispatch).
+            let q = _mm_loadu_si128(bp.add(at + 16 * j) as *const __m128i);
+            let idx = _mm256_set_m128i(
+                _mm_and_si128(_mm_srli_epi16(q, 4), low),
+                _mm_and_si128(q, low),
+            );
+            let w = _mm256_shuffle_epi8(book, idx);
+            let a = _mm256_loadu_si256(act.a.as_ptr().add(b * bl + 32 * j) as *const __m256i);
+            let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+            li = _mm256_add_epi32(li, _mm256_madd_epi16(p, _mm256_set1_epi16(s)));
+        }
+        let d = f16_to_f32(bp) * fa;
+        acc = _mm256_add_ps(
+            acc,
+            _mm256_mul_ps(_mm256_cvtepi32_ps(li), _mm256_set1_ps(d)),
+        );
+    }
+    reduce8(acc)
+}
+
+/// y = W x for a codebook matrix (see scalar::iq4_gemv for the semantics).
+///
+/// # Safety
+/// AVX2 and F16C must be available; `act` must cover the matrix's columns.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn iq4_gemv(m: &Iq4Matrix, act: &Activations, y: &mut [f32], knobs: &super::Knobs) {
+    debug_assert!(act.a.len() >= m.cols && y.len() >= m.rows);
+    let fs: Vec<f32> = (0..m.cols / m.block())
+        .map(|b| act.scale_at(b * m.block()))
+        .collect();
+    for (r, yr) in y.iter_mut().enumerate().take(m.rows) {
+        *yr = iq4_row(m, act, &fs, r, knobs.prefetch);
     }
 }

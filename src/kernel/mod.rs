@@ -12,6 +12,7 @@ pub mod neon;
 pub mod scalar;
 pub mod tune;
 
+use crate::quant::iq4::Iq4Matrix;
 use crate::quant::lut::LutMatrix;
 use crate::quant::q8::Q8Matrix;
 use lut::{Activations, Tables};
@@ -193,6 +194,20 @@ pub fn q8_gemv(isa: Isa, m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: 
         // SAFETY: Isa::Neon is only used when available() confirmed NEON.
         Isa::Neon => unsafe { neon::q8_gemv(m, act, y, knobs) },
         _ => scalar::q8_gemv(m, act, y),
+    }
+}
+
+/// y = W x for a 4-bit codebook matrix (IQ4_NL, IQ4_XS).
+pub fn iq4_gemv(isa: Isa, m: &Iq4Matrix, act: &Activations, y: &mut [f32], knobs: &Knobs) {
+    assert!(act.a.len() >= m.cols && y.len() >= m.rows);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Isa::Avx2 is only used when available() confirmed AVX2 and F16C.
+        Isa::Avx2 => unsafe { avx2::iq4_gemv(m, act, y, knobs) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: Isa::Neon is only used when available() confirmed NEON.
+        Isa::Neon => unsafe { neon::iq4_gemv(m, act, y, knobs) },
+        _ => scalar::iq4_gemv(m, act, y),
     }
 }
 

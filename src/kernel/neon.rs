@@ -15,6 +15,8 @@
 
 use super::lut::{Activations, Tables, TABLE8_BYTES, TABLE_BYTES};
 use super::scalar::GroupInput;
+use crate::quant::blocks::IQ4_CODEBOOK;
+use crate::quant::iq4::{self, Iq4Matrix};
 use crate::quant::lut::{Geometry, LutMatrix, Zero};
 use crate::quant::q8::{Q8Matrix, Q8Strides, Q8_BLOCK};
 use std::arch::aarch64::*;
@@ -94,20 +96,25 @@ unsafe fn group_ints<const RB: usize, const I8: bool>(
                         let w = vld1q_u8(blk.add(16 * h));
                         let i0 = vandq_u8(w, mask);
                         let i1 = vshrq_n_u8(w, 4);
-                        let mut hi =
+                        let hi =
                             vaddq_s16(pair_s8(vqtbl1q_s8(th0, i0)), pair_s8(vqtbl1q_s8(th1, i1)));
-                        if pp == 1 {
-                            hi = vshlq_n_s16(hi, 2);
-                        }
+                        // plane pair pp weighs 4^pp
+                        let hi = match pp {
+                            0 => hi,
+                            1 => vshlq_n_s16(hi, 2),
+                            _ => vshlq_n_s16(hi, 4),
+                        };
                         shi[r][h] = vaddq_s16(shi[r][h], hi);
                         if !I8 {
-                            let mut lo = vaddq_u16(
+                            let lo = vaddq_u16(
                                 pair_u8(vqtbl1q_u8(tl0, i0)),
                                 pair_u8(vqtbl1q_u8(tl1, i1)),
                             );
-                            if pp == 1 {
-                                lo = vshlq_n_u16(lo, 2);
-                            }
+                            let lo = match pp {
+                                0 => lo,
+                                1 => vshlq_n_u16(lo, 2),
+                                _ => vshlq_n_u16(lo, 4),
+                            };
                             slo[r][h] = vaddq_u16(slo[r][h], lo);
                         }
                     }
@@ -197,10 +204,63 @@ pub unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     }
 }
 
-/// y for the RB row blocks from `rb0`, with int8 tables if I8 (see scalar::lut_gemv for the
-/// semantics).
+/// A super-block's integer sums for one row block (see scalar::SuperInts), rows in quarters.
+#[derive(Clone, Copy)]
+struct SuperInts {
+    a: [int32x4_t; 4],
+    b: [int32x4_t; 4],
+}
+
+/// Add one group's integer sums to its super-block's (scalar::add_group). SUB: the matrix has
+/// sub-scales at `sp` (16 sc, then 16 mn if affine); else sc = mn = 1.
 #[inline(always)]
-unsafe fn lut_tile<const RB: usize, const I8: bool>(
+#[allow(clippy::needless_range_loop)] // one row index reads several arrays
+unsafe fn add_group<const SUB: bool>(
+    si: &mut SuperInts,
+    acc: &[int32x4_t; 4],
+    sp: *const u8,
+    zero: Zero,
+    s: i32,
+) {
+    let sv = vdupq_n_s32(match zero {
+        Zero::Offset(o) => o as i32 * s,
+        Zero::Affine => s,
+    });
+    if !SUB {
+        for i in 0..4 {
+            si.a[i] = vaddq_s32(si.a[i], acc[i]);
+            si.b[i] = vaddq_s32(si.b[i], sv);
+        }
+        return;
+    }
+    // SAFETY: the caller passes the sub-scales of this (row block, group): 16 or 32 bytes.
+    let sc8 = vld1q_s8(sp as *const i8);
+    let sc16 = [vmovl_s8(vget_low_s8(sc8)), vmovl_high_s8(sc8)];
+    let k16 = match zero {
+        Zero::Offset(_) => sc16,
+        Zero::Affine => {
+            let mn8 = vld1q_u8(sp.add(16));
+            [
+                vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(mn8))),
+                vreinterpretq_s16_u16(vmovl_high_u8(mn8)),
+            ]
+        }
+    };
+    for i in 0..4 {
+        let widen = |v: &[int16x8_t; 2]| match i % 2 {
+            0 => vmovl_s16(vget_low_s16(v[i / 2])),
+            _ => vmovl_high_s16(v[i / 2]),
+        };
+        si.a[i] = vmlaq_s32(si.a[i], widen(&sc16), acc[i]);
+        si.b[i] = vmlaq_s32(si.b[i], widen(&k16), sv);
+    }
+}
+
+/// y for the RB row blocks from `rb0`, with int8 tables if I8 and sub-scales if SUB (see
+/// scalar::lut_gemv for the semantics).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // one row index reads several arrays
+unsafe fn lut_tile<const RB: usize, const I8: bool, const SUB: bool>(
     m: &LutMatrix,
     g: &Geometry,
     act: &Activations,
@@ -210,37 +270,44 @@ unsafe fn lut_tile<const RB: usize, const I8: bool>(
     y: &mut [f32],
 ) {
     let (data, scales) = (m.data.as_slice(), m.scales.as_slice());
+    let zero_si = SuperInts {
+        a: [vdupq_n_s32(0); 4],
+        b: [vdupq_n_s32(0); 4],
+    };
     let mut yv = [[vdupq_n_f32(0.0); 4]; RB];
-    for (grp, gi) in gis.iter().enumerate() {
-        let accs = group_ints::<RB, I8>(data, g, &act.tables, rb0, grp, ahead);
-        let (f, s) = (vdupq_n_f32(gi.f), gi.s);
-        // A in floats: exact, or table units times the unit (see scalar::combine)
-        let a = |acc: int32x4_t| match I8 {
-            false => vcvtq_f32_s32(acc),
-            true => vmulq_f32(vcvtq_f32_s32(acc), vdupq_n_f32(gi.unit)),
-        };
-        for (r, acc) in accs.iter().enumerate() {
-            // SAFETY: the scales of (rb0 + r, grp) are in bounds (scales_len checked at
-            // validation).
-            let sp = scales
-                .as_ptr()
-                .add(((rb0 + r) * g.groups + grp) * g.scale_stride);
+    for sb in 0..g.supers {
+        let mut si = [zero_si; RB];
+        let groups = super::scalar::super_groups(g, sb);
+        let first = groups.start;
+        for grp in groups {
+            let accs = group_ints::<RB, I8>(data, g, &act.tables, rb0, grp, ahead);
+            for (r, acc) in accs.iter().enumerate() {
+                // SAFETY: the sub-scales of (rb0 + r, grp) are in bounds (scales_len checked at
+                // validation); without SUB the pointer is not read.
+                let sp = scales.as_ptr().wrapping_add(g.sub_at(rb0 + r, grp));
+                add_group::<SUB>(&mut si[r], acc, sp, m.zero, gis[grp].s);
+            }
+        }
+        let gi = gis[first];
+        let f = vdupq_n_f32(gi.f);
+        for (r, si) in si.iter().enumerate() {
+            // SAFETY: the scales of (rb0 + r, sb) are in bounds (checked at validation).
+            let hp = scales.as_ptr().add(g.head(rb0 + r, sb));
             for i in 0..4 {
-                let d = f16x4_to_f32(sp.add(8 * i));
+                let d = f16x4_to_f32(hp.add(8 * i));
+                // a in floats: exact, or table units times the unit (see scalar::combine)
+                let a = match I8 {
+                    false => vcvtq_f32_s32(si.a[i]),
+                    true => vmulq_f32(vcvtq_f32_s32(si.a[i]), vdupq_n_f32(gi.unit)),
+                };
                 let t = match (m.zero, I8) {
-                    (Zero::Offset(o), false) => vmulq_f32(
-                        d,
-                        vcvtq_f32_s32(vsubq_s32(acc[i], vdupq_n_s32(o as i32 * s))),
-                    ),
-                    (Zero::Offset(o), true) => {
-                        vmulq_f32(d, vsubq_f32(a(acc[i]), vdupq_n_f32((o as i32 * s) as f32)))
+                    (Zero::Offset(_), false) => {
+                        vmulq_f32(d, vcvtq_f32_s32(vsubq_s32(si.a[i], si.b[i])))
                     }
+                    (Zero::Offset(_), true) => vmulq_f32(d, vsubq_f32(a, vcvtq_f32_s32(si.b[i]))),
                     (Zero::Affine, _) => {
-                        let mm = f16x4_to_f32(sp.add(32 + 8 * i));
-                        vaddq_f32(
-                            vmulq_f32(d, a(acc[i])),
-                            vmulq_f32(mm, vdupq_n_f32(s as f32)),
-                        )
+                        let mm = f16x4_to_f32(hp.add(32 + 8 * i));
+                        vaddq_f32(vmulq_f32(d, a), vmulq_f32(mm, vcvtq_f32_s32(si.b[i])))
                     }
                 };
                 yv[r][i] = vaddq_f32(yv[r][i], vmulq_f32(f, t));
@@ -258,9 +325,10 @@ unsafe fn lut_tile<const RB: usize, const I8: bool>(
     }
 }
 
-/// `lut_gemv` with the kind of tables fixed, in tiles of `knobs.row_tile` row blocks.
+/// `lut_gemv` with the kind of tables and of scales fixed, in tiles of `knobs.row_tile` row
+/// blocks.
 #[target_feature(enable = "neon")]
-unsafe fn lut_gemv_kind<const I8: bool>(
+unsafe fn lut_gemv_kind<const I8: bool, const SUB: bool>(
     m: &LutMatrix,
     act: &Activations,
     y: &mut [f32],
@@ -272,8 +340,8 @@ unsafe fn lut_gemv_kind<const I8: bool>(
     let gis = GroupInput::all(act, m.group, g.groups);
     for (rb, n) in super::row_tiles(rbs, knobs.row_tile) {
         match n {
-            2 => lut_tile::<2, I8>(m, &g, act, &gis, rb, knobs.prefetch, y),
-            _ => lut_tile::<1, I8>(m, &g, act, &gis, rb, knobs.prefetch, y),
+            2 => lut_tile::<2, I8, SUB>(m, &g, act, &gis, rb, knobs.prefetch, y),
+            _ => lut_tile::<1, I8, SUB>(m, &g, act, &gis, rb, knobs.prefetch, y),
         }
     }
 }
@@ -290,9 +358,11 @@ pub unsafe fn lut_gemv(
     rbs: std::ops::Range<usize>,
     knobs: &super::Knobs,
 ) {
-    match act.tables_built() {
-        Some(Tables::Int8) => lut_gemv_kind::<true>(m, act, y, rbs, knobs),
-        _ => lut_gemv_kind::<false>(m, act, y, rbs, knobs),
+    match (act.tables_built() == Some(Tables::Int8), m.sup.is_some()) {
+        (false, false) => lut_gemv_kind::<false, false>(m, act, y, rbs, knobs),
+        (false, true) => lut_gemv_kind::<false, true>(m, act, y, rbs, knobs),
+        (true, false) => lut_gemv_kind::<true, false>(m, act, y, rbs, knobs),
+        (true, true) => lut_gemv_kind::<true, true>(m, act, y, rbs, knobs),
     }
 }
 
@@ -317,6 +387,14 @@ unsafe fn dot4_mull(a: int8x16_t, b: int8x16_t) -> int32x4_t {
 fn has_dotprod() -> bool {
     static DOT: OnceLock<bool> = OnceLock::new();
     *DOT.get_or_init(|| std::arch::is_aarch64_feature_detected!("dotprod"))
+}
+
+/// Lanes 0-3 and 4-7 summed in scalar::reduce8's order.
+#[inline(always)]
+unsafe fn reduce8(acc0: float32x4_t, acc1: float32x4_t) -> f32 {
+    let h = vaddq_f32(acc0, acc1);
+    let v = vaddq_f32(h, vextq_f32(h, h, 2));
+    vgetq_lane_f32(v, 0) + vgetq_lane_f32(v, 1)
 }
 
 /// One row of an 8-bit GEMV.
@@ -345,9 +423,7 @@ unsafe fn q8_row(
         acc0 = vaddq_f32(acc0, vmulq_f32(vcvtq_f32_s32(s0), sc));
         acc1 = vaddq_f32(acc1, vmulq_f32(vcvtq_f32_s32(s1), sc));
     }
-    let h = vaddq_f32(acc0, acc1);
-    let v = vaddq_f32(h, vextq_f32(h, h, 2));
-    vgetq_lane_f32(v, 0) + vgetq_lane_f32(v, 1)
+    reduce8(acc0, acc1)
 }
 
 /// y = W x for an 8-bit matrix (see scalar::q8_gemv for the semantics).
@@ -369,5 +445,59 @@ pub unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: &su
                 .wrapping_add(r * nb * st.q_stride + knobs.prefetch),
         );
         *yr = q8_row(q.as_ptr(), d.as_ptr(), st, r * nb, act, &block_scales, dot);
+    }
+}
+
+/// One row of a codebook GEMV: per sub-block of 32 the codes become int8 weights with two `tbl`
+/// lookups of the codebook, then the lane sums (sdot or smull) times the sub-block scale.
+#[inline(always)]
+unsafe fn iq4_row(
+    m: &Iq4Matrix,
+    act: &Activations,
+    fs: &[f32],
+    r: usize,
+    ahead: usize,
+    dot: unsafe fn(int8x16_t, int8x16_t) -> int32x4_t,
+) -> f32 {
+    let (bl, at) = (m.block(), iq4::codes_at(m.typ));
+    let book = vld1q_s8(IQ4_CODEBOOK.as_ptr());
+    let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+    for (b, &fa) in fs.iter().enumerate() {
+        let blk = m.block_at(r, b);
+        let bp = blk.as_ptr();
+        prefetch(bp.wrapping_add(ahead));
+        let sc = iq4::sub_scales(m.typ, blk);
+        let (mut li0, mut li1) = (vdupq_n_s32(0), vdupq_n_s32(0));
+        for (j, &s) in sc.iter().enumerate().take(m.subs()) {
+            // SAFETY: the block holds 16 code bytes per sub-block after `at`, and the
+            // activations cover the matrix's columns (checked by the dispatch).
+            let q = vld1q_u8(bp.add(at + 16 * j));
+            let w0 = vqtbl1q_s8(book, vandq_u8(q, vdupq_n_u8(0x0F)));
+            let w1 = vqtbl1q_s8(book, vshrq_n_u8(q, 4));
+            let a = act.a.as_ptr().add(b * bl + 32 * j);
+            li0 = vmlaq_n_s32(li0, dot(w0, vld1q_s8(a)), s as i32);
+            li1 = vmlaq_n_s32(li1, dot(w1, vld1q_s8(a.add(16))), s as i32);
+        }
+        let d = vdupq_n_f32(half::f16::from_le_bytes([blk[0], blk[1]]).to_f32() * fa);
+        acc0 = vaddq_f32(acc0, vmulq_f32(vcvtq_f32_s32(li0), d));
+        acc1 = vaddq_f32(acc1, vmulq_f32(vcvtq_f32_s32(li1), d));
+    }
+    reduce8(acc0, acc1)
+}
+
+/// y = W x for a codebook matrix (see scalar::iq4_gemv for the semantics).
+///
+/// # Safety
+/// NEON must be available; `act` must cover the matrix's columns.
+#[target_feature(enable = "neon")]
+pub unsafe fn iq4_gemv(m: &Iq4Matrix, act: &Activations, y: &mut [f32], knobs: &super::Knobs) {
+    debug_assert!(act.a.len() >= m.cols && y.len() >= m.rows);
+    let fs: Vec<f32> = (0..m.cols / m.block())
+        .map(|b| act.scale_at(b * m.block()))
+        .collect();
+    let dot: unsafe fn(int8x16_t, int8x16_t) -> int32x4_t =
+        if has_dotprod() { dot4_sdot } else { dot4_mull };
+    for (r, yr) in y.iter_mut().enumerate().take(m.rows) {
+        *yr = iq4_row(m, act, &fs, r, knobs.prefetch, dot);
     }
 }

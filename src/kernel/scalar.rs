@@ -2,7 +2,9 @@
 //! operation order) that the AVX2 and NEON kernels must reproduce bit for bit.
 
 use super::lut::{entry, entry8, Activations, Tables};
-use crate::quant::lut::{scale_of, Geometry, LutMatrix, Zero};
+use crate::quant::blocks::IQ4_CODEBOOK;
+use crate::quant::iq4::{self, Iq4Matrix};
+use crate::quant::lut::{block_scale, sub_scale, Geometry, LutMatrix, Zero};
 use crate::quant::q8::{Q8Matrix, Q8_BLOCK};
 use half::f16;
 
@@ -76,30 +78,66 @@ impl GroupInput {
     }
 }
 
-/// Add one group's contribution to 16 row outputs: y += f * (d * A + m * S), in this order;
-/// with a zero offset o, A - o * S is formed in integers first. With int8 tables A is
-/// (A in table units) * unit, and A - o * S is formed in floats.
-pub fn combine(
-    y: &mut [f32; 16],
+/// A super-block's integer sums for 16 rows: a = sum over its groups of sc * A, and
+/// b = sum of sc * o * S (offset codes) or of mn * S (affine), A being a group's `group_ints`
+/// and S its activation sum. Without sub-scales sc = mn = 1 and a super-block is one group.
+#[derive(Clone, Copy, Default)]
+pub struct SuperInts {
+    pub a: [i32; 16],
+    pub b: [i32; 16],
+}
+
+/// Add group `grp`'s integer sums `acc` (activation sum `s`) to its super-block's.
+#[allow(clippy::needless_range_loop)] // one row index reads several arrays
+pub fn add_group(
+    si: &mut SuperInts,
     acc: &[i32; 16],
     m: &LutMatrix,
     g: &Geometry,
     (rb, grp): (usize, usize),
+    s: i32,
+) {
+    let scales = m.scales.as_slice();
+    for rr in 0..16 {
+        let (sc, mn) = sub_scale(scales, g, rb, grp, rr);
+        si.a[rr] += sc * acc[rr];
+        si.b[rr] += match m.zero {
+            Zero::Offset(o) => sc * (o as i32 * s),
+            Zero::Affine => mn * s,
+        };
+    }
+}
+
+/// Add one super-block's contribution to 16 row outputs: y += f * t with
+/// t = d * (a - b) (offset) or d * a + m * b (affine), in this order; with int8 tables a is in
+/// table units and becomes a * unit, and a - b is formed in floats.
+#[allow(clippy::needless_range_loop)] // one row index reads several arrays
+pub fn combine(
+    y: &mut [f32; 16],
+    si: &SuperInts,
+    m: &LutMatrix,
+    g: &Geometry,
+    (rb, sb): (usize, usize),
     gi: GroupInput,
     kind: Tables,
 ) {
-    let (scales, zero) = (m.scales.as_slice(), m.zero);
+    let scales = m.scales.as_slice();
     for rr in 0..16 {
-        let (d, mn) = scale_of(scales, g, zero, rb, grp, rr);
-        let u = gi.unit;
-        let t = match (zero, kind == Tables::Int8) {
-            (Zero::Offset(o), false) => d * (acc[rr] - o as i32 * gi.s) as f32,
-            (Zero::Affine, false) => d * acc[rr] as f32 + mn * gi.s as f32,
-            (Zero::Offset(o), true) => d * (acc[rr] as f32 * u - (o as i32 * gi.s) as f32),
-            (Zero::Affine, true) => d * (acc[rr] as f32 * u) + mn * gi.s as f32,
+        let (d, mn) = block_scale(scales, g, rb, sb, rr);
+        let (a, b, u) = (si.a[rr], si.b[rr], gi.unit);
+        let t = match (m.zero, kind == Tables::Int8) {
+            (Zero::Offset(_), false) => d * (a - b) as f32,
+            (Zero::Affine, false) => d * a as f32 + mn * b as f32,
+            (Zero::Offset(_), true) => d * (a as f32 * u - b as f32),
+            (Zero::Affine, true) => d * (a as f32 * u) + mn * b as f32,
         };
         y[rr] += gi.f * t;
     }
+}
+
+/// The groups of super-block `sb`.
+pub fn super_groups(g: &Geometry, sb: usize) -> std::ops::Range<usize> {
+    sb * g.sup..((sb + 1) * g.sup).min(g.groups)
 }
 
 /// All integer accumulators, laid out [row block][group][16].
@@ -123,9 +161,13 @@ pub fn lut_gemv(m: &LutMatrix, act: &Activations, y: &mut [f32], rbs: std::ops::
     let gis = GroupInput::all(act, m.group, g.groups);
     for rb in rbs {
         let mut y16 = [0f32; 16];
-        for (grp, &gi) in gis.iter().enumerate() {
-            let acc = lut_group_ints(data, &g, &act.tables, kind, rb, grp);
-            combine(&mut y16, &acc, m, &g, (rb, grp), gi, kind);
+        for sb in 0..g.supers {
+            let mut si = SuperInts::default();
+            for grp in super_groups(&g, sb) {
+                let acc = lut_group_ints(data, &g, &act.tables, kind, rb, grp);
+                add_group(&mut si, &acc, m, &g, (rb, grp), gis[grp].s);
+            }
+            combine(&mut y16, &si, m, &g, (rb, sb), gis[sb * g.sup], kind);
         }
         let n = (m.rows - rb * 16).min(16);
         y[rb * 16..rb * 16 + n].copy_from_slice(&y16[..n]);
@@ -157,6 +199,39 @@ pub fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32]) {
                     .map(|i| qs[i] as i8 as i32 * a[i] as i32)
                     .sum();
                 *l += s as f32 * sc;
+            }
+        }
+        *yr = reduce8(&acc);
+    }
+}
+
+/// y = W x for a 4-bit codebook matrix (IQ4_NL, IQ4_XS). Per sub-block of 32, lane m holds the
+/// products of elements 4m..4m+3 (codebook value times activation), times the sub-block's
+/// integer scale (IQ4_XS), summed over the block in integers; each lane accumulates that times
+/// (d * f) in float, as `q8_gemv` does per block.
+pub fn iq4_gemv(m: &Iq4Matrix, act: &Activations, y: &mut [f32]) {
+    let (nb, bl, at) = (m.cols / m.block(), m.block(), iq4::codes_at(m.typ));
+    for (r, yr) in y.iter_mut().enumerate().take(m.rows) {
+        let mut acc = [0f32; 8];
+        for b in 0..nb {
+            let blk = m.block_at(r, b);
+            let sc = iq4::sub_scales(m.typ, blk);
+            let mut li = [0i32; 8];
+            for (j, &s) in sc.iter().enumerate().take(m.subs()) {
+                let qs = &blk[at + 16 * j..][..16];
+                let a = &act.a[b * bl + 32 * j..][..32];
+                let w = |i: usize| {
+                    let q = if i < 16 { qs[i] & 15 } else { qs[i - 16] >> 4 };
+                    IQ4_CODEBOOK[q as usize] as i32
+                };
+                for (lane, l) in li.iter_mut().enumerate() {
+                    let dot: i32 = (4 * lane..4 * lane + 4).map(|i| w(i) * a[i] as i32).sum();
+                    *l += s as i32 * dot;
+                }
+            }
+            let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32() * act.scale_at(b * bl);
+            for (l, &v) in acc.iter_mut().zip(&li) {
+                *l += v as f32 * d;
             }
         }
         *yr = reduce8(&acc);

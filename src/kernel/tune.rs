@@ -170,6 +170,7 @@ pub fn tune(model: &Model, isa: Isa, rounds: usize) -> Vec<(Knobs, f64)> {
                 match m {
                     Linear::Lut(m) => super::lut_gemv(isa, m, a, &mut y, k),
                     Linear::Q8(m) => super::q8_gemv(isa, m, a, &mut y, k),
+                    Linear::Iq4(m) => super::iq4_gemv(isa, m, a, &mut y, k),
                     Linear::F32 { .. } => {}
                 }
             }

@@ -373,6 +373,7 @@ fn shared_twice(m: LutMatrix) -> (LutMatrix, LutMatrix) {
         group: m.group,
         zero: m.zero,
         ternary: m.ternary,
+        sup: m.sup,
         data,
         scales,
     };

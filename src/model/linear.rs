@@ -3,6 +3,7 @@
 
 use crate::kernel::lut::{Activations, Tables};
 use crate::kernel::{self, f32 as kf32, Isa, Knobs};
+use crate::quant::iq4::Iq4Matrix;
 use crate::quant::lut::LutMatrix;
 use crate::quant::q8::Q8Matrix;
 
@@ -17,6 +18,8 @@ pub enum Linear {
     Lut(LutMatrix),
     /// 8-bit weights (Q8_0 blocks).
     Q8(Q8Matrix),
+    /// 4-bit codebook weights (IQ4_NL, IQ4_XS blocks).
+    Iq4(Iq4Matrix),
 }
 
 /// Columns over which a layer sums integers before applying scales: activations may not change
@@ -24,8 +27,10 @@ pub enum Linear {
 fn int_group(l: &Linear) -> Option<usize> {
     match l {
         Linear::F32 { .. } => None,
-        Linear::Lut(m) => Some(m.group.min(m.cols.div_ceil(8) * 8)),
+        // K-quant sub-scales are integers: their sums span a whole super-block
+        Linear::Lut(m) => Some((m.group * m.sup.unwrap_or(1)).min(m.cols.div_ceil(8) * 8)),
         Linear::Q8(_) => Some(crate::quant::q8::Q8_BLOCK),
+        Linear::Iq4(m) => Some(m.block()),
     }
 }
 
@@ -59,6 +64,7 @@ impl Linear {
             Linear::F32 { rows, .. } => *rows,
             Linear::Lut(m) => m.rows,
             Linear::Q8(m) => m.rows,
+            Linear::Iq4(m) => m.rows,
         }
     }
     pub fn cols(&self) -> usize {
@@ -66,6 +72,7 @@ impl Linear {
             Linear::F32 { cols, .. } => *cols,
             Linear::Lut(m) => m.cols,
             Linear::Q8(m) => m.cols,
+            Linear::Iq4(m) => m.cols,
         }
     }
     /// Bytes of weight data streamed per matrix-vector product.
@@ -74,6 +81,7 @@ impl Linear {
             Linear::F32 { w, .. } => w.len() * 4,
             Linear::Lut(m) => m.weight_bytes(),
             Linear::Q8(m) => m.weight_bytes(),
+            Linear::Iq4(m) => m.weight_bytes(),
         }
     }
     /// Short name of the weight format.
@@ -83,6 +91,7 @@ impl Linear {
             Linear::Lut(m) if m.ternary => "lut-ternary".into(),
             Linear::Lut(m) => format!("lut-q{}", m.bits),
             Linear::Q8(_) => "q8".into(),
+            Linear::Iq4(m) => m.typ.name().to_lowercase(),
         }
     }
 
@@ -103,6 +112,7 @@ impl Linear {
             Linear::F32 { cols, w, .. } => kf32::matvec(w, *cols, x, y),
             Linear::Lut(m) => kernel::lut_gemv(isa, m, act, y, knobs),
             Linear::Q8(m) => kernel::q8_gemv(isa, m, act, y, knobs),
+            Linear::Iq4(m) => kernel::iq4_gemv(isa, m, act, y, knobs),
         }
     }
 
@@ -139,6 +149,7 @@ impl Linear {
             }
             Linear::Lut(m) => m.dequantize_row(r, out),
             Linear::Q8(m) => m.dequantize_row(r, out),
+            Linear::Iq4(m) => m.dequantize_row(r, out),
         }
     }
 }

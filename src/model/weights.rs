@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::format::gguf::{Gguf, TensorInfo};
 use crate::format::{Blob, Bytes};
 use crate::quant::ggml::{dequantize, GgmlType};
-use crate::quant::{lut, q8::Q8Matrix, ternary};
+use crate::quant::{iq4::Iq4Matrix, lut, q8::Q8Matrix, ternary};
 use std::sync::Arc;
 
 pub struct Layer {
@@ -214,8 +214,9 @@ impl MatrixBuilder for F32Builder {
 }
 
 /// The default: each matrix through the fastest kernel that holds it exactly. tmac files are
-/// used in place; from GGUF, Q4_0, Q4_1, TQ1_0 and TQ2_0 are repacked into LUT layout, Q8_0 is
-/// used in place, and anything else is dequantized to f32. In the transformer blocks, exactly
+/// used in place; from GGUF, the types with integer codes (Q4_0, Q4_1, Q5_0, Q5_1, Q2_K to
+/// Q6_K, TQ1_0, TQ2_0) are repacked into LUT layout, Q8_0, IQ4_NL and IQ4_XS are used in place,
+/// and F32, F16 and BF16 stay f32. In the transformer blocks, exactly
 /// ternary weights (TQ1_0/TQ2_0 with one scale, I2_S, F32/F16/BF16 holding -s, 0, +s) become
 /// ternary codes with the scale applied to the output: activations are then quantized per
 /// token, as BitNet b1.58 defines it.
@@ -247,14 +248,13 @@ impl MatrixBuilder for KernelBuilder {
             return Ok(m);
         }
         let t = l.ggml_matrix(name, rows, cols)?;
+        if let Some(m) = lut::from_ggml(t.typ, l.data(t), rows, cols) {
+            m.validate()?;
+            return Ok(Linear::Lut(m));
+        }
         match t.typ {
-            Q4_0 | Q4_1 | TQ1_0 | TQ2_0 => {
-                let m = lut::from_ggml(t.typ, l.data(t), rows, cols)
-                    .ok_or_else(|| Error::unsupported(format!("cannot repack {}", t.typ.name())))?;
-                m.validate()?;
-                Ok(Linear::Lut(m))
-            }
             Q8_0 => Ok(Linear::Q8(Q8Matrix::new(rows, cols, l.mapped(t), None)?)),
+            IQ4NL | IQ4XS => Ok(Linear::Iq4(Iq4Matrix::new(rows, cols, t.typ, l.mapped(t))?)),
             _ => F32Builder.build(l, name, rows, cols),
         }
     }

@@ -1,9 +1,11 @@
-//! Weights in T-MAC layout: b-bit unsigned codes q (b = 1 to 4) split into bit-planes and
+//! Weights in T-MAC layout: b-bit unsigned codes q (b = 1 to 6) split into bit-planes and
 //! permuted so that one 32-byte load gives table indices for 16 rows and two planes.
 //!
-//! A weight is w = d * q + m per (row, scale group), with m either stored (affine, Q4_1) or
-//! -offset * d (Q4_0: offset 8; ternary {-1,0,1} stored as q = w + 1: offset 1). This holds
-//! GGUF Q4_0, Q4_1, TQ1_0 and TQ2_0 exactly.
+//! A weight is w = d * (q - o) or w = d * q + m per (row, scale group), with d (and m) f16
+//! (`sup` None: GGUF Q4_0, Q4_1, Q5_0, Q5_1, TQ1_0, TQ2_0 and tmac's own types), or, for
+//! ggml's K-quants (`sup` Some(n)), w = (d * sc) * (q - o) or w = (d * sc) * q + m * mn with
+//! f16 d and m per (row, super-block of n groups) and integers sc, mn per (row, group). Both
+//! hold the GGUF codes and scales exactly.
 //!
 //! Layout (rows padded to 16, columns to 8; padding weights are q = 0):
 //!   data:   [row block rb][chunk c of 8 columns][16 b bytes]: b / 2 plane pairs of 32 bytes,
@@ -12,30 +14,41 @@
 //!           plane = 2 pp + j % 2. Lone plane, byte j: row = 16 rb + j; plane = b - 1.
 //!           In every byte: low nibble = that plane's bits of columns 8c..8c+3 (bit l = column
 //!           8c + l), high nibble = columns 8c+4..8c+7.
-//!   scales: [row block][scale group][16 x d as f16][16 x m as f16, affine only]
+//!   scales: [row block][super-block][16 x d as f16][16 x m as f16, affine only]
+//!           then, with sub-scales, per group of the super-block
+//!           [16 x sc as i8][16 x mn as u8, affine only].
+//!           Without sub-scales a super-block is one group.
 
+use super::blocks::{self, Block};
 use crate::error::{Error, Result};
 use crate::format::Blob;
+use crate::quant::ggml::GgmlType;
 use half::f16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Zero {
-    /// m stored per (row, group).
+    /// m stored per (row, group), or per (row, super-block) with an integer mn per group.
     Affine,
-    /// m = -offset * d.
+    /// w = d * (q - offset).
     Offset(u32),
 }
+
+/// Largest code width the layout holds.
+pub const MAX_BITS: u32 = 6;
 
 pub struct LutMatrix {
     pub rows: usize,
     pub cols: usize,
-    /// Bits per code: 1 to 4 (ternary: 2).
+    /// Bits per code: 1 to 6 (ternary: 2).
     pub bits: u32,
     /// Columns per scale group: a multiple of 8 (the last group may be partial).
     pub group: usize,
     pub zero: Zero,
     /// Codes are ternary (q in 0..=2 with offset 1).
     pub ternary: bool,
+    /// K-quant scales: groups per super-block, each group with integer sub-scales. None: one
+    /// f16 scale (and minimum) per group.
+    pub sup: Option<usize>,
     pub data: Blob,
     pub scales: Blob,
 }
@@ -53,22 +66,43 @@ pub struct Geometry {
     pub groups: usize,
     /// Chunks of 8 columns per scale group.
     pub group_chunks: usize,
-    /// Bytes of scales per (row block, group).
-    pub scale_stride: usize,
+    /// Groups per super-block (1 without sub-scales).
+    pub sup: usize,
+    pub supers: usize,
+    /// Sub-scales (sc, and mn if affine) are stored per group.
+    pub sub: bool,
+    pub affine: bool,
+    /// Bytes of scales per (row block, super-block).
+    pub super_stride: usize,
 }
 
 impl Geometry {
-    pub fn new(rows: usize, cols: usize, bits: u32, group: usize, zero: Zero) -> Geometry {
+    pub fn new(
+        rows: usize,
+        cols: usize,
+        bits: u32,
+        group: usize,
+        zero: Zero,
+        sup: Option<usize>,
+    ) -> Geometry {
         let chunks = cols.div_ceil(8);
+        let groups = (chunks * 8).div_ceil(group);
+        let affine = zero == Zero::Affine;
+        let per = if affine { 32 } else { 16 };
+        let n = sup.unwrap_or(1);
         Geometry {
             row_blocks: rows.div_ceil(16),
             chunks,
             bits: bits as usize,
             plane_pairs: bits as usize / 2,
             chunk_bytes: 16 * bits as usize,
-            groups: (chunks * 8).div_ceil(group),
+            groups,
             group_chunks: group / 8,
-            scale_stride: if zero == Zero::Affine { 64 } else { 32 },
+            sup: n,
+            supers: groups.div_ceil(n),
+            sub: sup.is_some(),
+            affine,
+            super_stride: 2 * per + if sup.is_some() { n * per } else { 0 },
         }
     }
     /// (row within the row block, bit-plane) of byte `i` of a chunk: a plane pair (16 rows x 2
@@ -85,25 +119,41 @@ impl Geometry {
         self.row_blocks * self.chunks * self.chunk_bytes
     }
     pub fn scales_len(&self) -> usize {
-        self.row_blocks * self.groups * self.scale_stride
+        self.row_blocks * self.supers * self.super_stride
+    }
+    /// Byte offset of the scales of (row block, super-block): 16 d, then 16 m if affine.
+    #[inline]
+    pub fn head(&self, rb: usize, sb: usize) -> usize {
+        (rb * self.supers + sb) * self.super_stride
+    }
+    /// Byte offset of the sub-scales of (row block, group): 16 sc, then 16 mn if affine.
+    #[inline]
+    pub fn sub_at(&self, rb: usize, grp: usize) -> usize {
+        let per = if self.affine { 32 } else { 16 };
+        self.head(rb, grp / self.sup) + 2 * per + (grp % self.sup) * per
     }
 }
 
 impl LutMatrix {
     pub fn geometry(&self) -> Geometry {
-        Geometry::new(self.rows, self.cols, self.bits, self.group, self.zero)
+        Geometry::new(
+            self.rows, self.cols, self.bits, self.group, self.zero, self.sup,
+        )
     }
 
     /// Check that stored sizes agree with the shape (for matrices read from files).
     pub fn validate(&self) -> Result<()> {
-        if !(1..=4).contains(&self.bits)
+        if !(1..=MAX_BITS).contains(&self.bits)
             || (self.ternary && self.bits != 2)
             || self.group == 0
             || self.group % 8 != 0
+            || self.group > 1 << 20
+            || matches!(self.sup, Some(n) if n == 0 || n > 64)
+            || matches!(self.zero, Zero::Offset(o) if o >= 1 << self.bits)
         {
             return Err(Error::format(format!(
-                "bad LUT layout: bits {} group {}",
-                self.bits, self.group
+                "bad LUT layout: bits {} group {} zero {:?} super-block {:?}",
+                self.bits, self.group, self.zero, self.sup
             )));
         }
         let g = self.geometry();
@@ -121,11 +171,14 @@ impl LutMatrix {
             )));
         }
         let scales = self.scales.as_slice();
-        if let Some(i) = (0..scales.len() / 2)
-            .find(|i| !f16::from_le_bytes([scales[2 * i], scales[2 * i + 1]]).is_finite())
+        let heads = (0..g.row_blocks * g.supers).map(|i| i * g.super_stride);
+        let halves = if g.affine { 32 } else { 16 };
+        if let Some(i) = heads
+            .flat_map(|h| (h..h + 2 * halves).step_by(2))
+            .find(|&i| !f16::from_le_bytes([scales[i], scales[i + 1]]).is_finite())
         {
             return Err(Error::format(format!(
-                "LUT matrix scale #{i} is not finite"
+                "LUT matrix scale at byte {i} is not finite"
             )));
         }
         Ok(())
@@ -136,15 +189,17 @@ impl LutMatrix {
         self.data.len() + self.scales.len()
     }
 
-    /// Row `r` dequantized (for the f32 reference path and tests).
+    /// Row `r` dequantized (for the f32 reference path and tests), as ggml computes it.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let g = self.geometry();
         let (data, scales) = (self.data.as_slice(), self.scales.as_slice());
         let (rb, rr) = (r / 16, r % 16);
         for (c, o) in out.iter_mut().enumerate().take(self.cols) {
-            let q = code(data, &g, rb, rr, c);
-            let (d, m) = scale_of(scales, &g, self.zero, rb, c / self.group, rr);
-            *o = d * q as f32 + m;
+            let q = code(data, &g, rb, rr, c) as i32;
+            let grp = c / self.group;
+            let (d, m) = block_scale(scales, &g, rb, grp / g.sup, rr);
+            let (sc, mn) = sub_scale(scales, &g, rb, grp, rr);
+            *o = blocks::weight(self.zero, g.sub, q, d, m, sc, mn);
         }
     }
 }
@@ -172,24 +227,26 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32()
 }
 
-/// (d, m) of row 16 rb + rr in scale group `grp`.
-pub fn scale_of(
-    scales: &[u8],
-    g: &Geometry,
-    zero: Zero,
-    rb: usize,
-    grp: usize,
-    rr: usize,
-) -> (f32, f32) {
-    let s = &scales[(rb * g.groups + grp) * g.scale_stride..];
-    let d = f16_at(s, rr);
-    match zero {
-        Zero::Affine => (d, f16_at(s, 16 + rr)),
-        Zero::Offset(o) => (d, -(o as f32) * d),
-    }
+/// (d, m) of row 16 rb + rr in super-block `sb` (m = 0 unless affine).
+#[inline]
+pub fn block_scale(scales: &[u8], g: &Geometry, rb: usize, sb: usize, rr: usize) -> (f32, f32) {
+    let s = &scales[g.head(rb, sb)..];
+    let m = if g.affine { f16_at(s, 16 + rr) } else { 0.0 };
+    (f16_at(s, rr), m)
 }
 
-/// Pack codes `q(row, col)` and scales `d(row, group)`, `m(row, group)` (f16 bits).
+/// (sc, mn) of row 16 rb + rr in group `grp`: (1, 1) without sub-scales, mn = 0 unless affine.
+#[inline]
+pub fn sub_scale(scales: &[u8], g: &Geometry, rb: usize, grp: usize, rr: usize) -> (i32, i32) {
+    if !g.sub {
+        return (1, 1);
+    }
+    let s = &scales[g.sub_at(rb, grp)..];
+    let mn = if g.affine { s[16 + rr] as i32 } else { 0 };
+    (s[rr] as i8 as i32, mn)
+}
+
+/// Pack codes `q(row, col)` and flat scales `d(row, group)`, `m(row, group)` (f16 bits).
 #[allow(clippy::too_many_arguments)]
 pub fn pack(
     rows: usize,
@@ -201,7 +258,37 @@ pub fn pack(
     q: impl Fn(usize, usize) -> u8,
     dm: impl Fn(usize, usize) -> (f16, f16),
 ) -> LutMatrix {
-    let g = Geometry::new(rows, cols, bits, group, zero);
+    let form = Form {
+        bits,
+        group,
+        zero,
+        ternary,
+        sup: None,
+    };
+    pack_with(rows, cols, form, q, dm, |_, _| (1, 1))
+}
+
+/// What `pack_with` builds: the LutMatrix fields other than shape and bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Form {
+    pub bits: u32,
+    pub group: usize,
+    pub zero: Zero,
+    pub ternary: bool,
+    pub sup: Option<usize>,
+}
+
+/// Pack codes `q(row, col)`, per-super-block scales `dm(row, super-block)` (f16) and, with
+/// `form.sup`, per-group sub-scales `sub(row, group)` = (sc, mn).
+pub fn pack_with(
+    rows: usize,
+    cols: usize,
+    form: Form,
+    q: impl Fn(usize, usize) -> u8,
+    dm: impl Fn(usize, usize) -> (f16, f16),
+    sub: impl Fn(usize, usize) -> (i8, u8),
+) -> LutMatrix {
+    let g = Geometry::new(rows, cols, form.bits, form.group, form.zero, form.sup);
     let mut data = vec![0u8; g.data_len()];
     for rb in 0..g.row_blocks {
         for c in 0..g.chunks {
@@ -223,18 +310,22 @@ pub fn pack(
     }
     let mut scales = vec![0u8; g.scales_len()];
     for rb in 0..g.row_blocks {
-        for grp in 0..g.groups {
-            let s = &mut scales[(rb * g.groups + grp) * g.scale_stride..];
-            for rr in 0..16 {
-                let row = rb * 16 + rr;
-                let (d, m) = if row < rows {
-                    dm(row, grp)
-                } else {
-                    (f16::ZERO, f16::ZERO)
-                };
+        for rr in (0..16).filter(|rr| rb * 16 + rr < rows) {
+            let row = rb * 16 + rr;
+            for sb in 0..g.supers {
+                let s = &mut scales[g.head(rb, sb)..];
+                let (d, m) = dm(row, sb);
                 s[2 * rr..2 * rr + 2].copy_from_slice(&d.to_le_bytes());
-                if zero == Zero::Affine {
+                if g.affine {
                     s[32 + 2 * rr..34 + 2 * rr].copy_from_slice(&m.to_le_bytes());
+                }
+            }
+            for grp in (0..g.groups).filter(|_| g.sub) {
+                let s = &mut scales[g.sub_at(rb, grp)..];
+                let (sc, mn) = sub(row, grp);
+                s[rr] = sc as u8;
+                if g.affine {
+                    s[16 + rr] = mn;
                 }
             }
         }
@@ -242,98 +333,55 @@ pub fn pack(
     LutMatrix {
         rows,
         cols,
-        bits,
-        group,
-        zero,
-        ternary,
+        bits: form.bits,
+        group: form.group,
+        zero: form.zero,
+        ternary: form.ternary,
+        sup: form.sup,
         data: Blob::Owned(data),
         scales: Blob::Owned(scales),
     }
 }
 
-/// Repack a GGUF tensor of type Q4_0, Q4_1, TQ2_0 or TQ1_0 (rows x cols) into LUT layout,
-/// exactly: the codes and the f16 scales are carried over unchanged. None for other types.
-pub fn from_ggml(
-    typ: crate::quant::ggml::GgmlType,
-    data: &[u8],
-    rows: usize,
-    cols: usize,
-) -> Option<LutMatrix> {
-    use crate::quant::ggml::GgmlType as T;
-    let (bytes, block) = typ.block();
-    let (bytes, block) = (bytes as usize, block as usize);
-    let row_bytes = cols / bytes * block;
-    let blk = |r: usize, c: usize| &data[r * row_bytes + (c / bytes) * block..][..block];
-    let h = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]);
+/// Repack a GGUF tensor (rows x cols) of a type whose codes are integers (Q4_0, Q4_1, Q5_0,
+/// Q5_1, Q2_K to Q6_K, TQ1_0, TQ2_0) into LUT layout, exactly: the codes and scales are carried
+/// over unchanged. None for other types.
+pub fn from_ggml(typ: GgmlType, data: &[u8], rows: usize, cols: usize) -> Option<LutMatrix> {
+    let f = blocks::form(typ).filter(|f| !f.codebook)?;
+    let bytes = typ.block().1 as usize;
+    let (per_row, n_groups) = (cols / f.block, f.block / f.group);
     let mut codes = vec![0u8; rows * cols];
-    for r in 0..rows {
-        let row = &mut codes[r * cols..(r + 1) * cols];
-        for (b, out) in row.chunks_exact_mut(bytes).enumerate() {
-            let blk = &data[r * row_bytes + b * block..][..block];
-            match typ {
-                T::Q4_0 | T::Q4_1 => {
-                    let qs = &blk[if typ == T::Q4_0 { 2 } else { 4 }..];
-                    for j in 0..16 {
-                        out[j] = qs[j] & 15;
-                        out[j + 16] = qs[j] >> 4;
-                    }
-                }
-                T::TQ2_0 => {
-                    for (c, chunk) in blk[..64].chunks_exact(32).enumerate() {
-                        for l in 0..4 {
-                            for (j, &q) in chunk.iter().enumerate() {
-                                out[c * 128 + l * 32 + j] = (q >> (2 * l)) & 3;
-                            }
-                        }
-                    }
-                }
-                T::TQ1_0 => tq1_codes(blk, out),
-                _ => return None,
+    let mut dm = Vec::with_capacity(rows * per_row);
+    let mut sub = Vec::with_capacity(if f.sub_scales {
+        rows * cols / f.group
+    } else {
+        0
+    });
+    let mut b = Block::default();
+    for (r, row) in data.chunks_exact(per_row * bytes).take(rows).enumerate() {
+        for (i, blk) in row.chunks_exact(bytes).enumerate() {
+            blocks::decode(typ, blk, &mut b);
+            codes[r * cols + i * f.block..][..f.block].copy_from_slice(&b.codes[..f.block]);
+            dm.push((b.d, b.m));
+            if f.sub_scales {
+                sub.extend((0..n_groups).map(|g| (b.sc[g], b.mn[g])));
             }
         }
     }
-    let (bits, zero, ternary) = match typ {
-        T::Q4_0 => (4, Zero::Offset(8), false),
-        T::Q4_1 => (4, Zero::Affine, false),
-        _ => (2, Zero::Offset(1), true),
+    let form = Form {
+        bits: f.bits,
+        group: f.group,
+        zero: f.zero,
+        ternary: f.ternary,
+        sup: f.sub_scales.then_some(n_groups),
     };
-    let dm = |r: usize, g: usize| -> (f16, f16) {
-        let b = blk(r, g * bytes);
-        match typ {
-            T::Q4_0 => (h(b), f16::ZERO),
-            T::Q4_1 => (h(b), h(&b[2..])),
-            T::TQ2_0 => (h(&b[64..]), f16::ZERO),
-            _ => (h(&b[52..]), f16::ZERO),
-        }
-    };
-    Some(pack(
+    let groups_per_row = cols / f.group;
+    Some(pack_with(
         rows,
         cols,
-        bits,
-        bytes,
-        zero,
-        ternary,
+        form,
         |r, c| codes[r * cols + c],
-        dm,
+        |r, sb| dm[r * per_row + sb],
+        |r, g| sub[r * groups_per_row + g],
     ))
-}
-
-/// The 256 codes (value + 1) of a TQ1_0 block: base-3 digits stored as fixed-point fractions.
-pub(crate) fn tq1_codes(blk: &[u8], out: &mut [u8]) {
-    const POW3: [u16; 5] = [1, 3, 9, 27, 81];
-    let trit = |q: u8, n: usize| (((q as u16 * POW3[n]) as u8 as u16 * 3) >> 8) as u8;
-    let (qs, qh) = (&blk[..48], &blk[48..52]);
-    for n in 0..5 {
-        for m in 0..32 {
-            out[n * 32 + m] = trit(qs[m], n);
-        }
-        for m in 0..16 {
-            out[160 + n * 16 + m] = trit(qs[32 + m], n);
-        }
-    }
-    for n in 0..4 {
-        for (m, &q) in qh.iter().enumerate() {
-            out[240 + n * 4 + m] = trit(q, n);
-        }
-    }
 }

@@ -14,6 +14,7 @@
 //! activations are quantized once per token (int8, absmax 127), as BitNet b1.58 was trained; the
 //! tensor scale multiplies the matrix output (with llama.cpp's optional `*.scale` tensor).
 
+use super::blocks;
 use super::ggml::{GgmlType, I2S_TAIL};
 use super::lut::{self, LutMatrix, Zero};
 use crate::error::{Error, Result};
@@ -278,22 +279,14 @@ fn tq_blocks(typ: GgmlType, data: &[u8], n: usize) -> Option<(Vec<u8>, f32)> {
     }
     let mut codes = vec![1u8; n];
     let mut d_bits: Option<u16> = None;
+    let mut b = blocks::Block::default();
     for (blk, out) in data.chunks_exact(bb).zip(codes.chunks_exact_mut(be)) {
         let d = u16::from_le_bytes([blk[bb - 2], blk[bb - 1]]);
         if f16::from_bits(d).to_f32() == 0.0 {
             continue; // every weight of this block is zero: codes stay 1
         }
-        if typ == GgmlType::TQ2_0 {
-            for (c, chunk) in blk[..64].chunks_exact(32).enumerate() {
-                for l in 0..4 {
-                    for (j, &q) in chunk.iter().enumerate() {
-                        out[c * 128 + l * 32 + j] = (q >> (2 * l)) & 3;
-                    }
-                }
-            }
-        } else {
-            lut::tq1_codes(blk, out);
-        }
+        blocks::decode(typ, blk, &mut b);
+        out.copy_from_slice(&b.codes[..be]);
         if out.iter().any(|&q| q > 2) {
             return None;
         }
