@@ -82,6 +82,45 @@ pub fn exp(x: f32) -> f32 {
     (exp_reduced(x - k * LN2, 10) * exp2i(k as i64)) as f32
 }
 
+/// tanh for f32, through e^2x in f64 (series near 0, where e^2x - 1 would cancel).
+pub fn tanh(x: f32) -> f32 {
+    let x = x as f64;
+    if x.abs() < 1e-4 {
+        return (x - x * x * x / 3.0) as f32;
+    }
+    if x.abs() > 20.0 {
+        return x.signum() as f32;
+    }
+    let t = exp64(2.0 * x);
+    ((t - 1.0) / (t + 1.0)) as f32
+}
+
+/// GELU with the tanh approximation as ggml's CPU backend computes it: the input rounded to
+/// f16 looks up a table of f16 results (built once), 0 below -10 and x above 10.
+pub fn gelu_tanh(x: f32) -> f32 {
+    use half::f16;
+    use std::sync::LazyLock;
+    static TABLE: LazyLock<Vec<f16>> = LazyLock::new(|| {
+        (0..=u16::MAX)
+            .map(|h| {
+                let x = f16::from_bits(h).to_f32();
+                // ggml's ggml_gelu_f32, in its operation order
+                #[allow(clippy::excessive_precision)]
+                let inner =
+                    0.797_884_560_802_865_355_879_892_119_868_76_f32 * x * (1.0 + 0.044715 * x * x);
+                f16::from_f32(0.5 * x * (1.0 + tanh(inner)))
+            })
+            .collect()
+    });
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        TABLE[f16::from_f32(x).to_bits() as usize].to_f32()
+    }
+}
+
 /// Natural log in f64 for x > 0: x = m 2^e with m in [sqrt(1/2), sqrt(2)),
 /// ln m = 2 atanh((m-1)/(m+1)) summed as an odd series.
 pub fn ln64(x: f64) -> f64 {

@@ -65,13 +65,7 @@ fn quantize(src: &Path, dst: &Path, head: Target) -> Vec<u8> {
 
 /// llama.cpp's teacher-forced logits: (sequence, one row of logits per position).
 fn llama_logits() -> (Vec<u32>, Vec<Vec<f32>>) {
-    let text = fixture("logits.txt");
-    let mut it = lines(&text);
-    let seq = ids(it.next().unwrap());
-    let rows = it
-        .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
-        .collect();
-    (seq, rows)
+    common::logits_fixture(&fx("logits.txt"))
 }
 
 fn teacher_forced(m: Arc<Model>, seq: &[u32]) -> Vec<Vec<f32>> {

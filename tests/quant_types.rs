@@ -4,10 +4,10 @@
 //! type gives llama.cpp's logits.
 
 mod common;
+use common::teacher_forced;
 use half::f16;
 use std::path::PathBuf;
 use tmac::format::gguf::Gguf;
-use tmac::format::Blob;
 use tmac::kernel::lut::{Activations, Tables};
 use tmac::kernel::{Isa, Knobs};
 use tmac::model::linear::Linear;
@@ -15,7 +15,7 @@ use tmac::quant::ggml::{dequantize, GgmlType};
 use tmac::quant::iq4::Iq4Matrix;
 use tmac::quant::{blocks, lut};
 use tmac::sampler::Rng;
-use tmac::{Compute, LoadOptions, Model, Session, SessionOptions};
+use tmac::{Compute, LoadOptions, Model};
 
 fn fx(p: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -121,7 +121,7 @@ const TYPES: [GgmlType; 13] = [
 fn matrix(t: GgmlType, data: Vec<u8>, rows: usize, cols: usize) -> Linear {
     match t {
         GgmlType::IQ4NL | GgmlType::IQ4XS => {
-            Linear::Iq4(Iq4Matrix::new(rows, cols, t, Blob::Owned(data)).unwrap())
+            Linear::Iq4(Iq4Matrix::from_ggml(t, &data, rows, cols).unwrap())
         }
         _ => {
             let m = lut::from_ggml(t, &data, rows, cols).unwrap();
@@ -195,28 +195,6 @@ fn random_blocks_keep_every_weight_and_agree_across_kernels() {
     }
 }
 
-/// llama.cpp's teacher-forced logits of a tiny model: (sequence, one row per position).
-fn llama_logits(name: &str) -> (Vec<u32>, Vec<Vec<f32>>) {
-    let text = std::fs::read_to_string(fx(name)).unwrap();
-    let mut it = common::lines(&text);
-    let seq = common::ids(it.next().unwrap());
-    let rows = it
-        .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
-        .collect();
-    (seq, rows)
-}
-
-fn teacher_forced(m: std::sync::Arc<Model>, seq: &[u32]) -> Vec<Vec<f32>> {
-    let opts = SessionOptions {
-        n_ctx: 64,
-        ..Default::default()
-    };
-    let mut s = Session::new(m, &opts).unwrap();
-    let mut out = Vec::new();
-    s.eval(seq, |_, l| out.push(l.to_vec())).unwrap();
-    out
-}
-
 /// Each tiny model (one layer, every matrix in the named type) against llama.cpp's logits.
 /// The logits have a standard deviation of about 1; the models differ from their F32 origin by
 /// 0.06 (Q6_K) to 0.84 (Q2_K) RMS, and computing with f32 activations moves them by 0.06-0.11,
@@ -241,7 +219,7 @@ fn tiny_models_in_every_type_match_llama_cpp() {
         ("q4_k_m", "Q4_K", 0.01),
     ];
     for (file, typ, tol) in types {
-        let (seq, want) = llama_logits(&format!("tiny.{file}.logits.txt"));
+        let (seq, want) = common::logits_fixture(&fx(&format!("tiny.{file}.logits.txt")));
         let m = Model::load(fx(&format!("tiny.{file}.gguf")), &LoadOptions::default()).unwrap();
         assert!(
             m.tensor_types.iter().any(|(t, _)| t == typ),

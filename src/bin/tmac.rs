@@ -392,8 +392,14 @@ fn tokenize(args: &[String]) -> Result<(), String> {
         }
     }
     let text = text.ok_or("tokenize: give the text with -i")?;
-    let m = load_for_inspection(&rest)?;
-    let ids = m.vocab.encode(&text, true, true);
+    // only the vocabulary: a model tmac cannot run can still be tokenized
+    let (args, z) = take_tokenizer(&rest)?;
+    let path = args
+        .first()
+        .ok_or_else(|| format!("no model given\n\n{USAGE}"))?;
+    let vocab = Model::load_vocab(path, &load_options(Compute::default(), &z))
+        .map_err(|e| e.to_string())?;
+    let ids = vocab.encode(&text, true, true);
     let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
     outln!("{}", ids.join(" "));
     Ok(())

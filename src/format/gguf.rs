@@ -100,6 +100,7 @@ impl Array {
             Array::I32(v) => *v.get(i)? as i64,
             Array::U64(v) => i64::try_from(*v.get(i)?).ok()?,
             Array::I64(v) => *v.get(i)?,
+            Array::Bool(v) => *v.get(i)? as i64,
             _ => return None,
         })
     }

@@ -15,7 +15,7 @@
 use super::lut::{Activations, Tables, TABLE8_BYTES, TABLE_BYTES};
 use super::scalar::GroupInput;
 use crate::quant::blocks::IQ4_CODEBOOK;
-use crate::quant::iq4::{self, Iq4Matrix};
+use crate::quant::iq4::Iq4Matrix;
 use crate::quant::lut::{Geometry, LutMatrix, Zero};
 use crate::quant::q8::{Q8Matrix, Q8_BLOCK};
 use std::arch::x86_64::*;
@@ -449,42 +449,65 @@ pub unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: &su
     }
 }
 
-/// One row of a codebook GEMV: per sub-block of 32 the codes become int8 weights with one
-/// vpshufb of the codebook, then vpmaddubsw/vpmaddwd give the lane sums times the sub-block
-/// scale.
+/// The 8 rows of row group g of a codebook GEMV: per step of a tile's codes, one 32-byte load
+/// gives each row 8 codes (4 from the low nibbles, 4 from the high), vpshufb turns them into
+/// int8 weights, and vpmaddubsw/vpmaddwd against 4 activations broadcast to every row sum them
+/// in that row's 32-bit lane, times the group's scale. XS: IQ4_XS tiles.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn iq4_row(m: &Iq4Matrix, act: &Activations, fs: &[f32], r: usize, prefetch: usize) -> f32 {
-    let (bl, at) = (m.block(), iq4::codes_at(m.typ));
+unsafe fn iq4_rows<const XS: bool>(
+    m: &Iq4Matrix,
+    act: &Activations,
+    fs: &[f32],
+    g: usize,
+    prefetch: usize,
+) -> __m256 {
+    let (bl, subs) = (m.block(), m.subs());
     let book = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4_CODEBOOK.as_ptr() as *const _));
-    let low = _mm_set1_epi8(0x0F);
+    let low = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let (tb, codes) = (m.tile_bytes(), m.codes_offset(0, 0));
+    let tiles = m.data.as_slice()[g * fs.len() * tb..][..fs.len() * tb].as_ptr();
     let mut acc = _mm256_setzero_ps();
     for (b, &fa) in fs.iter().enumerate() {
-        let blk = m.block_at(r, b);
-        let bp = blk.as_ptr();
-        _mm_prefetch::<_MM_HINT_T1>(bp.wrapping_add(prefetch) as *const i8);
-        let sc = iq4::sub_scales(m.typ, blk);
+        // SAFETY: row group g has fs.len() tiles of tb bytes (sliced above).
+        let tp = tiles.add(b * tb);
+        let ap = act.a.as_ptr().add(b * bl);
+        _mm_prefetch::<_MM_HINT_T1>(tp.wrapping_add(prefetch) as *const i8);
         let mut li = _mm256_setzero_si256();
-        for (j, &s) in sc.iter().enumerate().take(m.subs()) {
-            // SAFETY: the block holds 16 code bytes per sub-block after `at`, and the
-            // activations cover the matrix's columns (checked by the dispatch).
-            let q = _mm_loadu_si128(bp.add(at + 16 * j) as *const __m128i);
-            let idx = _mm256_set_m128i(
-                _mm_and_si128(_mm_srli_epi16(q, 4), low),
-                _mm_and_si128(q, low),
-            );
-            let w = _mm256_shuffle_epi8(book, idx);
-            let a = _mm256_loadu_si256(act.a.as_ptr().add(b * bl + 32 * j) as *const __m256i);
-            let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
-            li = _mm256_add_epi32(li, _mm256_madd_epi16(p, _mm256_set1_epi16(s)));
+        for s in 0..subs {
+            // SAFETY: the tile holds 8 scale bytes per group after the 8 d and 4 steps of 32
+            // code bytes per group from `codes`; the activations cover the block (checked by
+            // the dispatch).
+            let k = if XS {
+                let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(tp.add(16 + 8 * s) as *const _));
+                // (sc, sc) as the two 16-bit halves of each row's lane
+                _mm256_or_si256(
+                    _mm256_and_si256(sc, _mm256_set1_epi32(0xFFFF)),
+                    _mm256_slli_epi32(sc, 16),
+                )
+            } else {
+                ones
+            };
+            for j in 0..4 {
+                let w = _mm256_loadu_si256(tp.add(codes + (4 * s + j) * 32) as *const __m256i);
+                let wl = _mm256_shuffle_epi8(book, _mm256_and_si256(w, low));
+                let wh = _mm256_shuffle_epi8(book, _mm256_and_si256(_mm256_srli_epi16(w, 4), low));
+                let a4 = |o: usize| _mm256_set1_epi32((ap.add(o) as *const i32).read_unaligned());
+                let (al, ah) = (a4(32 * s + 4 * j), a4(32 * s + 16 + 4 * j));
+                let pl = _mm256_maddubs_epi16(_mm256_sign_epi8(wl, wl), _mm256_sign_epi8(al, wl));
+                let ph = _mm256_maddubs_epi16(_mm256_sign_epi8(wh, wh), _mm256_sign_epi8(ah, wh));
+                li = _mm256_add_epi32(li, _mm256_madd_epi16(pl, k));
+                li = _mm256_add_epi32(li, _mm256_madd_epi16(ph, k));
+            }
         }
-        let d = f16_to_f32(bp) * fa;
-        acc = _mm256_add_ps(
-            acc,
-            _mm256_mul_ps(_mm256_cvtepi32_ps(li), _mm256_set1_ps(d)),
+        let d = _mm256_mul_ps(
+            _mm256_cvtph_ps(_mm_loadu_si128(tp as *const __m128i)),
+            _mm256_set1_ps(fa),
         );
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(li), d));
     }
-    reduce8(acc)
+    acc
 }
 
 /// y = W x for a codebook matrix (see scalar::iq4_gemv for the semantics).
@@ -497,7 +520,16 @@ pub unsafe fn iq4_gemv(m: &Iq4Matrix, act: &Activations, y: &mut [f32], knobs: &
     let fs: Vec<f32> = (0..m.cols / m.block())
         .map(|b| act.scale_at(b * m.block()))
         .collect();
-    for (r, yr) in y.iter_mut().enumerate().take(m.rows) {
-        *yr = iq4_row(m, act, &fs, r, knobs.prefetch);
+    let xs = m.typ == crate::quant::ggml::GgmlType::IQ4XS;
+    for g in 0..m.row_groups() {
+        let v = match xs {
+            true => iq4_rows::<true>(m, act, &fs, g, knobs.prefetch),
+            false => iq4_rows::<false>(m, act, &fs, g, knobs.prefetch),
+        };
+        let mut y8 = [0f32; 8];
+        _mm256_storeu_ps(y8.as_mut_ptr(), v);
+        let r0 = g * 8;
+        let n = (m.rows - r0).min(8);
+        y[r0..r0 + n].copy_from_slice(&y8[..n]);
     }
 }

@@ -113,57 +113,50 @@ pub fn softmax(x: &mut [f32]) {
 }
 
 /// The attention heads that share one key/value head (grouped-query attention), over
-/// n = att.len() / g positions: for head h, att[h][t] = scale * (q_h . k_t), softmax over t, then
-/// out_h = sum of att[h][t] * v_t. `qs` and `outs` hold the g heads of `hd` floats back to back; row t of `k`
-/// and `v` starts at t * stride, the shared head's slice of it at `off`. Each key and value row
-/// is read once for all g heads; one call per group keeps the work in one vectorized function.
-#[allow(clippy::too_many_arguments)]
+/// n = att.len() / g positions: for head h, att[h][t] = scale * cap(q_h . k_t), softmax over t,
+/// then out_h = sum of att[h][t] * v_t, where cap(s) = c * tanh(s / c) with a soft-cap c
+/// (Gemma 2; as ggml: s * (1 / c), tanh, times c) and s otherwise. `qs` and `outs` hold the g
+/// heads of `hd` floats back to back; row t of `k` and `v` starts at t * stride, the shared
+/// head's slice of it at `off` (`shape` = (hd, stride, off)). Each key and value row is read once
+/// for all g heads; one call per group keeps the work in one vectorized function.
 pub fn attend(
     qs: &[f32],
     k: &[f32],
     v: &[f32],
-    hd: usize,
-    stride: usize,
-    off: usize,
-    scale: f32,
+    shape: (usize, usize, usize),
+    (scale, softcap): (f32, Option<f32>),
     att: &mut [f32],
     outs: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: the CPU has AVX2 (checked above).
-        return unsafe { attend_avx2(qs, k, v, hd, stride, off, scale, att, outs) };
+        return unsafe { attend_avx2(qs, k, v, shape, (scale, softcap), att, outs) };
     }
-    attend_lanes(qs, k, v, hd, stride, off, scale, att, outs)
+    attend_lanes(qs, k, v, shape, (scale, softcap), att, outs)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn attend_avx2(
     qs: &[f32],
     k: &[f32],
     v: &[f32],
-    hd: usize,
-    stride: usize,
-    off: usize,
-    scale: f32,
+    shape: (usize, usize, usize),
+    scaling: (f32, Option<f32>),
     att: &mut [f32],
     outs: &mut [f32],
 ) {
-    attend_lanes(qs, k, v, hd, stride, off, scale, att, outs)
+    attend_lanes(qs, k, v, shape, scaling, att, outs)
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn attend_lanes(
     qs: &[f32],
     k: &[f32],
     v: &[f32],
-    hd: usize,
-    stride: usize,
-    off: usize,
-    scale: f32,
+    (hd, stride, off): (usize, usize, usize),
+    (scale, softcap): (f32, Option<f32>),
     att: &mut [f32],
     outs: &mut [f32],
 ) {
@@ -172,7 +165,9 @@ fn attend_lanes(
     for t in 0..n {
         let kr = &k[t * stride + off..][..hd];
         for (h, q) in qs.chunks_exact(hd).enumerate() {
-            att[h * n + t] = dot_lanes(q, kr) * scale;
+            let s = dot_lanes(q, kr);
+            let s = softcap.map_or(s, |c| c * crate::math::tanh(s * (1.0 / c)));
+            att[h * n + t] = s * scale;
         }
     }
     for a in att.chunks_exact_mut(n) {

@@ -448,41 +448,64 @@ pub unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: &su
     }
 }
 
-/// One row of a codebook GEMV: per sub-block of 32 the codes become int8 weights with two `tbl`
-/// lookups of the codebook, then the lane sums (sdot or smull) times the sub-block scale.
+/// The 8 rows of row group g of a codebook GEMV (see avx2::iq4_rows): per step, rows 0-3 and
+/// 4-7 each get 8 codes from 16 bytes, `tbl` turns them into int8 weights, and sdot (or smull)
+/// against 4 broadcast activations sums them in each row's lane, times the group's scale.
 #[inline(always)]
-unsafe fn iq4_row(
+unsafe fn iq4_rows(
     m: &Iq4Matrix,
     act: &Activations,
     fs: &[f32],
-    r: usize,
+    g: usize,
     ahead: usize,
     dot: unsafe fn(int8x16_t, int8x16_t) -> int32x4_t,
-) -> f32 {
-    let (bl, at) = (m.block(), iq4::codes_at(m.typ));
+) -> [float32x4_t; 2] {
+    let (bl, subs) = (m.block(), m.subs());
+    let xs = m.typ == crate::quant::ggml::GgmlType::IQ4XS;
     let book = vld1q_s8(IQ4_CODEBOOK.as_ptr());
-    let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+    let (tb, codes) = (m.tile_bytes(), m.codes_offset(0, 0));
+    let tiles = m.data.as_slice()[g * fs.len() * tb..][..fs.len() * tb].as_ptr();
+    let mut acc = [vdupq_n_f32(0.0); 2];
     for (b, &fa) in fs.iter().enumerate() {
-        let blk = m.block_at(r, b);
-        let bp = blk.as_ptr();
-        prefetch(bp.wrapping_add(ahead));
-        let sc = iq4::sub_scales(m.typ, blk);
-        let (mut li0, mut li1) = (vdupq_n_s32(0), vdupq_n_s32(0));
-        for (j, &s) in sc.iter().enumerate().take(m.subs()) {
-            // SAFETY: the block holds 16 code bytes per sub-block after `at`, and the
-            // activations cover the matrix's columns (checked by the dispatch).
-            let q = vld1q_u8(bp.add(at + 16 * j));
-            let w0 = vqtbl1q_s8(book, vandq_u8(q, vdupq_n_u8(0x0F)));
-            let w1 = vqtbl1q_s8(book, vshrq_n_u8(q, 4));
-            let a = act.a.as_ptr().add(b * bl + 32 * j);
-            li0 = vmlaq_n_s32(li0, dot(w0, vld1q_s8(a)), s as i32);
-            li1 = vmlaq_n_s32(li1, dot(w1, vld1q_s8(a.add(16))), s as i32);
+        // SAFETY: row group g has fs.len() tiles of tb bytes (sliced above).
+        let tp = tiles.add(b * tb);
+        let ap = act.a.as_ptr().add(b * bl);
+        prefetch(tp.wrapping_add(ahead));
+        let mut li = [vdupq_n_s32(0); 2];
+        for s in 0..subs {
+            let mut p = [vdupq_n_s32(0); 2];
+            for j in 0..4 {
+                // SAFETY: the tile's 4 steps of 32 code bytes per group from `codes` and the
+                // block's activations are in bounds (the tile size was checked at load; the
+                // dispatch checked the activations).
+                let a4 = |o: usize| {
+                    vreinterpretq_s8_s32(vdupq_n_s32((ap.add(o) as *const i32).read_unaligned()))
+                };
+                let (al, ah) = (a4(32 * s + 4 * j), a4(32 * s + 16 + 4 * j));
+                for (h, p) in p.iter_mut().enumerate() {
+                    let w = vld1q_u8(tp.add(codes + (4 * s + j) * 32 + 16 * h));
+                    let wl = vqtbl1q_s8(book, vandq_u8(w, vdupq_n_u8(0x0F)));
+                    let wh = vqtbl1q_s8(book, vshrq_n_u8(w, 4));
+                    *p = vaddq_s32(*p, vaddq_s32(dot(wl, al), dot(wh, ah)));
+                }
+            }
+            for (h, li) in li.iter_mut().enumerate() {
+                *li = match xs {
+                    true => {
+                        let sc = tp.add(16 + 8 * s + 4 * h) as *const i8;
+                        let k: [i32; 4] = std::array::from_fn(|i| *sc.add(i) as i32);
+                        vmlaq_s32(*li, p[h], vld1q_s32(k.as_ptr()))
+                    }
+                    false => vaddq_s32(*li, p[h]),
+                };
+            }
         }
-        let d = vdupq_n_f32(half::f16::from_le_bytes([blk[0], blk[1]]).to_f32() * fa);
-        acc0 = vaddq_f32(acc0, vmulq_f32(vcvtq_f32_s32(li0), d));
-        acc1 = vaddq_f32(acc1, vmulq_f32(vcvtq_f32_s32(li1), d));
+        for (h, acc) in acc.iter_mut().enumerate() {
+            let d = vmulq_f32(f16x4_to_f32(tp.add(8 * h)), vdupq_n_f32(fa));
+            *acc = vaddq_f32(*acc, vmulq_f32(vcvtq_f32_s32(li[h]), d));
+        }
     }
-    reduce8(acc0, acc1)
+    acc
 }
 
 /// y = W x for a codebook matrix (see scalar::iq4_gemv for the semantics).
@@ -497,7 +520,13 @@ pub unsafe fn iq4_gemv(m: &Iq4Matrix, act: &Activations, y: &mut [f32], knobs: &
         .collect();
     let dot: unsafe fn(int8x16_t, int8x16_t) -> int32x4_t =
         if has_dotprod() { dot4_sdot } else { dot4_mull };
-    for (r, yr) in y.iter_mut().enumerate().take(m.rows) {
-        *yr = iq4_row(m, act, &fs, r, knobs.prefetch, dot);
+    for g in 0..m.row_groups() {
+        let v = iq4_rows(m, act, &fs, g, knobs.prefetch, dot);
+        let mut y8 = [0f32; 8];
+        vst1q_f32(y8.as_mut_ptr(), v[0]);
+        vst1q_f32(y8.as_mut_ptr().add(4), v[1]);
+        let r0 = g * 8;
+        let n = (m.rows - r0).min(8);
+        y[r0..r0 + n].copy_from_slice(&y8[..n]);
     }
 }

@@ -205,35 +205,30 @@ pub fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32]) {
     }
 }
 
-/// y = W x for a 4-bit codebook matrix (IQ4_NL, IQ4_XS). Per sub-block of 32, lane m holds the
-/// products of elements 4m..4m+3 (codebook value times activation), times the sub-block's
-/// integer scale (IQ4_XS), summed over the block in integers; each lane accumulates that times
-/// (d * f) in float, as `q8_gemv` does per block.
+/// y = W x for a 4-bit codebook matrix (IQ4_NL, IQ4_XS). Per row and block, the integer
+/// li = sum over the block's groups of sc * (sum of codebook value times activation), then
+/// y += li * (d * f) in float, block after block.
 pub fn iq4_gemv(m: &Iq4Matrix, act: &Activations, y: &mut [f32]) {
-    let (nb, bl, at) = (m.cols / m.block(), m.block(), iq4::codes_at(m.typ));
-    for (r, yr) in y.iter_mut().enumerate().take(m.rows) {
-        let mut acc = [0f32; 8];
+    let (bl, nb) = (m.block(), m.cols / m.block());
+    for g in 0..m.row_groups() {
+        let mut acc = [0f32; iq4::ROWS];
         for b in 0..nb {
-            let blk = m.block_at(r, b);
-            let sc = iq4::sub_scales(m.typ, blk);
-            let mut li = [0i32; 8];
-            for (j, &s) in sc.iter().enumerate().take(m.subs()) {
-                let qs = &blk[at + 16 * j..][..16];
-                let a = &act.a[b * bl + 32 * j..][..32];
-                let w = |i: usize| {
-                    let q = if i < 16 { qs[i] & 15 } else { qs[i - 16] >> 4 };
-                    IQ4_CODEBOOK[q as usize] as i32
-                };
-                for (lane, l) in li.iter_mut().enumerate() {
-                    let dot: i32 = (4 * lane..4 * lane + 4).map(|i| w(i) * a[i] as i32).sum();
-                    *l += s as i32 * dot;
+            let tile = m.tile(g, b);
+            let a = &act.a[b * bl..][..bl];
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let mut li = 0i32;
+                for s in 0..m.subs() {
+                    let dot: i32 = (32 * s..32 * s + 32)
+                        .map(|e| IQ4_CODEBOOK[m.code(tile, i, e) as usize] as i32 * a[e] as i32)
+                        .sum();
+                    li += m.sub_scale(tile, s, i) * dot;
                 }
-            }
-            let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32() * act.scale_at(b * bl);
-            for (l, &v) in acc.iter_mut().zip(&li) {
-                *l += v as f32 * d;
+                let d = f16::from_le_bytes([tile[2 * i], tile[2 * i + 1]]).to_f32();
+                *acc += li as f32 * (d * act.scale_at(b * bl));
             }
         }
-        *yr = reduce8(&acc);
+        let r0 = g * iq4::ROWS;
+        let n = (m.rows - r0).min(iq4::ROWS);
+        y[r0..r0 + n].copy_from_slice(&acc[..n]);
     }
 }

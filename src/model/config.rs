@@ -1,4 +1,5 @@
-//! Hyper-parameters of a Llama-family model, read from GGUF metadata (`{arch}.*` keys).
+//! Hyper-parameters of a model, read from GGUF metadata (`{arch}.*` keys), as llama.cpp reads
+//! them for each architecture (llama-model.cpp's load_hparams and the graphs in src/models/).
 
 use crate::error::{Error, Result};
 use crate::format::gguf::Gguf;
@@ -7,9 +8,27 @@ use crate::format::gguf::Gguf;
 pub enum Arch {
     /// Llama, Mistral, SmolLM, Falcon3 and other models llama.cpp runs as `llama`.
     Llama,
+    /// Granite: Llama with scales on the embedding, residuals, attention and logits.
+    Granite,
     /// BitNet b1.58: sub-norms before the output and down projections.
     Bitnet,
+    /// Qwen2 / Qwen2.5: Q, K, V biases, NEOX RoPE.
+    Qwen2,
+    /// Qwen3: per-head RMSNorm on Q and K, NEOX RoPE.
+    Qwen3,
+    /// Gemma: scaled embedding, GELU-gated FFN, pre-scaled queries.
+    Gemma,
+    /// Gemma 2: Gemma with post-attention and post-FFN norms, soft-capping, sliding windows.
+    Gemma2,
+    /// Gemma 3: Gemma 2 with Q/K norms instead of attention soft-capping, and a local RoPE base.
+    Gemma3,
+    /// Phi-3: fused QKV and gate/up matrices, pre-scaled queries.
+    Phi3,
 }
+
+/// The architectures tmac runs, as `general.architecture` names them.
+pub const SUPPORTED: &str =
+    "llama (also mistral), granite, bitnet (also bitnet-b1.58, bitnet-25), qwen2, qwen3, gemma, gemma2, gemma3, phi3";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -17,6 +36,43 @@ pub enum Activation {
     Silu,
     /// relu(gate)^2 * up (BitNet b1.58 2B-4T)
     Relu2,
+    /// GEGLU: gelu(gate) * up, tanh approximation through ggml's f16 table (Gemma)
+    GeluTanh,
+}
+
+/// How an architecture's graph differs from Llama's. `Graph::default()` is Llama.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    /// Rotate (x[i], x[i + rope_dim/2]) (ggml's NEOX mode) instead of adjacent pairs.
+    pub rope_neox: bool,
+    /// Factor on the RoPE angles (1 / rope.scaling.factor with linear scaling); None = 1.
+    pub rope_scale: Option<f32>,
+    /// Sliding-window attention on some layers.
+    pub swa: Option<Swa>,
+    /// Embedding rows are multiplied by this (Gemma: sqrt(n_embd); Granite).
+    pub embd_scale: Option<f32>,
+    /// Queries are multiplied by this before attention (Gemma, Phi-3), and q.k then not scaled.
+    pub q_scale: Option<f32>,
+    /// Scale of q.k before softmax; None = 1 / sqrt(head_dim) (or 1 with `q_scale`).
+    pub kq_scale: Option<f32>,
+    /// q.k becomes cap * tanh(q.k / cap) (Gemma 2).
+    pub attn_softcap: Option<f32>,
+    /// Logits become cap * tanh(logits / cap) (Gemma 2).
+    pub final_softcap: Option<f32>,
+    /// Attention and FFN outputs are multiplied by this before the residual add (Granite).
+    pub residual_scale: Option<f32>,
+    /// Logits are multiplied by this (Granite: 1 / logit_scale).
+    pub logit_scale: Option<f32>,
+}
+
+/// Sliding-window attention: on the layers marked in `layers`, a token at position p attends to
+/// the `window` positions p - window + 1 ..= p, with its own RoPE base and factor.
+#[derive(Clone, Debug)]
+pub struct Swa {
+    pub window: usize,
+    pub layers: Vec<bool>,
+    pub rope_base: f32,
+    pub rope_scale: Option<f32>,
 }
 
 #[derive(Clone, Debug)]
@@ -37,6 +93,7 @@ pub struct Config {
     /// How many leading dimensions of each head RoPE rotates.
     pub rope_dim: usize,
     pub act: Activation,
+    pub graph: Graph,
 }
 
 /// Largest sizes tmac accepts; they keep every derived product far from overflow.
@@ -50,11 +107,18 @@ impl Config {
             .ok_or_else(|| Error::format("missing metadata key general.architecture"))?
             .to_string();
         let arch = match arch_name.as_str() {
-            "llama" | "mistral" | "granite" => Arch::Llama,
+            "llama" | "mistral" => Arch::Llama,
+            "granite" => Arch::Granite,
             "bitnet" | "bitnet-b1.58" | "bitnet-25" => Arch::Bitnet,
+            "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
+            "gemma" => Arch::Gemma,
+            "gemma2" => Arch::Gemma2,
+            "gemma3" => Arch::Gemma3,
+            "phi3" => Arch::Phi3,
             a => {
                 return Err(Error::unsupported(format!(
-                    "architecture '{a}' is not supported"
+                    "architecture '{a}' is not supported (tmac runs {SUPPORTED})"
                 )))
             }
         };
@@ -97,10 +161,13 @@ impl Config {
             Some(a) => Some(a),
             None => g.get_str(&k("hidden_act"))?,
         };
+        let gemma = matches!(arch, Arch::Gemma | Arch::Gemma2 | Arch::Gemma3);
         let act = match act_name {
             Some("relu2") => Activation::Relu2,
             Some("silu" | "swish" | "swiglu") => Activation::Silu,
+            Some("gelu" | "gelu_pytorch_tanh") if gemma => Activation::GeluTanh,
             None if matches!(arch_name.as_str(), "bitnet-b1.58" | "bitnet-25") => Activation::Relu2,
+            None if gemma => Activation::GeluTanh,
             None => Activation::Silu,
             Some(a) => return Err(Error::unsupported(format!("activation '{a}'"))),
         };
@@ -113,11 +180,13 @@ impl Config {
                 "bad rms epsilon {rms_eps} or rope base {rope_base}"
             )));
         }
+        let n_layer = dim("block_count", MAX_LAYERS)?;
+        let graph = graph(g, arch, &k, n_embd, n_head, head_dim, n_layer, rope_base)?;
         Ok(Config {
             arch,
             n_embd,
             n_ff: dim("feed_forward_length", MAX_DIM * 4)?,
-            n_layer: dim("block_count", MAX_LAYERS)?,
+            n_layer,
             n_head,
             n_head_kv,
             head_dim,
@@ -128,6 +197,7 @@ impl Config {
             rope_dim,
             act,
             arch_name,
+            graph,
         })
     }
 
@@ -137,4 +207,124 @@ impl Config {
     pub fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
     }
+}
+
+/// A finite, positive f32 metadata value, if present.
+fn positive(g: &Gguf, key: &str) -> Result<Option<f32>> {
+    match g.get_f32(key)? {
+        Some(v) if !(v.is_finite() && v > 0.0) => {
+            Err(Error::format(format!("{key} = {v} is out of range")))
+        }
+        v => Ok(v),
+    }
+}
+
+/// The graph differences of `arch`, from its metadata (llama.cpp's rules and defaults).
+#[allow(clippy::too_many_arguments)]
+fn graph(
+    g: &Gguf,
+    arch: Arch,
+    k: &dyn Fn(&str) -> String,
+    n_embd: usize,
+    n_head: usize,
+    head_dim: usize,
+    n_layer: usize,
+    rope_base: f32,
+) -> Result<Graph> {
+    let rope_scale = match g.get_str(&k("rope.scaling.type"))? {
+        None | Some("linear") | Some("none") => {
+            let f = match positive(g, &k("rope.scaling.factor"))? {
+                Some(f) => Some(f),
+                None => positive(g, &k("rope.scale_linear"))?,
+            };
+            let none = g.get_str(&k("rope.scaling.type"))? == Some("none");
+            f.filter(|&f| f != 1.0 && !none).map(|f| 1.0 / f)
+        }
+        Some(t) => {
+            return Err(Error::unsupported(format!(
+                "RoPE scaling '{t}' is not supported (only linear)"
+            )))
+        }
+    };
+    let mut gr = Graph {
+        rope_neox: !matches!(arch, Arch::Llama | Arch::Granite),
+        rope_scale,
+        ..Graph::default()
+    };
+    let gemma = matches!(arch, Arch::Gemma | Arch::Gemma2 | Arch::Gemma3);
+    if gemma {
+        gr.embd_scale = Some((n_embd as f32).sqrt());
+        // llama.cpp: 1/sqrt(n_embd / n_head) for the 27B models (46 or 62 layers)
+        let big = matches!((arch, n_layer), (Arch::Gemma2, 46) | (Arch::Gemma3, 62));
+        let d = if big { n_embd / n_head } else { head_dim };
+        gr.q_scale = Some(1.0 / (d as f32).sqrt());
+    }
+    if arch == Arch::Phi3 {
+        gr.q_scale = Some(1.0 / (head_dim as f32).sqrt());
+    }
+    if arch == Arch::Gemma2 {
+        gr.attn_softcap = Some(positive(g, &k("attn_logit_softcapping"))?.unwrap_or(50.0));
+        gr.final_softcap = Some(positive(g, &k("final_logit_softcapping"))?.unwrap_or(30.0));
+    }
+    if arch == Arch::Gemma3 {
+        gr.final_softcap = positive(g, &k("final_logit_softcapping"))?;
+    }
+    if arch == Arch::Granite {
+        gr.embd_scale = positive(g, &k("embedding_scale"))?;
+        gr.residual_scale = positive(g, &k("residual_scale"))?;
+        gr.kq_scale = positive(g, &k("attention.scale"))?;
+        let l = positive(g, &k("logit_scale"))?
+            .ok_or_else(|| Error::format(format!("missing metadata key {}", k("logit_scale"))))?;
+        gr.logit_scale = Some(1.0 / l);
+    }
+    let window = match (arch, g.get_u64(&k("attention.sliding_window"))?) {
+        (Arch::Gemma2, w) => Some(w.unwrap_or(4096)),
+        (Arch::Gemma3, w) => w,
+        _ => None, // llama.cpp ignores the key elsewhere (Phi-3's window included)
+    };
+    if let Some(w) = window {
+        if w == 0 || w > u32::MAX as u64 {
+            return Err(Error::format(format!("sliding window {w} is out of range")));
+        }
+        let layers = swa_layers(g, &k("attention.sliding_window_pattern"), arch, n_layer)?;
+        let (base, scale) = match arch {
+            // Gemma 3's local layers: their own base, no scaling
+            Arch::Gemma3 => (
+                positive(g, &k("rope.freq_base_swa"))?.unwrap_or(10_000.0),
+                None,
+            ),
+            _ => (
+                positive(g, &k("rope.freq_base_swa"))?.unwrap_or(rope_base),
+                rope_scale,
+            ),
+        };
+        gr.swa = Some(Swa {
+            window: w as usize,
+            layers,
+            rope_base: base,
+            rope_scale: scale,
+        });
+    }
+    Ok(gr)
+}
+
+/// Which layers slide: `{arch}.attention.sliding_window_pattern` as a period n (layers with
+/// il % n < n - 1 slide: Gemma 3's default 6, Gemma 2's 2) or one flag per layer.
+fn swa_layers(g: &Gguf, key: &str, arch: Arch, n_layer: usize) -> Result<Vec<bool>> {
+    if let Some(crate::format::gguf::Value::Array(a)) = g.get(key) {
+        let v: Option<Vec<bool>> = (0..a.len()).map(|i| a.i64_at(i).map(|x| x != 0)).collect();
+        return match v {
+            Some(v) if v.len() == n_layer => Ok(v),
+            _ => Err(Error::format(format!(
+                "{key} should hold one flag per layer ({n_layer})"
+            ))),
+        };
+    }
+    let n = match g.get_u64(key)? {
+        Some(n) if (1..=n_layer as u64).contains(&n) => n as usize,
+        Some(n) => return Err(Error::format(format!("{key} = {n} is out of range"))),
+        None if arch == Arch::Gemma2 => 2,
+        None => 6,
+    };
+    Ok((0..n_layer).map(|il| il % n < n - 1).collect())
 }

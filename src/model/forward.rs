@@ -1,6 +1,6 @@
 //! The transformer forward pass for one token, in the order llama.cpp's graph computes it.
 
-use super::config::{Activation, Arch, Config};
+use super::config::{Activation, Config};
 use super::linear::Linear;
 use super::Model;
 use crate::error::{Error, Result};
@@ -41,26 +41,27 @@ pub const MAX_BATCH: usize = 16;
 /// Activation buffers for up to MAX_BATCH tokens, allocated once per session. Vectors hold one
 /// row per token: `x` is (batch, n_embd) and so on.
 pub struct Scratch {
-    x: Vec<f32>,            // (batch, n_embd) residual stream
-    xb: Vec<f32>,           // (batch, n_embd) normed input
-    q: Vec<f32>,            // (batch, q_dim)
-    k: Vec<f32>,            // (batch, kv_dim)
-    v: Vec<f32>,            // (batch, kv_dim)
-    attn: Vec<f32>,         // (batch, q_dim) attention output
-    att: Vec<f32>,          // (n_head / n_head_kv, n_ctx) scores of one query group
-    d: Vec<f32>,            // (batch, n_embd) projection output
-    hb: Vec<f32>,           // (batch, n_ff) gate
-    hb2: Vec<f32>,          // (batch, n_ff) up
-    rope: Vec<(f32, f32)>,  // (batch, rope_dim / 2) cos and sin at each token's position
-    pub logits: Vec<f32>,   // (n_vocab)
-    acts: Vec<Activations>, // (batch) matmul inputs, quantized, with their lookup tables
+    x: Vec<f32>,               // (batch, n_embd) residual stream
+    xb: Vec<f32>,              // (batch, n_embd) normed input
+    q: Vec<f32>,               // (batch, q_dim)
+    k: Vec<f32>,               // (batch, kv_dim)
+    v: Vec<f32>,               // (batch, kv_dim)
+    attn: Vec<f32>,            // (batch, q_dim) attention output
+    att: Vec<f32>,             // (n_head / n_head_kv, n_ctx) scores of one query group
+    d: Vec<f32>,               // (batch, n_embd) projection output
+    hb: Vec<f32>,              // (batch, n_ff) gate
+    hb2: Vec<f32>,             // (batch, n_ff) up
+    rope: Vec<(f32, f32)>,     // (batch, rope_dim / 2) cos and sin at each token's position
+    rope_swa: Vec<(f32, f32)>, // the same for sliding-window layers with their own base
+    pub logits: Vec<f32>,      // (n_vocab)
+    acts: Vec<Activations>,    // (batch) matmul inputs, quantized, with their lookup tables
 }
 
 impl Scratch {
     /// Bytes `new` allocates (activation tables excluded: they grow with the widest input).
     pub fn bytes(cfg: &Config, n_ctx: usize) -> usize {
         let per_token =
-            3 * cfg.n_embd + 2 * cfg.q_dim() + 2 * cfg.kv_dim() + 2 * cfg.n_ff + cfg.rope_dim;
+            3 * cfg.n_embd + 2 * cfg.q_dim() + 2 * cfg.kv_dim() + 2 * cfg.n_ff + 2 * cfg.rope_dim;
         4 * (MAX_BATCH * per_token + n_ctx * (cfg.n_head / cfg.n_head_kv) + cfg.n_vocab)
             + MAX_BATCH * cfg.n_embd.max(cfg.n_ff) * 17
     }
@@ -79,6 +80,7 @@ impl Scratch {
             hb: z(cfg.n_ff),
             hb2: z(cfg.n_ff),
             rope: vec![(1.0, 0.0); MAX_BATCH * (cfg.rope_dim / 2)],
+            rope_swa: vec![(1.0, 0.0); MAX_BATCH * (cfg.rope_dim / 2)],
             logits: vec![0f32; cfg.n_vocab],
             acts: (0..MAX_BATCH).map(|_| Activations::new()).collect(),
         }
@@ -103,13 +105,20 @@ fn rmsnorm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
 
 pub use kf32::softmax;
 
-/// RoPE angles for position `pos` as ggml computes them for `llama` GGUFs ("normal" mode):
-/// pair i turns by pos * base^(-2i/rope_dim), the angle stepped in f32 as ggml does.
-/// Fills (cos, sin) for the rope_dim/2 pairs; the same for every head and layer.
-pub fn rope_angles(cs: &mut [(f32, f32)], pos: usize, theta_scale: f32, freqs: Option<&[f32]>) {
+/// RoPE angles for position `pos` as ggml computes them: pair i turns by
+/// freq_scale * pos * base^(-2i/rope_dim) (divided by freqs[i] if given), the angle stepped in
+/// f32 as ggml does. Fills (cos, sin) for the rope_dim/2 pairs; the same for every head.
+pub fn rope_angles(
+    cs: &mut [(f32, f32)],
+    pos: usize,
+    theta_scale: f32,
+    freqs: Option<&[f32]>,
+    freq_scale: Option<f32>,
+) {
     let mut theta = pos as f32;
     for (i, c) in cs.iter_mut().enumerate() {
         let t = freqs.map_or(theta, |f| theta / f[i]);
+        let t = freq_scale.map_or(t, |s| s * t);
         let (sin, cos) = math::sin_cos(t);
         *c = (cos, sin);
         theta *= theta_scale;
@@ -150,7 +159,43 @@ fn scale_by(y: &mut [f32], s: f32) {
 }
 
 pub fn theta_scale(cfg: &Config) -> f32 {
-    math::pow64(cfg.rope_base as f64, -2.0 / cfg.rope_dim as f64) as f32
+    theta_scale_for(cfg.rope_base, cfg.rope_dim)
+}
+
+fn theta_scale_for(base: f32, rope_dim: usize) -> f32 {
+    math::pow64(base as f64, -2.0 / rope_dim as f64) as f32
+}
+
+/// Add a bias (one value per output) to every token's row.
+fn add_bias(y: &mut [f32], b: Option<&Vec<f32>>) {
+    if let Some(b) = b {
+        for row in y.chunks_exact_mut(b.len()) {
+            for (v, &bi) in row.iter_mut().zip(b) {
+                *v += bi;
+            }
+        }
+    }
+}
+
+/// RMSNorm of each `n`-wide chunk of `x` with the weights `w` (n), if given: per-head Q/K
+/// norms (the whole token row when `w` spans it).
+fn norm_chunks(x: &mut [f32], w: Option<&Vec<f32>>, eps: f32) {
+    if let Some(w) = w {
+        for c in x.chunks_exact_mut(w.len()) {
+            rmsnorm_inplace(c, w, eps);
+        }
+    }
+}
+
+/// x += y, each token row of y first normed with `post` (Gemma) and scaled (Granite).
+fn residual(x: &mut [f32], y: &mut [f32], post: Option<&Vec<f32>>, scale: Option<f32>, eps: f32) {
+    norm_chunks(y, post, eps);
+    if let Some(s) = scale {
+        scale_by(y, s);
+    }
+    for (x, dv) in x.iter_mut().zip(y.iter()) {
+        *x += dv;
+    }
 }
 
 /// Run `tokens` (at most MAX_BATCH) at positions pos.. and write their keys and values to the
@@ -184,23 +229,33 @@ pub fn forward(
         cfg.n_ff,
     );
     let kv_mul = cfg.n_head / cfg.n_head_kv;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let half = cfg.rope_dim / 2;
-    for (b, &t) in tokens.iter().enumerate() {
-        rope_angles(
-            &mut s.rope[b * half..(b + 1) * half],
-            pos + b,
-            theta_scale(cfg),
-            w.rope_freqs.as_deref(),
-        );
-        w.tok_embd
-            .row(file, t as usize, &mut s.x[b * d..(b + 1) * d])?;
-    }
-    let rotate = if cfg.arch == Arch::Bitnet {
-        rope_neox
-    } else {
-        rope
+    let gr = &cfg.graph;
+    // Q.K is scaled inside softmax unless the queries were scaled before (Gemma, Phi-3)
+    let kq_scale = match (gr.kq_scale, gr.q_scale) {
+        (Some(s), _) => s,
+        (None, Some(_)) => 1.0,
+        (None, None) => 1.0 / (hd as f32).sqrt(),
     };
+    let half = cfg.rope_dim / 2;
+    let swa_ts = gr
+        .swa
+        .as_ref()
+        .map(|w| theta_scale_for(w.rope_base, cfg.rope_dim));
+    for (b, &t) in tokens.iter().enumerate() {
+        let freqs = w.rope_freqs.as_deref();
+        let cs = &mut s.rope[b * half..(b + 1) * half];
+        rope_angles(cs, pos + b, theta_scale(cfg), freqs, gr.rope_scale);
+        if let (Some(ts), Some(swa)) = (swa_ts, &gr.swa) {
+            let cs = &mut s.rope_swa[b * half..(b + 1) * half];
+            rope_angles(cs, pos + b, ts, freqs, swa.rope_scale);
+        }
+        let x = &mut s.x[b * d..(b + 1) * d];
+        w.tok_embd.row(file, t as usize, x)?;
+        if let Some(e) = gr.embd_scale {
+            scale_by(x, e);
+        }
+    }
+    let rotate = if gr.rope_neox { rope_neox } else { rope };
     // x (n, cols) through `mats` into the outputs, each token's input prepared once for all
     macro_rules! matmul {
         ($x:expr, $cols:expr, [$(($mat:expr, $y:expr, $rows:expr)),+]) => {{
@@ -213,6 +268,8 @@ pub fn forward(
     }
 
     for (l, layer) in w.layers.iter().enumerate() {
+        let ex = &layer.extra;
+        let window = gr.swa.as_ref().filter(|w| w.layers[l]).map(|w| w.window);
         // attention
         for b in 0..n {
             rmsnorm(
@@ -235,31 +292,43 @@ pub fn forward(
         scale_by(&mut s.q[..n * q_dim], sq);
         scale_by(&mut s.k[..n * kvd], sk);
         scale_by(&mut s.v[..n * kvd], sv);
+        add_bias(&mut s.q[..n * q_dim], ex.bq.as_ref());
+        add_bias(&mut s.k[..n * kvd], ex.bk.as_ref());
+        add_bias(&mut s.v[..n * kvd], ex.bv.as_ref());
+        norm_chunks(&mut s.q[..n * q_dim], ex.q_norm.as_ref(), cfg.rms_eps);
+        norm_chunks(&mut s.k[..n * kvd], ex.k_norm.as_ref(), cfg.rms_eps);
+        let angles = if window.is_some() && swa_ts.is_some() {
+            &s.rope_swa
+        } else {
+            &s.rope
+        };
         for b in 0..n {
-            let cs = &s.rope[b * half..(b + 1) * half];
+            let cs = &angles[b * half..(b + 1) * half];
             rotate(&mut s.q[b * q_dim..(b + 1) * q_dim], hd, cs);
             rotate(&mut s.k[b * kvd..(b + 1) * kvd], hd, cs);
             let at = kv.at(l, pos + b);
             kv.k[at..at + kvd].copy_from_slice(&s.k[b * kvd..(b + 1) * kvd]);
             kv.v[at..at + kvd].copy_from_slice(&s.v[b * kvd..(b + 1) * kvd]);
         }
+        if let Some(qs) = gr.q_scale {
+            scale_by(&mut s.q[..n * q_dim], qs);
+        }
         let base = kv.at(l, 0);
         for b in 0..n {
-            let p = pos + b; // token b sees positions 0..=p
-            let rows = base..base + (p + 1) * kvd;
+            let p = pos + b; // token b sees positions first..=p
+            let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
+            let rows = base + first * kvd..base + (p + 1) * kvd;
             let group = kv_mul * hd; // the query heads sharing key/value head kvh
             for kvh in 0..cfg.n_head_kv {
                 let qs = &s.q[b * q_dim + kvh * group..][..group];
                 let outs = &mut s.attn[b * q_dim + kvh * group..][..group];
-                let att = &mut s.att[..kv_mul * (p + 1)];
+                let att = &mut s.att[..kv_mul * (p + 1 - first)];
                 kf32::attend(
                     qs,
                     &kv.k[rows.clone()],
                     &kv.v[rows.clone()],
-                    hd,
-                    kvd,
-                    kvh * hd,
-                    scale,
+                    (hd, kvd, kvh * hd),
+                    (kq_scale, gr.attn_softcap),
                     att,
                     outs,
                 );
@@ -270,9 +339,9 @@ pub fn forward(
         }
         matmul!(s.attn, q_dim, [(layer.wo, s.d, d)]);
         scale_by(&mut s.d[..n * d], so);
-        for (x, dv) in s.x[..n * d].iter_mut().zip(&s.d) {
-            *x += dv;
-        }
+        add_bias(&mut s.d[..n * d], ex.bo.as_ref());
+        let (post, rs) = (ex.post_attn_norm.as_ref(), gr.residual_scale);
+        residual(&mut s.x[..n * d], &mut s.d[..n * d], post, rs, cfg.rms_eps);
 
         // feed-forward
         for b in 0..n {
@@ -293,6 +362,7 @@ pub fn forward(
                     let r = g.max(0.0);
                     r * r * u
                 }
+                Activation::GeluTanh => math::gelu_tanh(*g) * u,
             };
         }
         if let Some(sub) = &layer.ffn_sub_norm {
@@ -302,9 +372,8 @@ pub fn forward(
         }
         matmul!(s.hb, ff, [(layer.w_down, s.d, d)]);
         scale_by(&mut s.d[..n * d], sd);
-        for (x, dv) in s.x[..n * d].iter_mut().zip(&s.d) {
-            *x += dv;
-        }
+        let post = ex.post_ffn_norm.as_ref();
+        residual(&mut s.x[..n * d], &mut s.d[..n * d], post, rs, cfg.rms_eps);
     }
     Ok(())
 }
@@ -322,4 +391,13 @@ pub fn logits(m: &Model, s: &mut Scratch, b: usize) {
     Linear::prepare(&mut s.acts[0], &s.xb[..d], &[&w.output], m.knobs.tables);
     w.output
         .forward(&s.xb[..d], &s.acts[0], &mut s.logits, m.isa, &m.knobs);
+    add_bias(&mut s.logits, w.out_bias.as_ref());
+    if let Some(l) = cfg.graph.logit_scale {
+        scale_by(&mut s.logits, l);
+    }
+    if let Some(c) = cfg.graph.final_softcap {
+        for v in &mut s.logits {
+            *v = c * math::tanh(*v * (1.0 / c));
+        }
+    }
 }

@@ -145,6 +145,7 @@ fn config(lf: &LegacyFile, file: &[u8]) -> Result<Config> {
         rope_base,
         rope_dim: h.head_size(),
         act: Activation::Silu,
+        graph: Default::default(),
     })
 }
 
@@ -448,6 +449,7 @@ fn weights(lf: &LegacyFile, file: &[u8], compute: Compute) -> Result<Weights> {
             wk: mat("wk", l)?,
             wv: mat("wv", l)?,
             wo: mat("wo", l)?,
+            extra: Default::default(),
             attn_sub_norm: None,
             ffn_norm: vector(t("rms_ffn_weight")?, file, l)?,
             w_gate: mat("w1", l)?,
@@ -466,6 +468,7 @@ fn weights(lf: &LegacyFile, file: &[u8], compute: Compute) -> Result<Weights> {
         layers,
         out_norm: vector(t("rms_final_weight")?, file, 0)?,
         output,
+        out_bias: None,
         rope_freqs: None,
     })
 }

@@ -108,6 +108,19 @@ impl Model {
         Ok(m)
     }
 
+    /// Only the vocabulary of the model at `path`: enough to tokenize, also for a GGUF whose
+    /// architecture or tensor types tmac cannot run.
+    pub fn load_vocab(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Vocab> {
+        let path = path.as_ref();
+        let bytes = format::map_file(path)?;
+        if format::detect(bytes.as_slice())?.is_legacy() {
+            // the vocabulary is in tokenizer.bin, sized by the model's header
+            return Ok(Model::load(path, opts)?.vocab.clone());
+        }
+        let g = Gguf::parse(bytes.as_slice()).map_err(|e| e.context(path.display()))?;
+        Vocab::from_gguf(&g).map_err(|e| e.context(path.display()))
+    }
+
     pub fn from_bytes(bytes: Arc<Bytes>, opts: &LoadOptions) -> Result<Arc<Model>> {
         Model::from_bytes_at(bytes, opts, None)
     }
@@ -124,6 +137,7 @@ impl Model {
             return legacy::load(bytes, kind, opts, path);
         }
         let g = Gguf::parse(file)?;
+        weights::check_types(&g)?;
         let mut cfg = Config::from_gguf(&g)?;
         let vocab = Vocab::from_gguf(&g)?;
         cfg.n_vocab = vocab.len();
@@ -135,11 +149,8 @@ impl Model {
                 )));
             }
         }
-        let loader = Loader {
-            g: &g,
-            file,
-            bytes: &bytes,
-        };
+        let mut loader = Loader::new(&g, file, &bytes);
+        weights::split_fused(&mut loader, &cfg)?;
         let weights = match opts.compute {
             Compute::F32 => weights::load(&loader, &cfg, &weights::F32Builder)?,
             Compute::Kernels => weights::load(&loader, &cfg, &weights::KernelBuilder)?,
@@ -289,6 +300,8 @@ pub struct Session {
     pub sampler: Sampler,
     stream: Utf8Stream,
     n_chat_messages: usize,
+    /// A system message the chat template merges into the next user turn (Gemma).
+    held_system: String,
     /// The assistant's chat turn is open (its end-of-turn marker is not in the cache yet).
     in_reply: bool,
     sliding_window: bool,
@@ -336,6 +349,7 @@ impl Session {
             sampler: Sampler::new(opts.sampler.clone()),
             stream: Utf8Stream::default(),
             n_chat_messages: 0,
+            held_system: String::new(),
             in_reply: false,
             model,
         })
@@ -366,6 +380,7 @@ impl Session {
         self.unfed = None;
         self.stream = Utf8Stream::default();
         self.n_chat_messages = 0;
+        self.held_system.clear();
         self.in_reply = false;
         let seed = self.sampler.params.seed;
         self.sampler.reseed(seed);
@@ -470,7 +485,13 @@ impl Session {
             // close the previous reply, whether it ended on its own or was cut short
             text += chat.end_of_turn();
         }
-        text += &chat.message(role, content, self.n_chat_messages == 0);
+        let held = self.held_system.clone();
+        text += &chat.message(
+            role,
+            content,
+            self.n_chat_messages == 0,
+            &mut self.held_system,
+        );
         if role != "system" {
             text += chat.assistant_prefix();
         }
@@ -481,6 +502,7 @@ impl Session {
         }
         if let Err(e) = self.feed(&toks) {
             self.unfed = unfed;
+            self.held_system = held;
             return Err(e);
         }
         self.in_reply = role != "system";

@@ -7,6 +7,8 @@ use crate::format::gguf::{Gguf, TensorInfo};
 use crate::format::{Blob, Bytes};
 use crate::quant::ggml::{dequantize, GgmlType};
 use crate::quant::{iq4::Iq4Matrix, lut, q8::Q8Matrix, ternary};
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 pub struct Layer {
@@ -15,6 +17,8 @@ pub struct Layer {
     pub wk: Linear,
     pub wv: Linear,
     pub wo: Linear,
+    /// What other architectures add to the layer.
+    pub extra: Extras,
     /// BitNet: RMSNorm on the attention output before `wo`.
     pub attn_sub_norm: Option<Vec<f32>>,
     pub ffn_norm: Vec<f32>,
@@ -27,6 +31,23 @@ pub struct Layer {
     /// most models): llama.cpp's optional `*.scale` tensors, times the tensor scale of exactly
     /// ternary weights held as codes (see `quant::ternary`).
     pub scales: [f32; 7],
+}
+
+/// What some architectures add to a Llama layer (all None for Llama).
+#[derive(Default)]
+pub struct Extras {
+    /// Biases of the Q, K, V and output projections (Qwen2), where the file has them.
+    pub bq: Option<Vec<f32>>,
+    pub bk: Option<Vec<f32>>,
+    pub bv: Option<Vec<f32>>,
+    pub bo: Option<Vec<f32>>,
+    /// Per-head RMSNorm weights of Q and K (head_dim each; Qwen3, Gemma 3).
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    /// RMSNorm of the attention output and of the FFN output before the residual adds
+    /// (Gemma 2 and 3).
+    pub post_attn_norm: Option<Vec<f32>>,
+    pub post_ffn_norm: Option<Vec<f32>>,
 }
 
 /// The token embedding table: rows decoded on demand, straight from the file's own type, or
@@ -77,26 +98,103 @@ pub struct Weights {
     pub layers: Vec<Layer>,
     pub out_norm: Vec<f32>,
     pub output: Linear,
+    /// Added to the logits (Qwen2's optional output.bias).
+    pub out_bias: Option<Vec<f32>>,
     /// Llama 3.1 style per-dimension RoPE frequency divisors.
     pub rope_freqs: Option<Vec<f32>>,
 }
 
-/// Looks tensors up by name and checks their shapes before any data is touched.
+/// Looks tensors up by name and checks their shapes before any data is touched. Fused
+/// matrices (Phi-3's attn_qkv and gate+up ffn_up) are looked up as their parts, each a band of
+/// rows of the fused tensor; every tensor looked up is recorded, so a load can refuse a file
+/// with tensors it did not use.
 pub struct Loader<'a> {
     pub g: &'a Gguf,
     pub file: &'a [u8],
     pub bytes: &'a Arc<Bytes>,
+    /// (part, the fused tensor it is cut from)
+    parts: Vec<(TensorInfo, String)>,
+    used: RefCell<HashSet<String>>,
 }
 
 impl<'a> Loader<'a> {
-    pub fn info(&self, name: &str) -> Result<&'a TensorInfo> {
+    pub fn new(g: &'a Gguf, file: &'a [u8], bytes: &'a Arc<Bytes>) -> Loader<'a> {
+        Loader {
+            g,
+            file,
+            bytes,
+            parts: Vec::new(),
+            used: RefCell::new(HashSet::new()),
+        }
+    }
+
+    /// Make `names` (each with its row count) the consecutive row bands of the matrix
+    /// `fused` (cols wide), if the file has it. The parts replace tensors of the same name.
+    pub fn split(&mut self, fused: &str, cols: usize, names: &[(&str, usize)]) -> Result<()> {
+        let Some(t) = self.g.tensor(fused) else {
+            return Ok(());
+        };
+        let rows: usize = names.iter().map(|n| n.1).sum();
+        self.shaped(fused, rows, cols)?;
+        let row_bytes = t
+            .typ
+            .row_bytes(cols as u64)
+            .filter(|_| t.typ != GgmlType::I2S);
+        let row_bytes = row_bytes.ok_or_else(|| {
+            Error::unsupported(format!(
+                "tensor {fused}: a fused {} matrix cannot be split",
+                t.typ.name()
+            ))
+        })? as usize;
+        let mut r0 = 0;
+        for &(name, n) in names {
+            let part = TensorInfo {
+                name: name.to_string(),
+                dims: vec![cols as u64, n as u64],
+                typ: t.typ,
+                offset: t.offset + r0 * row_bytes,
+                size: n * row_bytes,
+            };
+            self.parts.retain(|(p, _)| p.name != name);
+            self.parts.push((part, fused.to_string()));
+            r0 += n;
+        }
+        Ok(())
+    }
+
+    pub fn info(&self, name: &str) -> Result<&TensorInfo> {
+        let (t, source) = match self.parts.iter().find(|(p, _)| p.name == name) {
+            Some((p, fused)) => (Some(p), fused.as_str()),
+            None => (self.g.tensor(name), name),
+        };
+        let t = t.ok_or_else(|| Error::format(format!("missing tensor {name}")))?;
+        self.used.borrow_mut().insert(source.to_string());
+        Ok(t)
+    }
+
+    /// Is there a tensor `name` (a part of a fused one included)?
+    pub fn has(&self, name: &str) -> bool {
+        self.parts.iter().any(|(p, _)| p.name == name) || self.g.tensor(name).is_some()
+    }
+
+    /// `info` for a tensor the model may or may not have.
+    pub fn optional(&self, name: &str) -> Option<&TensorInfo> {
+        self.has(name).then(|| self.info(name).ok()).flatten()
+    }
+
+    /// Tensors of the file that no lookup asked for.
+    pub fn unused(&self) -> Vec<&str> {
+        let used = self.used.borrow();
         self.g
-            .tensor(name)
-            .ok_or_else(|| Error::format(format!("missing tensor {name}")))
+            .tensors
+            .iter()
+            .map(|t| t.name.as_str())
+            .filter(|n| !used.contains(*n))
+            .collect()
     }
 
     /// Check that `name` is a (rows, cols) matrix (or a vector when rows == 1).
-    pub fn shaped(&self, name: &str, rows: usize, cols: usize) -> Result<&'a TensorInfo> {
+    pub fn shaped(&self, name: &str, rows: usize, cols: usize) -> Result<&TensorInfo> {
         let t = self.info(name)?;
         let want: &[u64] = if rows == 1 {
             &[cols as u64]
@@ -130,7 +228,7 @@ impl<'a> Loader<'a> {
     /// The factor in llama.cpp's optional `<matrix>.scale` tensor (1 element), or 1.
     pub fn scale_factor(&self, matrix: &str) -> Result<f32> {
         let name = ternary::scale_name(matrix);
-        if self.g.tensor(&name).is_none() {
+        if !self.has(&name) {
             return Ok(1.0);
         }
         Ok(self.vector(&name, 1)?[0])
@@ -150,7 +248,7 @@ impl<'a> Loader<'a> {
 
 impl<'a> Loader<'a> {
     /// The GGUF tensor `name` as a (rows, cols) matrix of a type tmac can read.
-    pub fn ggml_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<&'a TensorInfo> {
+    pub fn ggml_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<&TensorInfo> {
         let t = self.shaped(name, rows, cols)?;
         if !t.typ.can_dequantize() {
             return Err(Error::unsupported(format!(
@@ -215,8 +313,8 @@ impl MatrixBuilder for F32Builder {
 
 /// The default: each matrix through the fastest kernel that holds it exactly. tmac files are
 /// used in place; from GGUF, the types with integer codes (Q4_0, Q4_1, Q5_0, Q5_1, Q2_K to
-/// Q6_K, TQ1_0, TQ2_0) are repacked into LUT layout, Q8_0, IQ4_NL and IQ4_XS are used in place,
-/// and F32, F16 and BF16 stay f32. In the transformer blocks, exactly
+/// Q6_K, TQ1_0, TQ2_0) are repacked into LUT layout, IQ4_NL and IQ4_XS into 8-row codebook
+/// tiles, Q8_0 is used in place, and F32, F16 and BF16 stay f32. In the transformer blocks, exactly
 /// ternary weights (TQ1_0/TQ2_0 with one scale, I2_S, F32/F16/BF16 holding -s, 0, +s) become
 /// ternary codes with the scale applied to the output: activations are then quantized per
 /// token, as BitNet b1.58 defines it.
@@ -254,7 +352,12 @@ impl MatrixBuilder for KernelBuilder {
         }
         match t.typ {
             Q8_0 => Ok(Linear::Q8(Q8Matrix::new(rows, cols, l.mapped(t), None)?)),
-            IQ4NL | IQ4XS => Ok(Linear::Iq4(Iq4Matrix::new(rows, cols, t.typ, l.mapped(t))?)),
+            IQ4NL | IQ4XS => Ok(Linear::Iq4(Iq4Matrix::from_ggml(
+                t.typ,
+                l.data(t),
+                rows,
+                cols,
+            )?)),
             _ => F32Builder.build(l, name, rows, cols),
         }
     }
@@ -301,6 +404,11 @@ pub fn load(l: &Loader, cfg: &Config, mb: &dyn MatrixBuilder) -> Result<Weights>
         }
     };
     let bitnet = cfg.arch == Arch::Bitnet;
+    let qk_norm = matches!(cfg.arch, Arch::Qwen3 | Arch::Gemma3);
+    let post_norms = matches!(cfg.arch, Arch::Gemma2 | Arch::Gemma3);
+    let bias = |name: &str, n: usize| -> Result<Option<Vec<f32>>> {
+        l.has(name).then(|| l.vector(name, n)).transpose()
+    };
     let mut layers = Vec::with_capacity(cfg.n_layer);
     for i in 0..cfg.n_layer {
         let n = |s: &str| format!("blk.{i}.{s}");
@@ -312,6 +420,8 @@ pub fn load(l: &Loader, cfg: &Config, mb: &dyn MatrixBuilder) -> Result<Weights>
         let attn_sub_norm = bitnet
             .then(|| l.vector(&n("attn_sub_norm.weight"), q))
             .transpose()?;
+        let head_norm = |s: &str| qk_norm.then(|| l.vector(&n(s), cfg.head_dim)).transpose();
+        let post_norm = |s: &str| post_norms.then(|| l.vector(&n(s), d)).transpose();
         let ffn_norm = l.vector(&n("ffn_norm.weight"), d)?;
         let (w_gate, sg) = smat(&n("ffn_gate.weight"), ff, d)?;
         let (w_up, su) = smat(&n("ffn_up.weight"), ff, d)?;
@@ -325,6 +435,16 @@ pub fn load(l: &Loader, cfg: &Config, mb: &dyn MatrixBuilder) -> Result<Weights>
             wk,
             wv,
             wo,
+            extra: Extras {
+                bq: bias(&n("attn_q.bias"), q)?,
+                bk: bias(&n("attn_k.bias"), kv)?,
+                bv: bias(&n("attn_v.bias"), kv)?,
+                bo: bias(&n("attn_output.bias"), d)?,
+                q_norm: head_norm("attn_q_norm.weight")?,
+                k_norm: head_norm("attn_k_norm.weight")?,
+                post_attn_norm: post_norm("post_attention_norm.weight")?,
+                post_ffn_norm: post_norm("post_ffw_norm.weight")?,
+            },
             attn_sub_norm,
             ffn_norm,
             w_gate,
@@ -334,20 +454,83 @@ pub fn load(l: &Loader, cfg: &Config, mb: &dyn MatrixBuilder) -> Result<Weights>
             scales: [sq, sk, sv, so, sg, su, sd],
         });
     }
-    let output = if l.g.tensor("output.weight").is_some() {
+    // Gemma 2 always ties the head to the embedding (llama.cpp reads no output.weight there)
+    let output = if l.has("output.weight") && cfg.arch != Arch::Gemma2 {
         mat("output.weight", n_vocab, d)?
     } else {
         mat("token_embd.weight", n_vocab, d)? // tied head
     };
-    let rope_freqs = match l.g.tensor("rope_freqs.weight") {
-        None => None,
-        Some(_) => Some(l.vector("rope_freqs.weight", cfg.rope_dim / 2)?),
+    let rope_freqs = match l.has("rope_freqs.weight") {
+        false => None,
+        true => Some(l.vector("rope_freqs.weight", cfg.rope_dim / 2)?),
     };
+    let out_bias = bias("output.bias", n_vocab)?;
+    let out_norm = l.vector("output_norm.weight", d)?;
+    if let Some(first) = l.unused().first() {
+        let n = l.unused().len();
+        return Err(Error::unsupported(format!(
+            "tensor {first} is not used by tmac's {} graph ({n} unused tensor{}); running \
+             without it would give other results than llama.cpp",
+            cfg.arch_name,
+            if n == 1 { "" } else { "s" }
+        )));
+    }
     Ok(Weights {
         tok_embd,
         layers,
-        out_norm: l.vector("output_norm.weight", d)?,
+        out_norm,
         output,
+        out_bias,
         rope_freqs,
     })
+}
+
+/// Cut the fused matrices of `cfg`'s architecture into the parts the forward pass reads:
+/// Phi-3's attn_qkv into attn_q, attn_k, attn_v, and its ffn_up (gate rows, then up rows)
+/// into ffn_gate and ffn_up.
+pub fn split_fused(l: &mut Loader, cfg: &Config) -> Result<()> {
+    let (d, ff, q, kv) = (cfg.n_embd, cfg.n_ff, cfg.q_dim(), cfg.kv_dim());
+    for i in 0..cfg.n_layer {
+        let n = |s: &str| format!("blk.{i}.{s}.weight");
+        let (wq, wk, wv) = (n("attn_q"), n("attn_k"), n("attn_v"));
+        l.split(&n("attn_qkv"), d, &[(&wq, q), (&wk, kv), (&wv, kv)])?;
+        if cfg.arch == Arch::Phi3 {
+            let (gate, up) = (n("ffn_gate"), n("ffn_up"));
+            l.split(&up.clone(), d, &[(&gate, ff), (&up, ff)])?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuse a GGUF with tensors of types tmac cannot read, naming each type and how many tensors
+/// have it (a tmac file's kernel data is I8 and read by its own rules).
+pub fn check_types(g: &Gguf) -> Result<()> {
+    if g.get("tmac.format_version").is_some() {
+        return Ok(());
+    }
+    let mut bad: Vec<(GgmlType, usize)> = Vec::new();
+    for t in g.tensors.iter().filter(|t| !t.typ.can_dequantize()) {
+        match bad.iter_mut().find(|(b, _)| *b == t.typ) {
+            Some(b) => b.1 += 1,
+            None => bad.push((t.typ, 1)),
+        }
+    }
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = bad
+        .iter()
+        .map(|(t, n)| {
+            format!(
+                "{} ({n} tensor{})",
+                t.name(),
+                if *n == 1 { "" } else { "s" }
+            )
+        })
+        .collect();
+    Err(Error::unsupported(format!(
+        "tensor types tmac cannot read: {}; tmac reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, \
+         Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0 and I2_S",
+        list.join(", ")
+    )))
 }

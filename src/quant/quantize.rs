@@ -262,11 +262,8 @@ pub fn quantize_file(
     let ctx = |e: Error| e.context(src.display());
     let mut cfg = Config::from_gguf(&g).map_err(ctx)?;
     cfg.n_vocab = crate::tokenizer::Vocab::from_gguf(&g).map_err(ctx)?.len();
-    let l = Loader {
-        g: &g,
-        file,
-        bytes: &bytes,
-    };
+    let mut l = Loader::new(&g, file, &bytes);
+    crate::model::weights::split_fused(&mut l, &cfg).map_err(ctx)?;
     let mut w = GgufWriter::new(tmacfile::ALIGNMENT);
     for (k, v) in &g.metadata {
         if k != "general.alignment" && !k.starts_with("tmac.") {

@@ -11,6 +11,11 @@ pub enum ChatTemplate {
     Llama3,
     /// `[INST] content [/INST]` (Llama 2, Mistral)
     Llama2,
+    /// `<start_of_turn>role\ncontent<end_of_turn>\n` with the assistant as `model` and a system
+    /// message merged into the next user turn (Gemma).
+    Gemma,
+    /// `<|role|>\ncontent<|end|>\n` (Phi-3)
+    Phi3,
     /// No known template: `role: content\n`.
     Plain,
 }
@@ -26,6 +31,12 @@ impl ChatTemplate {
             || (t.is_empty() && has_token("<|start_header_id|>"))
         {
             ChatTemplate::Llama3
+        } else if t.contains("<start_of_turn>") || (t.is_empty() && has_token("<start_of_turn>")) {
+            ChatTemplate::Gemma
+        } else if (t.contains("<|assistant|>") && t.contains("<|end|>"))
+            || (t.is_empty() && has_token("<|assistant|>") && has_token("<|end|>"))
+        {
+            ChatTemplate::Phi3
         } else if t.contains("[INST]") {
             ChatTemplate::Llama2
         } else {
@@ -38,13 +49,16 @@ impl ChatTemplate {
             ChatTemplate::ChatMl { .. } => "chatml",
             ChatTemplate::Llama3 => "llama3",
             ChatTemplate::Llama2 => "llama2",
+            ChatTemplate::Gemma => "gemma",
+            ChatTemplate::Phi3 => "phi3",
             ChatTemplate::Plain => "plain",
         }
     }
 
     /// The text of one message. `first` is true for the first message of a conversation
-    /// (where a default system message or BOS goes).
-    pub fn message(&self, role: &str, content: &str, first: bool) -> String {
+    /// (where a default system message or BOS goes). A template that merges system messages
+    /// into the next turn (Gemma) keeps them in `held` and returns nothing for them.
+    pub fn message(&self, role: &str, content: &str, first: bool, held: &mut String) -> String {
         match self {
             ChatTemplate::ChatMl { default_system } => {
                 let mut s = String::new();
@@ -62,6 +76,23 @@ impl ChatTemplate {
                 "user" => format!("[INST] {content} [/INST]"),
                 _ => format!(" {content}</s>"),
             },
+            ChatTemplate::Gemma => {
+                // as llama.cpp's gemma template: contents trimmed, system text into the next
+                // user turn
+                if role == "system" {
+                    *held += content.trim();
+                    return String::new();
+                }
+                let role = if role == "assistant" { "model" } else { role };
+                let mut s = format!("<start_of_turn>{role}\n");
+                if !held.is_empty() && role != "model" {
+                    s += held;
+                    s += "\n\n";
+                    held.clear();
+                }
+                s + content.trim() + "<end_of_turn>\n"
+            }
+            ChatTemplate::Phi3 => format!("<|{role}|>\n{content}<|end|>\n"),
             ChatTemplate::Plain => format!("{role}: {content}\n"),
         }
     }
@@ -72,6 +103,8 @@ impl ChatTemplate {
             ChatTemplate::ChatMl { .. } => "<|im_end|>\n",
             ChatTemplate::Llama3 => "<|eot_id|>",
             ChatTemplate::Llama2 => "</s>",
+            ChatTemplate::Gemma => "<end_of_turn>\n",
+            ChatTemplate::Phi3 => "<|end|>\n",
             ChatTemplate::Plain => "\n",
         }
     }
@@ -82,20 +115,35 @@ impl ChatTemplate {
             ChatTemplate::ChatMl { .. } => "<|im_start|>assistant\n",
             ChatTemplate::Llama3 => "<|start_header_id|>assistant<|end_header_id|>\n\n",
             ChatTemplate::Llama2 => "",
+            ChatTemplate::Gemma => "<start_of_turn>model\n",
+            ChatTemplate::Phi3 => "<|assistant|>\n",
             ChatTemplate::Plain => "assistant:",
         }
     }
 }
 
 /// A system message the template inserts when the conversation has none, written as a string
-/// literal `'<|im_start|>system\n...<|im_end|>` inside the template.
+/// literal `'<|im_start|>system\n...<|im_end|>` inside the template. The newline may be a real
+/// one or, as in Qwen2.5's template, the two characters `\n`; the first such literal wins
+/// (Qwen2.5's tool-use branch comes first and is an expression, so it is passed over).
 fn default_system(t: &str) -> Option<String> {
-    let start = "<|im_start|>system\n";
-    let body = &t[t.find(start)? + start.len()..];
-    let end = body.find("<|im_end|>")?;
-    let sys = &body[..end];
-    // a literal, not a template expression such as {{ message['content'] }}
-    (!sys.contains("{{") && !sys.contains("{%") && !sys.contains('\'')).then(|| sys.to_string())
+    let mut rest = t;
+    while let Some(at) = rest.find("<|im_start|>system") {
+        rest = &rest[at + "<|im_start|>system".len()..];
+        let body = match (rest.strip_prefix('\n'), rest.strip_prefix("\\n")) {
+            (Some(b), _) | (None, Some(b)) => b,
+            _ => continue,
+        };
+        let Some(end) = body.find("<|im_end|>") else {
+            continue;
+        };
+        let sys = &body[..end];
+        // a literal, not a template expression such as {{ message['content'] }}
+        if !sys.is_empty() && !["{{", "{%", "'", "+"].iter().any(|x| sys.contains(x)) {
+            return Some(sys.replace("\\n", "\n"));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -112,12 +160,13 @@ mod tests {
                 default_system: Some("You are SmolLM".into())
             }
         );
+        let mut held = String::new();
         assert_eq!(
-            c.message("user", "Hi", true),
+            c.message("user", "Hi", true, &mut held),
             "<|im_start|>system\nYou are SmolLM<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
         );
         assert_eq!(
-            c.message("user", "Hi", false),
+            c.message("user", "Hi", false, &mut held),
             "<|im_start|>user\nHi<|im_end|>\n"
         );
     }
@@ -138,6 +187,49 @@ mod tests {
         assert_eq!(
             ChatTemplate::detect(None, |t| t == "<|start_header_id|>"),
             ChatTemplate::Llama3
+        );
+    }
+
+    #[test]
+    fn qwen25_default_system_is_found_past_the_tools_branch() {
+        // Qwen2.5's template as its GGUF holds it: newlines inside the Jinja literals are the two
+        // characters backslash and n, and the tools branch's system turn comes first
+        let t = r#"{%- if tools %}{{- '<|im_start|>system\n' }}{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] }}{%- else %}{{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}{%- endif %}{%- else %}{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}{%- else %}{{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}{%- endif %}{%- endif %}"#;
+        assert_eq!(
+            ChatTemplate::detect(Some(t), |_| false),
+            ChatTemplate::ChatMl {
+                default_system: Some(
+                    "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.".into()
+                )
+            }
+        );
+    }
+
+    #[test]
+    fn gemma_merges_the_system_message_into_the_first_user_turn() {
+        let c = ChatTemplate::detect(Some("{{ '<start_of_turn>' + role }}"), |_| false);
+        assert_eq!(c, ChatTemplate::Gemma);
+        let mut held = String::new();
+        assert_eq!(c.message("system", " Be brief. ", true, &mut held), "");
+        assert_eq!(
+            c.message("user", "Hi ", false, &mut held),
+            "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
+        );
+        assert_eq!(
+            c.message("assistant", "Hello", false, &mut held),
+            "<start_of_turn>model\nHello<end_of_turn>\n"
+        );
+        assert_eq!(c.assistant_prefix(), "<start_of_turn>model\n");
+    }
+
+    #[test]
+    fn phi3_by_tokens() {
+        let c = ChatTemplate::detect(None, |t| t == "<|assistant|>" || t == "<|end|>");
+        assert_eq!(c, ChatTemplate::Phi3);
+        let mut held = String::new();
+        assert_eq!(
+            c.message("user", "Hi", true, &mut held),
+            "<|user|>\nHi<|end|>\n"
         );
     }
 }

@@ -69,6 +69,7 @@ pub struct VocabSpec {
     pub chat_template: Option<String>,
 }
 
+#[derive(Clone)]
 pub struct Vocab {
     pub model: Model,
     tokens: Vec<Box<[u8]>>,
@@ -91,7 +92,8 @@ pub struct Vocab {
     pub chat: ChatTemplate,
 }
 
-// End-of-generation tokens llama.cpp recognises by their text.
+// End-of-generation tokens llama.cpp recognises by their text (llama-vocab.cpp), with Qwen's
+// fill-in-the-middle separators.
 const EOG_TEXTS: &[&str] = &[
     "<|eot_id|>",
     "<|im_end|>",
@@ -101,8 +103,15 @@ const EOG_TEXTS: &[&str] = &[
     "<|eom_id|>",
     "<EOT>",
     "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "</s>",
+    "<eos>",
     "<|end_of_text|>",
     "<end_of_utterance>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
 ];
 
 impl Vocab {

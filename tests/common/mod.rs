@@ -71,3 +71,26 @@ pub fn greedy_cases() -> Vec<(String, Vec<u32>)> {
         })
         .collect()
 }
+
+/// A teacher-forced logits fixture (line 1: the sequence; then one row of logits per position).
+pub fn logits_fixture(path: &std::path::Path) -> (Vec<u32>, Vec<Vec<f32>>) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut it = lines(&text);
+    let seq = ids(it.next().unwrap());
+    let rows = it
+        .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
+        .collect();
+    (seq, rows)
+}
+
+/// The logits after each token of `seq`, fed in one go.
+pub fn teacher_forced(m: std::sync::Arc<tmac::Model>, seq: &[u32]) -> Vec<Vec<f32>> {
+    let opts = tmac::SessionOptions {
+        n_ctx: 64,
+        ..Default::default()
+    };
+    let mut s = tmac::Session::new(m, &opts).unwrap();
+    let mut out = Vec::new();
+    s.eval(seq, |_, l| out.push(l.to_vec())).unwrap();
+    out
+}
