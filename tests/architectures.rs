@@ -107,3 +107,35 @@ fn an_unknown_architecture_lists_the_supported_ones() {
         "{e}"
     );
 }
+
+#[test]
+fn every_architecture_survives_a_tmac_file() {
+    use tmac::quant::quantize::{quantize_file, QuantizeOptions, Target};
+    let dir = std::env::temp_dir().join(format!("tmac-arch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in [
+        "qwen2-outbias",
+        "qwen3",
+        "gemma2",
+        "gemma3",
+        "phi3",
+        "granite",
+    ] {
+        let (seq, _) = common::logits_fixture(&fx(&format!("{name}.logits.txt")));
+        let src = fx(&format!("{name}.gguf"));
+        let dst = dir.join(format!("{name}.tmac"));
+        let opts = QuantizeOptions {
+            target: Target::F32,
+            head: Target::F32,
+        };
+        quantize_file(&src, &dst, &opts, |_, _, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let load = |p: &std::path::Path| Model::load(p, &LoadOptions::default()).unwrap();
+        let (a, b) = (
+            teacher_forced(load(&src), &seq),
+            teacher_forced(load(&dst), &seq),
+        );
+        // f32 either way: the same numbers, whatever the file
+        assert!(a == b, "{name}: the tmac file computes other logits");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

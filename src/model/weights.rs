@@ -172,6 +172,11 @@ impl<'a> Loader<'a> {
         Ok(t)
     }
 
+    /// Is `name` a fused tensor that is read as parts?
+    pub fn is_fused(&self, name: &str) -> bool {
+        self.parts.iter().any(|(_, f)| f == name)
+    }
+
     /// Is there a tensor `name` (a part of a fused one included)?
     pub fn has(&self, name: &str) -> bool {
         self.parts.iter().any(|(p, _)| p.name == name) || self.g.tensor(name).is_some()
@@ -494,8 +499,9 @@ pub fn split_fused(l: &mut Loader, cfg: &Config) -> Result<()> {
         let n = |s: &str| format!("blk.{i}.{s}.weight");
         let (wq, wk, wv) = (n("attn_q"), n("attn_k"), n("attn_v"));
         l.split(&n("attn_qkv"), d, &[(&wq, q), (&wk, kv), (&wv, kv)])?;
-        if cfg.arch == Arch::Phi3 {
-            let (gate, up) = (n("ffn_gate"), n("ffn_up"));
+        let (gate, up) = (n("ffn_gate"), n("ffn_up"));
+        // a file without ffn_gate holds it in ffn_up (a tmac file stores the two apart)
+        if cfg.arch == Arch::Phi3 && !l.has(&gate) {
             l.split(&up.clone(), d, &[(&gate, ff), (&up, ff)])?;
         }
     }

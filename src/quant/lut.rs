@@ -115,6 +115,15 @@ impl Geometry {
             (i % 32, 2 * self.plane_pairs)
         }
     }
+    /// Byte of a chunk holding (row within the row block, bit-plane): the inverse of `slot`.
+    #[inline]
+    pub fn byte_of(&self, rr: usize, plane: usize) -> usize {
+        if plane < 2 * self.plane_pairs {
+            (plane / 2) * 32 + (rr / 8) * 16 + (rr % 8) * 2 + plane % 2
+        } else {
+            self.plane_pairs * 32 + rr
+        }
+    }
     pub fn data_len(&self) -> usize {
         self.row_blocks * self.chunks * self.chunk_bytes
     }
@@ -290,21 +299,20 @@ pub fn pack_with(
 ) -> LutMatrix {
     let g = Geometry::new(rows, cols, form.bits, form.group, form.zero, form.sup);
     let mut data = vec![0u8; g.data_len()];
-    for rb in 0..g.row_blocks {
+    for row in 0..rows {
+        let (rb, rr) = (row / 16, row % 16);
         for c in 0..g.chunks {
+            // bit l of plane p's byte is bit p of the code in column 8c + l
+            let mut planes = [0u8; MAX_BITS as usize];
+            for l in 0..8.min(cols - 8 * c) {
+                let q = q(row, 8 * c + l);
+                for (p, byte) in planes.iter_mut().enumerate().take(g.bits) {
+                    *byte |= ((q >> p) & 1) << l;
+                }
+            }
             let blk = &mut data[(rb * g.chunks + c) * g.chunk_bytes..][..g.chunk_bytes];
-            for (i, byte) in blk.iter_mut().enumerate() {
-                let (rr, plane) = g.slot(i);
-                let row = rb * 16 + rr;
-                if row >= rows {
-                    continue;
-                }
-                for l in 0..8 {
-                    let col = 8 * c + l;
-                    if col < cols && (q(row, col) >> plane) & 1 == 1 {
-                        *byte |= 1 << l; // bit l of the byte is column 8c + l
-                    }
-                }
+            for (p, &byte) in planes.iter().enumerate().take(g.bits) {
+                blk[g.byte_of(rr, p)] = byte;
             }
         }
     }

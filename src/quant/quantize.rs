@@ -308,7 +308,10 @@ pub fn quantize_file(
     // everything else (norms, rope factors) as f32
     for t in &g.tensors {
         let base = t.name.strip_suffix(".scales").unwrap_or(&t.name);
-        if mats.iter().any(|(n, ..)| n == &t.name || n == base) || folded.contains(&t.name) {
+        if mats.iter().any(|(n, ..)| n == &t.name || n == base)
+            || folded.contains(&t.name)
+            || l.is_fused(&t.name)
+        {
             continue;
         }
         w.add_f32(&t.name, &t.dims, &l.f32s(t).map_err(ctx)?);
