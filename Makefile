@@ -30,13 +30,15 @@ C_OUT         := build/c
 # GEMV takes its smull path) runs the tests that hold NEON to the scalar twin and to x86's logits.
 ARM_CPUS      ?= cortex-a76 cortex-a72
 ARM_QUICK_CPUS?= cortex-a72
-ARM_QUICK_TESTS := --lib --test kernels --test determinism --test bad_input
-# Emulation is about 20x slower than native, so two model tests are skipped under qemu by
+ARM_QUICK_TESTS := --lib --test kernels --test quant_types --test determinism --test bad_input
+# Emulation is about 20x slower than native, so some model tests are skipped under qemu by
 # default: the f32 greedy continuations through the library (150 s per CPU) and through
-# `tmac run` (225 s). They run no arithmetic that the teacher-forced logits test (64 positions
-# against llama.cpp) and the C example's greedy text (equal to x86's) do not run already.
+# `tmac run` (225 s), and Gemma 3 270M (its 262144-row head). They run no arithmetic that the
+# teacher-forced logits test (64 positions against llama.cpp), the tiny models of every type and
+# architecture, and the C example's greedy text (equal to x86's) do not run already.
 # `make test-aarch64 ARM_TEST_ARGS= ARM_QUICK_CPUS=` runs everything everywhere.
-ARM_TEST_ARGS ?= -- --skip greedy_generation_matches_llama_cpp --skip cli_prints_llama_cpp_greedy_text
+ARM_TEST_ARGS ?= -- --skip greedy_generation_matches_llama_cpp --skip cli_prints_llama_cpp_greedy_text \
+                 --skip gemma_
 ARM_ENV       := env CARGO=/usr/bin/cargo RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
 ARM_CARGO     := $(ARM_ENV) /usr/bin/cargo
 ARM_CLIPPY    := $(ARM_ENV) /usr/bin/cargo-clippy clippy
@@ -231,7 +233,7 @@ $(GEMMA):
 run: $(MODEL) build
 	$(TMAC) run $(MODEL) --chat -i "$(PROMPT)" -n 256
 
-test: $(MODEL) fmt-check clippy check-header
+test: $(MODEL) $(GEMMA) fmt-check clippy check-header
 	$(CARGO) test --release
 	$(MAKE) --no-print-directory test-c
 	$(MAKE) --no-print-directory test-bindings
@@ -268,9 +270,12 @@ fuzz:
 llama-cpp:
 	tools/llama_cpp.sh
 
-fixtures: $(MODEL)
+fixtures: $(MODEL) $(GEMMA)
 	python3 tools/make_fixtures.py $(MODEL)
 	python3 tools/make_bitnet_fixtures.py
+	python3 tools/make_quant_fixtures.py
+	python3 tools/make_arch_fixtures.py
+	python3 tools/make_gemma_fixtures.py
 
 clean:
 	$(CARGO) clean

@@ -139,3 +139,36 @@ fn every_architecture_survives_a_tmac_file() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn tokenize_needs_only_the_vocabulary() {
+    let b = edited("qwen2", |w| {
+        w.set("general.architecture", Value::Str(b"mamba".to_vec()));
+    });
+    let path = std::env::temp_dir().join(format!("tmac-mamba-{}.gguf", std::process::id()));
+    std::fs::write(&path, b).unwrap();
+    let tok = common::tmac_cli()
+        .arg("tokenize")
+        .arg(&path)
+        .args(["-i", "the cat"])
+        .output()
+        .unwrap();
+    let run = common::tmac_cli()
+        .arg("run")
+        .arg(&path)
+        .args(["-i", "the cat", "-n", "1"])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).ok();
+    let ids = String::from_utf8_lossy(&tok.stdout);
+    assert!(
+        tok.status.success() && ids.split_whitespace().count() >= 2,
+        "{ids} {}",
+        String::from_utf8_lossy(&tok.stderr)
+    );
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && err.contains("'mamba'") && err.contains("gemma3"),
+        "{err}"
+    );
+}

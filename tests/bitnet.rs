@@ -585,7 +585,7 @@ fn broken_config_and_tokenizer_are_refused() {
             "x",
         ),
         (
-            "size",
+            "cfg-size", // hf_copy dirs are shared by the tests running in parallel
             "config.json",
             "\"intermediate_size\": 256",
             "\"intermediate_size\": 260",

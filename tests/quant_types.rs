@@ -260,3 +260,43 @@ fn tiny_models_in_every_type_match_llama_cpp() {
         assert!(agree >= seq.len() - 1, "{file}: argmax agrees at {agree}");
     }
 }
+
+#[test]
+fn unreadable_types_are_named_with_their_counts() {
+    use tmac::format::gguf_write::GgufWriter;
+    let bytes = std::fs::read(fx("tiny.q4_k_s.gguf")).unwrap();
+    let g = Gguf::parse(&bytes).unwrap();
+    let mut w = GgufWriter::new(32);
+    for (k, v) in g.metadata.iter().filter(|(k, _)| k != "general.alignment") {
+        w.set(k, v.clone());
+    }
+    // three matrices as IQ2_XXS and one as IQ3_S (types tmac does not read), the rest as they are
+    let retype = |name: &str| match name {
+        "blk.0.attn_q.weight" | "blk.0.attn_k.weight" | "blk.0.ffn_up.weight" => {
+            Some(GgmlType::IQ2XXS)
+        }
+        "blk.0.ffn_down.weight" => Some(GgmlType::IQ3S),
+        _ => None,
+    };
+    for t in &g.tensors {
+        let (typ, data) = match retype(&t.name) {
+            Some(typ) => {
+                let n = typ.row_bytes(t.dims[0]).unwrap() * t.dims[1];
+                (typ, vec![0u8; n as usize])
+            }
+            None => (t.typ, bytes[t.offset..t.offset + t.size].to_vec()),
+        };
+        w.add_tensor(&t.name, &t.dims, typ.id(), data);
+    }
+    let file = std::sync::Arc::new(tmac::format::Bytes::Owned(w.to_bytes()));
+    let e = Model::from_bytes(file, &LoadOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("IQ2_XXS (3 tensors)")
+            && e.contains("IQ3_S (1 tensor)")
+            && !e.contains("type 16"),
+        "{e}"
+    );
+}
