@@ -216,8 +216,9 @@ unsafe fn add_group<const SUB: bool>(
     };
     for h in 0..2 {
         if !SUB {
-            si.a[h] = _mm256_add_epi32(si.a[h], acc[h]);
-            si.b[h] = _mm256_add_epi32(si.b[h], sv);
+            // a super-block is this one group: its sums are the group's
+            si.a[h] = acc[h];
+            si.b[h] = sv;
             continue;
         }
         // SAFETY: the caller passes the sub-scales of this (row block, group): 16 or 32 bytes.

@@ -227,10 +227,11 @@ unsafe fn add_group<const SUB: bool>(
         Zero::Affine => s,
     });
     if !SUB {
-        for i in 0..4 {
-            si.a[i] = vaddq_s32(si.a[i], acc[i]);
-            si.b[i] = vaddq_s32(si.b[i], sv);
-        }
+        // a super-block is this one group: its sums are the group's
+        *si = SuperInts {
+            a: *acc,
+            b: [sv; 4],
+        };
         return;
     }
     // SAFETY: the caller passes the sub-scales of this (row block, group): 16 or 32 bytes.
@@ -492,6 +493,7 @@ unsafe fn iq4_rows(
             for (h, li) in li.iter_mut().enumerate() {
                 *li = match xs {
                     true => {
+                        // SAFETY: an IQ4_XS tile holds 8 scale bytes per group after the 8 d.
                         let sc = tp.add(16 + 8 * s + 4 * h) as *const i8;
                         let k: [i32; 4] = std::array::from_fn(|i| *sc.add(i) as i32);
                         vmlaq_s32(*li, p[h], vld1q_s32(k.as_ptr()))
