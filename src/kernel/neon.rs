@@ -16,7 +16,7 @@
 use super::lut::{Activations, Tables, TABLE8_BYTES, TABLE_BYTES};
 use super::scalar::GroupInput;
 use crate::quant::blocks::IQ4_CODEBOOK;
-use crate::quant::iq4::{self, Iq4Matrix};
+use crate::quant::iq4::Iq4Matrix;
 use crate::quant::lut::{Geometry, LutMatrix, Zero};
 use crate::quant::q8::{Q8Matrix, Q8Strides, Q8_BLOCK};
 use std::arch::aarch64::*;
