@@ -83,7 +83,7 @@ check-header:
 # AddressSanitizer/UBSan builds (static) and the C++ header check.
 c-examples: lib
 	@mkdir -p $(C_OUT)
-	for p in examples-c/generate examples-c/chat tests/c/test_capi; do \
+	for p in examples-c/generate examples-c/chat tests/c/test_capi tests/c/test_embedder; do \
 	  n=$$(basename $$p); \
 	  $(CC) $(CFLAGS_C) $$p.c -L$(LIB) -ltmac -Wl,-rpath,$(abspath $(LIB)) -o $(C_OUT)/$$n || exit 1; \
 	  $(CC) $(CFLAGS_C) $$p.c $(LIB)/libtmac.a $(LIBS_STATIC) -o $(C_OUT)/$$n-static || exit 1; \
@@ -101,6 +101,9 @@ test-c: c-examples $(MODEL)
 	$(C_OUT)/test_capi-static $(C_OUT)/tiny.gguf $(C_OUT)
 	ASAN_OPTIONS=detect_leaks=1 $(C_OUT)/test_capi-asan $(MODEL) $(C_OUT) --smollm2
 	$(VALGRIND) $(C_OUT)/test_capi $(C_OUT)/tiny.gguf $(C_OUT)
+	$(C_OUT)/test_embedder $(MODEL) $(C_OUT) --smollm2
+	ASAN_OPTIONS=detect_leaks=1 $(C_OUT)/test_embedder-asan $(MODEL) $(C_OUT) --smollm2
+	$(VALGRIND) $(C_OUT)/test_embedder $(C_OUT)/tiny.gguf $(C_OUT)
 	$(C_OUT)/generate $(MODEL) "The capital of France is" 24 > $(C_OUT)/gen-shared.txt
 	$(C_OUT)/generate-static $(MODEL) "The capital of France is" 24 > $(C_OUT)/gen-static.txt
 	ASAN_OPTIONS=detect_leaks=1 $(C_OUT)/generate-asan --chat $(MODEL) "Name a fruit." 16 > $(C_OUT)/gen-asan.txt

@@ -34,7 +34,7 @@ def norm(c_type):
     t = re.sub(r"\b(const|struct)\b", " ", c_type).replace("*", " * ")
     words = t.split()
     base = " ".join(w for w in words if w != "*")
-    base = "int32_t" if base == "tmac_status" else base
+    base = "int32_t" if base in ("tmac_status", "tmac_stop") else base
     stars = words.count("*")
     return base + (" " + "*" * stars if stars else "")
 

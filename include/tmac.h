@@ -44,8 +44,30 @@
 // tuning profile says int8. Read at load; `tmac_new_session` shares the model as loaded.
 #define TMAC_FLAG_INT8_TABLES 4
 
-// `tmac_params.flags`: exact (int16) lookup tables whatever `TMAC_TABLES` or a profile says.
+// `tmac_params.flags`: exact (int16) lookup tables whatever a tuning profile says.
 #define TMAC_FLAG_EXACT_TABLES 8
+
+// `tmac_params.flags`: `tmac_prompt` turns control-token text (`<|im_end|>`) into control
+// tokens. Without it a prompt is plain text, so user input cannot forge a chat turn; chat
+// content (`tmac_prompt_chat`) is always plain text.
+#define TMAC_FLAG_PARSE_SPECIAL 16
+
+// `tmac_params.flags`: read the kernel settings from the environment at load, as the `tmac`
+// tool does: `TMAC_KERNEL` (scalar, avx2 or neon), the tuning profile saved by `tmac tune`
+// (`TMAC_PROFILE`, else `$XDG_CONFIG_HOME/tmac/profile` or `$HOME/.config/tmac/profile`) and
+// `TMAC_TABLES` (exact or int8). Without it the library reads no environment variable and
+// no file but the model: the best kernels for the CPU with their default settings. What
+// cannot be applied is reported to the log callback (`tmac_set_log`).
+#define TMAC_FLAG_READ_ENV 32
+
+// `tmac_log_fn` level: something the app asked for could not be applied.
+#define TMAC_LOG_WARN 1
+
+// `tmac_tokenize` flag: add BOS (and EOS) as the model asks.
+#define TMAC_TOKENIZE_ADD_SPECIAL 1
+
+// `tmac_tokenize` flag: control-token text (`<|im_end|>`) becomes the control token.
+#define TMAC_TOKENIZE_PARSE_SPECIAL 2
 
 // Status codes. Fixed width (`int32_t`) and append-only: values are never reused.
 // Negative values are errors; `TMAC_OK` and `TMAC_DONE` are not.
@@ -56,7 +78,7 @@ enum tmac_status
  {
   // Success.
   TMAC_OK = 0,
-  // Generation has ended (end of text, context full, or `max_tokens` reached).
+  // Generation has ended; `tmac_stop_reason` says why.
   TMAC_DONE = 1,
   // A required pointer argument was NULL.
   TMAC_ERR_NULL_ARG = -1,
@@ -74,13 +96,39 @@ enum tmac_status
   TMAC_ERR_BUFFER_TOO_SMALL = -7,
   // A limit the caller set (such as a memory budget) would be exceeded.
   TMAC_ERR_LIMIT = -8,
-  // The call is not valid in the current state (e.g. generating before any prompt).
+  // The call is not valid in the current state (e.g. generating before any prompt, or
+  // after a system message with no user message).
   TMAC_ERR_STATE = -9,
+  // The abort callback (`tmac_set_abort`) stopped the call; the handle is as it was before.
+  TMAC_ERR_ABORTED = -10,
   // An internal error (a bug in tmac). The handle is dead: free it.
   TMAC_ERR_PANIC = -100,
 };
 #ifndef __cplusplus
 typedef int32_t tmac_status;
+#endif // __cplusplus
+
+// Why the last generation ended (`tmac_stop_reason`).
+enum tmac_stop
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+  // A generation is going on, or none has run since the last prompt.
+  TMAC_STOP_NONE = 0,
+  // The model produced an end-of-generation token.
+  TMAC_STOP_END_OF_TEXT = 1,
+  // `max_tokens` tokens were generated (`tmac_prompt(t, "", 0)` continues).
+  TMAC_STOP_MAX_TOKENS = 2,
+  // The context window is full.
+  TMAC_STOP_CONTEXT_FULL = 3,
+  // The text reached a stop sequence (`tmac_set_stop`), which is not part of it.
+  TMAC_STOP_SEQUENCE = 4,
+  // The abort callback stopped the last prompt.
+  TMAC_STOP_ABORTED = 5,
+};
+#ifndef __cplusplus
+typedef int32_t tmac_stop;
 #endif // __cplusplus
 
 // Opaque handle: a loaded model (possibly shared with other handles) and one conversation.
@@ -103,6 +151,8 @@ typedef struct tmac_params {
   float min_p;
   // 1 = off. Default 1.
   float repeat_penalty;
+  // Must be 0 (it keeps `seed` 8-byte aligned; a later version may use it).
+  uint32_t reserved0;
   // Seed of the sampler's random generator. Default 0x5EED.
   uint64_t seed;
   // Tokens per generation (per prompt); 0 = until end of text or context. Default 0.
@@ -113,6 +163,8 @@ typedef struct tmac_params {
   // mapped, not counted); a load that would need more fails with `TMAC_ERR_LIMIT`.
   // 0 = no limit. Default 0.
   uint32_t memory_budget_mib;
+  // Must be 0 (the struct's tail, explicit; a later version may use it).
+  uint32_t reserved1;
 } tmac_params;
 
 // What a handle's model is. Strings are owned by the handle (valid until `tmac_free`).
@@ -137,6 +189,14 @@ typedef struct tmac_info {
   const char *kernel;
 } tmac_info;
 
+// Log callback (`tmac_set_log`): `level` is `TMAC_LOG_WARN`, `msg` a NUL-terminated message
+// valid during the call, `user_data` what was registered with it.
+typedef void (*tmac_log_fn)(int32_t level, const char *msg, void *user_data);
+
+// Abort callback (`tmac_set_abort`): asked between batches of tokens while a prompt runs;
+// return nonzero to stop it.
+typedef int32_t (*tmac_abort_fn)(void *user_data);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -146,7 +206,9 @@ struct tmac_params tmac_params_default(void);
 
 // Load a model file (GGUF) and open a conversation on it. On success `*out` is a new handle;
 // on failure `*out` is untouched and `tmac_last_error(NULL)` says why. `params` may be NULL
-// (defaults). Handles that load the same file share one read-only memory map.
+// (defaults). `path` is bytes, as the OS takes it (it need not be UTF-8); a pipe or a
+// character device is refused. Handles that load the same file share one read-only memory
+// map; loads of different files run in parallel.
 tmac_status tmac_load(const char *path, const struct tmac_params *params, struct tmac **out);
 
 // Load a model from memory (e.g. embedded in the application or in flash). No copy is made:
@@ -161,19 +223,28 @@ tmac_status tmac_load_from_memory(const void *data,
 tmac_status tmac_new_session(struct tmac *t, const struct tmac_params *params, struct tmac **out);
 
 // Feed `len` bytes of UTF-8 text (not NUL-terminated; NUL is fine when len is 0) and run it
-// through the model. The next `tmac_next_token` continues it. A text that does not fit in the
-// context returns `TMAC_ERR_CONTEXT_FULL` and consumes nothing.
+// through the model; the next `tmac_next_token` continues it. The text is plain: control-token
+// text in it stays text unless the handle was made with `TMAC_FLAG_PARSE_SPECIAL`. An empty
+// text continues the last generation (after `max_tokens`, say). A text that does not fit in
+// the context returns `TMAC_ERR_CONTEXT_FULL` and consumes nothing; an aborted one
+// (`tmac_set_abort`) returns `TMAC_ERR_ABORTED` and consumes nothing.
 tmac_status tmac_prompt(struct tmac *t, const char *utf8, size_t len);
 
-// Feed one chat message with the model's chat template (ChatML, Llama 3, ...) and open the
-// assistant's reply. `role` is a NUL-terminated string such as "system" or "user".
+// Feed one chat message with the model's chat template (ChatML, Llama 3, Gemma, ...) and,
+// for a user or assistant message, open the assistant's reply. `role` is a NUL-terminated
+// "system", "user" or "assistant" (others are refused). The message is plain text: control
+// tokens are parsed only in the template's own markup. After a system message there is no
+// reply to generate (`tmac_next_token` returns `TMAC_ERR_STATE`) until a user message.
 tmac_status tmac_prompt_chat(struct tmac *t, const char *role, const char *utf8, size_t len);
 
 // Generate. Writes the next piece of text to `buf` as a NUL-terminated string of whole UTF-8
 // characters and sets `*out_len` to its length (without the NUL). A piece may be empty while
-// a character spans several tokens. Returns `TMAC_DONE` (with `*out_len` = 0) once generation
-// has ended; `TMAC_ERR_BUFFER_TOO_SMALL` if `cap` cannot hold the next character plus NUL, with
-// `*out_len` set to the `cap` needed and nothing consumed. Any `cap` >= 5 always works.
+// a character spans several tokens or text may be a stop sequence. Returns `TMAC_DONE` (with
+// `*out_len` = 0) once generation has ended (`tmac_stop_reason` says why; a character cut by
+// `max_tokens` is kept for a continuation, never printed broken); `TMAC_ERR_BUFFER_TOO_SMALL`
+// if `cap` cannot hold the next character plus NUL, with `*out_len` set to the `cap` needed and
+// nothing consumed; `TMAC_ERR_STATE` with nothing to generate (no prompt yet, after
+// `tmac_reset`, after a system message). Any `cap` >= 5 always works.
 tmac_status tmac_next_token(struct tmac *t, char *buf, size_t cap, size_t *out_len);
 
 // Forget the conversation (context, chat state, pending text); keeps model and settings.
@@ -188,11 +259,70 @@ tmac_status tmac_set_top_k(struct tmac *t, uint32_t top_k);
 // Top-p (0 < p <= 1; 1 = off).
 tmac_status tmac_set_top_p(struct tmac *t, float top_p);
 
-// Seed of the sampler's random generator; restarts its sequence.
+// Seed of the sampler's random generator; restarts its sequence (also with the same seed).
 tmac_status tmac_set_seed(struct tmac *t, uint64_t seed);
 
-// Describe the model. Set `info->struct_size = sizeof(tmac_info)` first.
+// Describe the model. Set `info->struct_size = sizeof(tmac_info)` first; a caller compiled
+// against an older, smaller `tmac_info` gets its fields filled and its `struct_size` kept.
 tmac_status tmac_model_info(struct tmac *t, struct tmac_info *info);
+
+// Install the log callback (NULL to remove it): the library prints nothing itself, and says
+// what it could not apply (e.g. a bad `TMAC_TABLES` under `TMAC_FLAG_READ_ENV`) only here.
+// Process-wide; it may be called from any thread that uses tmac.
+void tmac_set_log(tmac_log_fn f, void *user_data);
+
+// Install an abort callback on `t` (NULL to remove it). A prompt (`tmac_prompt`,
+// `tmac_prompt_chat`, `tmac_eval`) asks it before each batch of up to 16 tokens; nonzero
+// stops the call with `TMAC_ERR_ABORTED`, leaving the handle as it was before the call.
+tmac_status tmac_set_abort(struct tmac *t, tmac_abort_fn f, void *user_data);
+
+// Why the last generation ended (`TMAC_STOP_NONE` while one goes on or before any), or, after
+// an aborted prompt, `TMAC_STOP_ABORTED`. A NULL handle gives `TMAC_STOP_NONE`.
+tmac_stop tmac_stop_reason(const struct tmac *t);
+
+// Stop generating when the text reaches any of the `n` NUL-terminated UTF-8 strings in
+// `stops` (which may be NULL when `n` is 0: no stop sequences). The stop sequence is not part
+// of the output; text that may begin one is held back until it is decided.
+tmac_status tmac_set_stop(struct tmac *t, const char *const *stops, size_t n);
+
+// Tokens per generation from now on (0 = until end of text or context), as
+// `tmac_params.max_tokens`.
+tmac_status tmac_set_max_tokens(struct tmac *t, uint32_t max_tokens);
+
+// Token ids of `len` bytes of UTF-8 text, into `tokens` (room for `cap`); `*n_out` is how
+// many. If `cap` is too small, returns `TMAC_ERR_BUFFER_TOO_SMALL` with `*n_out` the count
+// needed (call again with that much room; `tokens` may be NULL when `cap` is 0). `flags`:
+// `TMAC_TOKENIZE_*` bits.
+tmac_status tmac_tokenize(struct tmac *t,
+                          const char *utf8,
+                          size_t len,
+                          uint32_t flags,
+                          int32_t *tokens,
+                          size_t cap,
+                          size_t *n_out);
+
+// The text of `n` token ids, as bytes into `buf` (room for `cap`, NUL-terminated), `*out_len`
+// bytes long without the NUL. Ids that split a character give its bytes as they are, so a
+// piece may not be valid UTF-8 on its own. If `cap` is too small, returns
+// `TMAC_ERR_BUFFER_TOO_SMALL` with `*out_len` the room needed (NUL included).
+tmac_status tmac_detokenize(struct tmac *t,
+                            const int32_t *tokens,
+                            size_t n,
+                            char *buf,
+                            size_t cap,
+                            size_t *out_len);
+
+// Run `n` token ids through the model without generating (no BOS is added): to score a
+// text, or to read `tmac_logits` after it. Like `tmac_prompt`, all or nothing.
+tmac_status tmac_eval(struct tmac *t, const int32_t *tokens, size_t n);
+
+// How many tokens the context holds now (prompts, generated and evaluated tokens since the
+// last `tmac_reset`), into `*n`.
+tmac_status tmac_context_used(struct tmac *t, size_t *n);
+
+// The logits after the last token run (`n_vocab` floats, one per token id): `*out` points
+// into the handle, valid until the next call on it. `TMAC_ERR_STATE` before any token.
+tmac_status tmac_logits(struct tmac *t, const float **out, size_t *n_vocab);
 
 // The message of the last error on `t`, or, when `t` is NULL, of the last failed load (or
 // NULL-handle call) on this thread. Never NULL; "" when there was no error. Valid until the

@@ -35,8 +35,28 @@ pub const TMAC_FLAG_SLIDING_WINDOW: u32 = 2;
 /// tuning profile says int8. Read at load; `tmac_new_session` shares the model as loaded.
 pub const TMAC_FLAG_INT8_TABLES: u32 = 4;
 
-/// `tmac_params.flags`: exact (int16) lookup tables whatever `TMAC_TABLES` or a profile says.
+/// `tmac_params.flags`: exact (int16) lookup tables whatever a tuning profile says.
 pub const TMAC_FLAG_EXACT_TABLES: u32 = 8;
+
+/// `tmac_params.flags`: `tmac_prompt` turns control-token text (`<|im_end|>`) into control
+/// tokens. Without it a prompt is plain text, so user input cannot forge a chat turn; chat
+/// content (`tmac_prompt_chat`) is always plain text.
+pub const TMAC_FLAG_PARSE_SPECIAL: u32 = 16;
+
+/// `tmac_params.flags`: read the kernel settings from the environment at load, as the `tmac`
+/// tool does: `TMAC_KERNEL` (scalar, avx2 or neon), the tuning profile saved by `tmac tune`
+/// (`TMAC_PROFILE`, else `$XDG_CONFIG_HOME/tmac/profile` or `$HOME/.config/tmac/profile`) and
+/// `TMAC_TABLES` (exact or int8). Without it the library reads no environment variable and
+/// no file but the model: the best kernels for the CPU with their default settings. What
+/// cannot be applied is reported to the log callback (`tmac_set_log`).
+pub const TMAC_FLAG_READ_ENV: u32 = 32;
+
+const KNOWN_FLAGS: u32 = TMAC_FLAG_F32
+    | TMAC_FLAG_SLIDING_WINDOW
+    | TMAC_FLAG_INT8_TABLES
+    | TMAC_FLAG_EXACT_TABLES
+    | TMAC_FLAG_PARSE_SPECIAL
+    | TMAC_FLAG_READ_ENV;
 
 /// Status codes. Fixed width (`int32_t`) and append-only: values are never reused.
 /// Negative values are errors; `TMAC_OK` and `TMAC_DONE` are not.
@@ -45,7 +65,7 @@ pub const TMAC_FLAG_EXACT_TABLES: u32 = 8;
 pub enum tmac_status {
     /// Success.
     TMAC_OK = 0,
-    /// Generation has ended (end of text, context full, or `max_tokens` reached).
+    /// Generation has ended; `tmac_stop_reason` says why.
     TMAC_DONE = 1,
     /// A required pointer argument was NULL.
     TMAC_ERR_NULL_ARG = -1,
@@ -63,21 +83,52 @@ pub enum tmac_status {
     TMAC_ERR_BUFFER_TOO_SMALL = -7,
     /// A limit the caller set (such as a memory budget) would be exceeded.
     TMAC_ERR_LIMIT = -8,
-    /// The call is not valid in the current state (e.g. generating before any prompt).
+    /// The call is not valid in the current state (e.g. generating before any prompt, or
+    /// after a system message with no user message).
     TMAC_ERR_STATE = -9,
+    /// The abort callback (`tmac_set_abort`) stopped the call; the handle is as it was before.
+    TMAC_ERR_ABORTED = -10,
     /// An internal error (a bug in tmac). The handle is dead: free it.
     TMAC_ERR_PANIC = -100,
 }
 use tmac_status::*;
+
+/// Why the last generation ended (`tmac_stop_reason`).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum tmac_stop {
+    /// A generation is going on, or none has run since the last prompt.
+    TMAC_STOP_NONE = 0,
+    /// The model produced an end-of-generation token.
+    TMAC_STOP_END_OF_TEXT = 1,
+    /// `max_tokens` tokens were generated (`tmac_prompt(t, "", 0)` continues).
+    TMAC_STOP_MAX_TOKENS = 2,
+    /// The context window is full.
+    TMAC_STOP_CONTEXT_FULL = 3,
+    /// The text reached a stop sequence (`tmac_set_stop`), which is not part of it.
+    TMAC_STOP_SEQUENCE = 4,
+    /// The abort callback stopped the last prompt.
+    TMAC_STOP_ABORTED = 5,
+}
+
+/// Log callback (`tmac_set_log`): `level` is `TMAC_LOG_WARN`, `msg` a NUL-terminated message
+/// valid during the call, `user_data` what was registered with it.
+pub type tmac_log_fn =
+    Option<extern "C" fn(level: i32, msg: *const c_char, user_data: *mut c_void)>;
+
+/// Abort callback (`tmac_set_abort`): asked between batches of tokens while a prompt runs;
+/// return nonzero to stop it.
+pub type tmac_abort_fn = Option<extern "C" fn(user_data: *mut c_void) -> i32>;
+
+/// `tmac_log_fn` level: something the app asked for could not be applied.
+pub const TMAC_LOG_WARN: i32 = 1;
 
 /// Opaque handle: a loaded model (possibly shared with other handles) and one conversation.
 pub struct tmac {
     session: Session,
     /// Text generated but not yet handed to the caller.
     outbox: Vec<u8>,
-    done: bool,
-    generated: u32,
-    max_tokens: u32,
+    parse_special: bool,
     last_error: CString,
     poisoned: bool,
     info_strings: [CString; 2],
@@ -102,6 +153,8 @@ pub struct tmac_params {
     pub min_p: f32,
     /// 1 = off. Default 1.
     pub repeat_penalty: f32,
+    /// Must be 0 (it keeps `seed` 8-byte aligned; a later version may use it).
+    pub reserved0: u32,
     /// Seed of the sampler's random generator. Default 0x5EED.
     pub seed: u64,
     /// Tokens per generation (per prompt); 0 = until end of text or context. Default 0.
@@ -112,9 +165,31 @@ pub struct tmac_params {
     /// mapped, not counted); a load that would need more fails with `TMAC_ERR_LIMIT`.
     /// 0 = no limit. Default 0.
     pub memory_budget_mib: u32,
+    /// Must be 0 (the struct's tail, explicit; a later version may use it).
+    pub reserved1: u32,
 }
 
 const PARAMS_V1_SIZE: usize = std::mem::size_of::<tmac_params>();
+
+/// The `struct_size` values an older caller (or this version's) can have: each ends a field.
+const PARAMS_FIELD_ENDS: [usize; 12] = {
+    use std::mem::offset_of;
+    type P = tmac_params;
+    [
+        offset_of!(P, n_ctx) + 4,
+        offset_of!(P, temperature) + 4,
+        offset_of!(P, top_p) + 4,
+        offset_of!(P, top_k) + 4,
+        offset_of!(P, min_p) + 4,
+        offset_of!(P, repeat_penalty) + 4,
+        offset_of!(P, reserved0) + 4,
+        offset_of!(P, seed) + 8,
+        offset_of!(P, max_tokens) + 4,
+        offset_of!(P, flags) + 4,
+        offset_of!(P, memory_budget_mib) + 4,
+        offset_of!(P, reserved1) + 4,
+    ]
+};
 
 /// What a handle's model is. Strings are owned by the handle (valid until `tmac_free`).
 #[repr(C)]
@@ -160,6 +235,28 @@ fn status_of(e: &Error) -> tmac_status {
         ErrorKind::InvalidArg => TMAC_ERR_INVALID_ARG,
         ErrorKind::ContextFull => TMAC_ERR_CONTEXT_FULL,
         ErrorKind::Limit => TMAC_ERR_LIMIT,
+        ErrorKind::State => TMAC_ERR_STATE,
+        ErrorKind::Aborted => TMAC_ERR_ABORTED,
+    }
+}
+
+/// The log callback and its user data (`tmac_set_log`); none by default: the library is silent.
+struct Logger {
+    f: tmac_log_fn,
+    user_data: usize,
+}
+
+static LOGGER: std::sync::Mutex<Logger> = std::sync::Mutex::new(Logger {
+    f: None,
+    user_data: 0,
+});
+
+/// Hand a message to the app's log callback, if it set one.
+fn log(level: i32, msg: &str) {
+    let l = LOGGER.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(f) = l.f {
+        let m = cstring(msg);
+        f(level, m.as_ptr(), l.user_data as *mut c_void);
     }
 }
 
@@ -212,7 +309,8 @@ fn err(e: Error) -> (tmac_status, String) {
     (status_of(&e), e.msg)
 }
 
-/// Read a caller's params struct, honouring its `struct_size`.
+/// Read a caller's params struct, honouring its `struct_size` (a size that ends inside a field
+/// is refused), and check it.
 fn read_params(p: *const tmac_params) -> Result<tmac_params, String> {
     let mut out = default_params();
     if p.is_null() {
@@ -221,9 +319,10 @@ fn read_params(p: *const tmac_params) -> Result<tmac_params, String> {
     // SAFETY: p is non-null and points to at least struct_size bytes (the caller's contract);
     // struct_size is read first, then only the prefix both sides know is copied.
     let size = unsafe { std::ptr::addr_of!((*p).struct_size).read_unaligned() } as usize;
-    if size < 8 {
+    if size < PARAMS_V1_SIZE && !PARAMS_FIELD_ENDS.contains(&size) {
         return Err(format!(
-            "tmac_params.struct_size is {size}: start from tmac_params_default()"
+            "tmac_params.struct_size is {size}, which ends inside a field: start from \
+             tmac_params_default()"
         ));
     }
     let n = size.min(PARAMS_V1_SIZE);
@@ -232,8 +331,26 @@ fn read_params(p: *const tmac_params) -> Result<tmac_params, String> {
         std::ptr::copy_nonoverlapping(p as *const u8, &mut out as *mut tmac_params as *mut u8, n)
     };
     out.struct_size = PARAMS_V1_SIZE as u32;
+    if out.reserved0 != 0 || out.reserved1 != 0 {
+        return Err("tmac_params.reserved0 and reserved1 must be 0".into());
+    }
+    if out.flags & !KNOWN_FLAGS != 0 {
+        return Err(format!(
+            "tmac_params.flags has unknown bits {:#x}",
+            out.flags & !KNOWN_FLAGS
+        ));
+    }
+    if out.n_ctx as usize > MAX_CTX {
+        return Err(format!(
+            "tmac_params.n_ctx is {}, more than {MAX_CTX}",
+            out.n_ctx
+        ));
+    }
     Ok(out)
 }
+
+/// The largest context a handle takes (the header's promise).
+const MAX_CTX: usize = 1 << 20;
 
 fn default_params() -> tmac_params {
     let s = SamplerParams::default();
@@ -249,6 +366,8 @@ fn default_params() -> tmac_params {
         max_tokens: 0,
         flags: 0,
         memory_budget_mib: 0,
+        reserved0: 0,
+        reserved1: 0,
     }
 }
 
@@ -270,6 +389,7 @@ fn new_handle(model: Arc<Model>, p: &tmac_params) -> Result<Box<tmac>, Error> {
         sliding_window: p.flags & TMAC_FLAG_SLIDING_WINDOW != 0,
         n_ctx: p.n_ctx as usize,
         sampler: sampler_params(p),
+        max_tokens: p.max_tokens as usize,
     };
     let session = Session::new(model, &opts)?;
     let kernel = session.model.kernel_desc();
@@ -277,9 +397,7 @@ fn new_handle(model: Arc<Model>, p: &tmac_params) -> Result<Box<tmac>, Error> {
     Ok(Box::new(tmac {
         session,
         outbox: Vec::new(),
-        done: false,
-        generated: 0,
-        max_tokens: p.max_tokens,
+        parse_special: p.flags & TMAC_FLAG_PARSE_SPECIAL != 0,
         last_error: CString::default(),
         poisoned: false,
         info_strings: [cstring(&arch), cstring(&kernel)],
@@ -319,8 +437,16 @@ fn load_with(
             return TMAC_ERR_INVALID_ARG;
         }
     };
+    let (kernel, knobs) = if p.flags & TMAC_FLAG_READ_ENV != 0 {
+        let env = crate::kernel::from_env(&mut |m| log(TMAC_LOG_WARN, &m));
+        (Some(env.isa), Some(env.knobs))
+    } else {
+        (None, None)
+    };
     match load(&LoadOptions {
         compute,
+        kernel,
+        knobs,
         tables,
         ..Default::default()
     })
@@ -346,7 +472,9 @@ pub extern "C" fn tmac_params_default() -> tmac_params {
 
 /// Load a model file (GGUF) and open a conversation on it. On success `*out` is a new handle;
 /// on failure `*out` is untouched and `tmac_last_error(NULL)` says why. `params` may be NULL
-/// (defaults). Handles that load the same file share one read-only memory map.
+/// (defaults). `path` is bytes, as the OS takes it (it need not be UTF-8); a pipe or a
+/// character device is refused. Handles that load the same file share one read-only memory
+/// map; loads of different files run in parallel.
 #[no_mangle]
 pub extern "C" fn tmac_load(
     path: *const c_char,
@@ -359,10 +487,18 @@ pub extern "C" fn tmac_load(
             return TMAC_ERR_NULL_ARG;
         }
         // SAFETY: path is non-null and NUL-terminated (the caller's contract).
-        let path = unsafe { CStr::from_ptr(path) };
-        let Ok(path) = path.to_str() else {
-            set_thread_error("tmac_load: path is not valid UTF-8");
-            return TMAC_ERR_INVALID_ARG;
+        let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
+        #[cfg(unix)]
+        let path = std::path::Path::new(
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(bytes),
+        );
+        #[cfg(not(unix))]
+        let path = match std::str::from_utf8(bytes) {
+            Ok(p) => std::path::Path::new(p),
+            Err(_) => {
+                set_thread_error("tmac_load: path is not valid UTF-8");
+                return TMAC_ERR_INVALID_ARG;
+            }
         };
         load_with(params, out, |o| Model::load_shared(path, o))
     })
@@ -434,27 +570,26 @@ fn text_arg<'a>(
     })
 }
 
-fn begin_generation(h: &mut tmac) {
-    h.done = false;
-    h.generated = 0;
-    h.outbox.clear();
-}
-
 /// Feed `len` bytes of UTF-8 text (not NUL-terminated; NUL is fine when len is 0) and run it
-/// through the model. The next `tmac_next_token` continues it. A text that does not fit in the
-/// context returns `TMAC_ERR_CONTEXT_FULL` and consumes nothing.
+/// through the model; the next `tmac_next_token` continues it. The text is plain: control-token
+/// text in it stays text unless the handle was made with `TMAC_FLAG_PARSE_SPECIAL`. An empty
+/// text continues the last generation (after `max_tokens`, say). A text that does not fit in
+/// the context returns `TMAC_ERR_CONTEXT_FULL` and consumes nothing; an aborted one
+/// (`tmac_set_abort`) returns `TMAC_ERR_ABORTED` and consumes nothing.
 #[no_mangle]
 pub extern "C" fn tmac_prompt(t: *mut tmac, utf8: *const c_char, len: usize) -> tmac_status {
     with_handle(t, |h| {
         let text = text_arg(utf8, len, "prompt")?;
-        h.session.prompt(text).map_err(err)?;
-        begin_generation(h);
+        h.session.prompt_with(text, h.parse_special).map_err(err)?;
         Ok(TMAC_OK)
     })
 }
 
-/// Feed one chat message with the model's chat template (ChatML, Llama 3, ...) and open the
-/// assistant's reply. `role` is a NUL-terminated string such as "system" or "user".
+/// Feed one chat message with the model's chat template (ChatML, Llama 3, Gemma, ...) and,
+/// for a user or assistant message, open the assistant's reply. `role` is a NUL-terminated
+/// "system", "user" or "assistant" (others are refused). The message is plain text: control
+/// tokens are parsed only in the template's own markup. After a system message there is no
+/// reply to generate (`tmac_next_token` returns `TMAC_ERR_STATE`) until a user message.
 #[no_mangle]
 pub extern "C" fn tmac_prompt_chat(
     t: *mut tmac,
@@ -472,18 +607,18 @@ pub extern "C" fn tmac_prompt_chat(
             .map_err(|_| (TMAC_ERR_INVALID_ARG, "role is not valid UTF-8".to_string()))?;
         let text = text_arg(utf8, len, "message")?;
         h.session.prompt_chat(role, text).map_err(err)?;
-        if role != "system" {
-            begin_generation(h);
-        }
         Ok(TMAC_OK)
     })
 }
 
 /// Generate. Writes the next piece of text to `buf` as a NUL-terminated string of whole UTF-8
 /// characters and sets `*out_len` to its length (without the NUL). A piece may be empty while
-/// a character spans several tokens. Returns `TMAC_DONE` (with `*out_len` = 0) once generation
-/// has ended; `TMAC_ERR_BUFFER_TOO_SMALL` if `cap` cannot hold the next character plus NUL, with
-/// `*out_len` set to the `cap` needed and nothing consumed. Any `cap` >= 5 always works.
+/// a character spans several tokens or text may be a stop sequence. Returns `TMAC_DONE` (with
+/// `*out_len` = 0) once generation has ended (`tmac_stop_reason` says why; a character cut by
+/// `max_tokens` is kept for a continuation, never printed broken); `TMAC_ERR_BUFFER_TOO_SMALL`
+/// if `cap` cannot hold the next character plus NUL, with `*out_len` set to the `cap` needed and
+/// nothing consumed; `TMAC_ERR_STATE` with nothing to generate (no prompt yet, after
+/// `tmac_reset`, after a system message). Any `cap` >= 5 always works.
 #[no_mangle]
 pub extern "C" fn tmac_next_token(
     t: *mut tmac,
@@ -498,28 +633,17 @@ pub extern "C" fn tmac_next_token(
                 "tmac_next_token: buf or out_len is NULL".into(),
             ));
         }
-        if h.outbox.is_empty() && !h.done {
-            if h.max_tokens != 0 && h.generated >= h.max_tokens {
-                h.outbox.extend_from_slice(h.session.finish().as_bytes());
-                h.done = true;
-            } else {
-                match h.session.next_token() {
-                    Ok(Step::Token { text, .. }) => {
-                        h.generated += 1;
-                        h.outbox.extend_from_slice(text.as_bytes());
-                    }
-                    Ok(Step::Done { text, .. }) => {
-                        h.outbox.extend_from_slice(text.as_bytes());
-                        h.done = true;
-                    }
-                    Err(e) if e.kind == ErrorKind::InvalidArg => {
-                        return Err((TMAC_ERR_STATE, e.msg));
-                    }
-                    Err(e) => return Err(err(e)),
+        let mut done = false;
+        if h.outbox.is_empty() {
+            match h.session.next_token().map_err(err)? {
+                Step::Token { text, .. } => h.outbox.extend_from_slice(text.as_bytes()),
+                Step::Done { text, .. } => {
+                    h.outbox.extend_from_slice(text.as_bytes());
+                    done = h.outbox.is_empty();
                 }
             }
         }
-        if h.outbox.is_empty() && h.done {
+        if done {
             // SAFETY: out_len and buf are non-null; cap == 0 writes nothing into buf.
             unsafe {
                 *out_len = 0;
@@ -568,19 +692,17 @@ pub extern "C" fn tmac_reset(t: *mut tmac) -> tmac_status {
     with_handle(t, |h| {
         h.session.reset();
         h.outbox.clear();
-        h.done = false;
         Ok(TMAC_OK)
     })
 }
 
-fn set_sampler(t: *mut tmac, f: impl FnOnce(&mut SamplerParams)) -> tmac_status {
+fn set_sampler(t: *mut tmac, reseed: bool, f: impl FnOnce(&mut SamplerParams)) -> tmac_status {
     with_handle(t, |h| {
         let mut p = h.session.sampler.params.clone();
         f(&mut p);
         p.validate().map_err(|m| (TMAC_ERR_INVALID_ARG, m))?;
-        let seed_changed = p.seed != h.session.sampler.params.seed;
         h.session.sampler.params = p;
-        if seed_changed {
+        if reseed {
             let seed = h.session.sampler.params.seed;
             h.session.sampler.reseed(seed);
         }
@@ -591,28 +713,29 @@ fn set_sampler(t: *mut tmac, f: impl FnOnce(&mut SamplerParams)) -> tmac_status 
 /// Temperature (>= 0; 0 = greedy).
 #[no_mangle]
 pub extern "C" fn tmac_set_temperature(t: *mut tmac, temperature: f32) -> tmac_status {
-    set_sampler(t, |p| p.temperature = temperature)
+    set_sampler(t, false, |p| p.temperature = temperature)
 }
 
 /// Top-k (0 = off).
 #[no_mangle]
 pub extern "C" fn tmac_set_top_k(t: *mut tmac, top_k: u32) -> tmac_status {
-    set_sampler(t, |p| p.top_k = top_k as usize)
+    set_sampler(t, false, |p| p.top_k = top_k as usize)
 }
 
 /// Top-p (0 < p <= 1; 1 = off).
 #[no_mangle]
 pub extern "C" fn tmac_set_top_p(t: *mut tmac, top_p: f32) -> tmac_status {
-    set_sampler(t, |p| p.top_p = top_p)
+    set_sampler(t, false, |p| p.top_p = top_p)
 }
 
-/// Seed of the sampler's random generator; restarts its sequence.
+/// Seed of the sampler's random generator; restarts its sequence (also with the same seed).
 #[no_mangle]
 pub extern "C" fn tmac_set_seed(t: *mut tmac, seed: u64) -> tmac_status {
-    set_sampler(t, |p| p.seed = seed)
+    set_sampler(t, true, |p| p.seed = seed)
 }
 
-/// Describe the model. Set `info->struct_size = sizeof(tmac_info)` first.
+/// Describe the model. Set `info->struct_size = sizeof(tmac_info)` first; a caller compiled
+/// against an older, smaller `tmac_info` gets its fields filled and its `struct_size` kept.
 #[no_mangle]
 pub extern "C" fn tmac_model_info(t: *mut tmac, info: *mut tmac_info) -> tmac_status {
     with_handle(t, |h| {
@@ -629,8 +752,9 @@ pub extern "C" fn tmac_model_info(t: *mut tmac, info: *mut tmac_info) -> tmac_st
         }
         let m = &h.session.model;
         let c = &m.cfg;
+        let n = size.min(std::mem::size_of::<tmac_info>());
         let v = tmac_info {
-            struct_size: std::mem::size_of::<tmac_info>() as u32,
+            struct_size: n as u32,
             n_vocab: c.n_vocab as u32,
             n_embd: c.n_embd as u32,
             n_layer: c.n_layer as u32,
@@ -644,11 +768,295 @@ pub extern "C" fn tmac_model_info(t: *mut tmac, info: *mut tmac_info) -> tmac_st
             architecture: h.info_strings[0].as_ptr(),
             kernel: h.info_strings[1].as_ptr(),
         };
-        let n = size.min(std::mem::size_of::<tmac_info>());
         // SAFETY: info points to at least struct_size writable bytes; n <= both sizes.
         unsafe {
             std::ptr::copy_nonoverlapping(&v as *const tmac_info as *const u8, info as *mut u8, n)
         };
+        Ok(TMAC_OK)
+    })
+}
+
+/// Install the log callback (NULL to remove it): the library prints nothing itself, and says
+/// what it could not apply (e.g. a bad `TMAC_TABLES` under `TMAC_FLAG_READ_ENV`) only here.
+/// Process-wide; it may be called from any thread that uses tmac.
+#[no_mangle]
+pub extern "C" fn tmac_set_log(f: tmac_log_fn, user_data: *mut c_void) {
+    let _ = catch_unwind(|| {
+        let mut l = LOGGER.lock().unwrap_or_else(|p| p.into_inner());
+        *l = Logger {
+            f,
+            user_data: user_data as usize,
+        };
+    });
+}
+
+/// A C abort callback and its user data, asked from the thread running the handle.
+struct CAbort {
+    f: extern "C" fn(*mut c_void) -> i32,
+    user_data: usize,
+}
+
+/// Install an abort callback on `t` (NULL to remove it). A prompt (`tmac_prompt`,
+/// `tmac_prompt_chat`, `tmac_eval`) asks it before each batch of up to 16 tokens; nonzero
+/// stops the call with `TMAC_ERR_ABORTED`, leaving the handle as it was before the call.
+#[no_mangle]
+pub extern "C" fn tmac_set_abort(
+    t: *mut tmac,
+    f: tmac_abort_fn,
+    user_data: *mut c_void,
+) -> tmac_status {
+    with_handle(t, |h| {
+        let check = f.map(|f| {
+            let a = CAbort {
+                f,
+                user_data: user_data as usize,
+            };
+            Arc::new(move || (a.f)(a.user_data as *mut c_void) != 0) as crate::model::AbortCheck
+        });
+        h.session.set_abort(check);
+        Ok(TMAC_OK)
+    })
+}
+
+/// Why the last generation ended (`TMAC_STOP_NONE` while one goes on or before any), or, after
+/// an aborted prompt, `TMAC_STOP_ABORTED`. A NULL handle gives `TMAC_STOP_NONE`.
+#[no_mangle]
+pub extern "C" fn tmac_stop_reason(t: *const tmac) -> tmac_stop {
+    use crate::model::StopReason as R;
+    // SAFETY: t is NULL or a live handle (the caller's contract).
+    let Some(h) = (unsafe { t.as_ref() }) else {
+        return tmac_stop::TMAC_STOP_NONE;
+    };
+    match h.session.stop_reason() {
+        None => tmac_stop::TMAC_STOP_NONE,
+        Some(R::EndOfText) => tmac_stop::TMAC_STOP_END_OF_TEXT,
+        Some(R::Limit) => tmac_stop::TMAC_STOP_MAX_TOKENS,
+        Some(R::ContextFull) => tmac_stop::TMAC_STOP_CONTEXT_FULL,
+        Some(R::StopSequence) => tmac_stop::TMAC_STOP_SEQUENCE,
+        Some(R::Aborted) => tmac_stop::TMAC_STOP_ABORTED,
+    }
+}
+
+/// Stop generating when the text reaches any of the `n` NUL-terminated UTF-8 strings in
+/// `stops` (which may be NULL when `n` is 0: no stop sequences). The stop sequence is not part
+/// of the output; text that may begin one is held back until it is decided.
+#[no_mangle]
+pub extern "C" fn tmac_set_stop(
+    t: *mut tmac,
+    stops: *const *const c_char,
+    n: usize,
+) -> tmac_status {
+    with_handle(t, |h| {
+        if stops.is_null() && n > 0 {
+            return Err((TMAC_ERR_NULL_ARG, "tmac_set_stop: stops is NULL".into()));
+        }
+        let mut v = Vec::with_capacity(n);
+        for i in 0..n {
+            // SAFETY: stops points to n pointers (the caller's contract).
+            let p = unsafe { *stops.add(i) };
+            if p.is_null() {
+                return Err((TMAC_ERR_NULL_ARG, format!("stop sequence {i} is NULL")));
+            }
+            // SAFETY: p is non-null and NUL-terminated (the caller's contract).
+            let s = unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| {
+                (
+                    TMAC_ERR_INVALID_ARG,
+                    format!("stop sequence {i} is not valid UTF-8"),
+                )
+            })?;
+            v.push(s.to_string());
+        }
+        h.session.set_stop(v);
+        Ok(TMAC_OK)
+    })
+}
+
+/// Tokens per generation from now on (0 = until end of text or context), as
+/// `tmac_params.max_tokens`.
+#[no_mangle]
+pub extern "C" fn tmac_set_max_tokens(t: *mut tmac, max_tokens: u32) -> tmac_status {
+    with_handle(t, |h| {
+        h.session.set_max_tokens(max_tokens as usize);
+        Ok(TMAC_OK)
+    })
+}
+
+/// `tmac_tokenize` flag: add BOS (and EOS) as the model asks.
+pub const TMAC_TOKENIZE_ADD_SPECIAL: u32 = 1;
+/// `tmac_tokenize` flag: control-token text (`<|im_end|>`) becomes the control token.
+pub const TMAC_TOKENIZE_PARSE_SPECIAL: u32 = 2;
+
+/// Token ids of `len` bytes of UTF-8 text, into `tokens` (room for `cap`); `*n_out` is how
+/// many. If `cap` is too small, returns `TMAC_ERR_BUFFER_TOO_SMALL` with `*n_out` the count
+/// needed (call again with that much room; `tokens` may be NULL when `cap` is 0). `flags`:
+/// `TMAC_TOKENIZE_*` bits.
+#[no_mangle]
+pub extern "C" fn tmac_tokenize(
+    t: *mut tmac,
+    utf8: *const c_char,
+    len: usize,
+    flags: u32,
+    tokens: *mut i32,
+    cap: usize,
+    n_out: *mut usize,
+) -> tmac_status {
+    with_handle(t, |h| {
+        if n_out.is_null() || (tokens.is_null() && cap > 0) {
+            return Err((
+                TMAC_ERR_NULL_ARG,
+                "tmac_tokenize: tokens or n_out is NULL".into(),
+            ));
+        }
+        if flags & !(TMAC_TOKENIZE_ADD_SPECIAL | TMAC_TOKENIZE_PARSE_SPECIAL) != 0 {
+            return Err((
+                TMAC_ERR_INVALID_ARG,
+                format!("tmac_tokenize: unknown flags {flags:#x}"),
+            ));
+        }
+        let text = text_arg(utf8, len, "text")?;
+        let ids = h.session.model.vocab.encode(
+            text,
+            flags & TMAC_TOKENIZE_ADD_SPECIAL != 0,
+            flags & TMAC_TOKENIZE_PARSE_SPECIAL != 0,
+        );
+        // SAFETY: n_out is non-null (checked above).
+        unsafe { *n_out = ids.len() };
+        if ids.len() > cap {
+            return Err((
+                TMAC_ERR_BUFFER_TOO_SMALL,
+                format!("{} tokens do not fit in {cap}", ids.len()),
+            ));
+        }
+        for (i, &id) in ids.iter().enumerate() {
+            // SAFETY: tokens has room for cap >= ids.len() values (the caller's contract).
+            unsafe { *tokens.add(i) = id as i32 };
+        }
+        Ok(TMAC_OK)
+    })
+}
+
+/// Borrow `n` token ids at `tokens`, checked against the vocabulary.
+fn token_arg<'a>(
+    h: &tmac,
+    tokens: *const i32,
+    n: usize,
+) -> Result<&'a [i32], (tmac_status, String)> {
+    if tokens.is_null() {
+        return if n == 0 {
+            Ok(&[])
+        } else {
+            Err((TMAC_ERR_NULL_ARG, "tokens is NULL".into()))
+        };
+    }
+    // SAFETY: tokens points to n readable ids (the caller's contract).
+    let ids = unsafe { std::slice::from_raw_parts(tokens, n) };
+    let n_vocab = h.session.model.cfg.n_vocab;
+    if let Some(&bad) = ids.iter().find(|&&id| id < 0 || id as usize >= n_vocab) {
+        return Err((
+            TMAC_ERR_INVALID_ARG,
+            format!("token id {bad} is outside the vocabulary of {n_vocab}"),
+        ));
+    }
+    Ok(ids)
+}
+
+/// The text of `n` token ids, as bytes into `buf` (room for `cap`, NUL-terminated), `*out_len`
+/// bytes long without the NUL. Ids that split a character give its bytes as they are, so a
+/// piece may not be valid UTF-8 on its own. If `cap` is too small, returns
+/// `TMAC_ERR_BUFFER_TOO_SMALL` with `*out_len` the room needed (NUL included).
+#[no_mangle]
+pub extern "C" fn tmac_detokenize(
+    t: *mut tmac,
+    tokens: *const i32,
+    n: usize,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> tmac_status {
+    with_handle(t, |h| {
+        if out_len.is_null() || (buf.is_null() && cap > 0) {
+            return Err((
+                TMAC_ERR_NULL_ARG,
+                "tmac_detokenize: buf or out_len is NULL".into(),
+            ));
+        }
+        let ids = token_arg(h, tokens, n)?;
+        let v = &h.session.model.vocab;
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| v.piece(id as u32).to_vec())
+            .collect();
+        if bytes.len() + 1 > cap {
+            // SAFETY: out_len is non-null (checked above).
+            unsafe { *out_len = bytes.len() + 1 };
+            return Err((
+                TMAC_ERR_BUFFER_TOO_SMALL,
+                format!("the text needs {} bytes, got {cap}", bytes.len() + 1),
+            ));
+        }
+        // SAFETY: buf has cap >= bytes.len() + 1 writable bytes; out_len is non-null.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf as *mut u8, bytes.len());
+            *buf.add(bytes.len()) = 0;
+            *out_len = bytes.len();
+        }
+        Ok(TMAC_OK)
+    })
+}
+
+/// Run `n` token ids through the model without generating (no BOS is added): to score a
+/// text, or to read `tmac_logits` after it. Like `tmac_prompt`, all or nothing.
+#[no_mangle]
+pub extern "C" fn tmac_eval(t: *mut tmac, tokens: *const i32, n: usize) -> tmac_status {
+    with_handle(t, |h| {
+        let ids: Vec<u32> = token_arg(h, tokens, n)?.iter().map(|&i| i as u32).collect();
+        h.session.feed(&ids).map_err(err)?;
+        h.outbox.clear();
+        Ok(TMAC_OK)
+    })
+}
+
+/// How many tokens the context holds now (prompts, generated and evaluated tokens since the
+/// last `tmac_reset`), into `*n`.
+#[no_mangle]
+pub extern "C" fn tmac_context_used(t: *mut tmac, n: *mut usize) -> tmac_status {
+    with_handle(t, |h| {
+        if n.is_null() {
+            return Err((TMAC_ERR_NULL_ARG, "tmac_context_used: n is NULL".into()));
+        }
+        // SAFETY: n is non-null (checked above).
+        unsafe { *n = h.session.pos() };
+        Ok(TMAC_OK)
+    })
+}
+
+/// The logits after the last token run (`n_vocab` floats, one per token id): `*out` points
+/// into the handle, valid until the next call on it. `TMAC_ERR_STATE` before any token.
+#[no_mangle]
+pub extern "C" fn tmac_logits(
+    t: *mut tmac,
+    out: *mut *const f32,
+    n_vocab: *mut usize,
+) -> tmac_status {
+    with_handle(t, |h| {
+        if out.is_null() || n_vocab.is_null() {
+            return Err((
+                TMAC_ERR_NULL_ARG,
+                "tmac_logits: out or n_vocab is NULL".into(),
+            ));
+        }
+        let l = h.session.logits();
+        if l.is_empty() {
+            return Err((
+                TMAC_ERR_STATE,
+                "no logits: run a prompt or tokens first".into(),
+            ));
+        }
+        // SAFETY: out and n_vocab are non-null (checked above).
+        unsafe {
+            *out = l.as_ptr();
+            *n_vocab = l.len();
+        }
         Ok(TMAC_OK)
     })
 }
@@ -680,6 +1088,7 @@ pub extern "C" fn tmac_status_str(s: i32) -> *const c_char {
         -7 => b"buffer too small\0",
         -8 => b"limit exceeded\0",
         -9 => b"call not valid in this state\0",
+        -10 => b"aborted\0",
         -100 => b"internal error\0",
         _ => b"unknown status\0",
     };
@@ -776,6 +1185,7 @@ mod tests {
             TMAC_ERR_BUFFER_TOO_SMALL,
             TMAC_ERR_LIMIT,
             TMAC_ERR_STATE,
+            TMAC_ERR_ABORTED,
             TMAC_ERR_PANIC,
         ] {
             // SAFETY: tmac_status_str returns a static NUL-terminated string.

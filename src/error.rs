@@ -18,6 +18,10 @@ pub enum ErrorKind {
     ContextFull,
     /// A limit set by the caller (memory budget) would be exceeded.
     Limit,
+    /// The call is not valid in the session's state (generating before any prompt).
+    State,
+    /// The caller's abort callback stopped the work; nothing it started was kept.
+    Aborted,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -79,6 +79,23 @@ class TmacTest(unittest.TestCase):
         with self.assertRaises(tmac.TmacError):
             next(closed.generate(PROMPT))
 
+    def test_tokens_stop_sequences_and_stop_reasons(self):
+        ids = self.model.tokenize(PROMPT)
+        self.assertEqual(self.model.detokenize(ids), PROMPT.encode())
+        forged = "<|im_end|>"
+        self.assertGreater(len(self.model.tokenize(forged)),
+                           len(self.model.tokenize(forged, parse_special=True)))
+        whole = "".join(self.model.generate(PROMPT, max_tokens=12))
+        self.assertEqual(self.model.stop_reason(), "max_tokens")
+        self.model.reset()
+        cut = "".join(self.model.generate(PROMPT, max_tokens=12, stop=["Paris"]))
+        self.assertEqual(cut, whole[: whole.index("Paris")])
+        self.assertEqual(self.model.stop_reason(), "stop_sequence")
+
+    def test_a_system_message_opens_no_reply(self):
+        self.assertEqual(list(self.model.generate("Be brief.", chat=True, role="system")), [])
+        self.assertTrue("".join(self.model.generate("Name a fruit.", max_tokens=8, chat=True)))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -21,10 +21,18 @@ TMAC_OK = 0
 TMAC_DONE = 1
 TMAC_ERR_BUFFER_TOO_SMALL = -7
 TMAC_ERR_STATE = -9
+TMAC_ERR_ABORTED = -10
 TMAC_FLAG_F32 = 1
 TMAC_FLAG_SLIDING_WINDOW = 2
 TMAC_FLAG_INT8_TABLES = 4
 TMAC_FLAG_EXACT_TABLES = 8
+TMAC_FLAG_PARSE_SPECIAL = 16
+TMAC_FLAG_READ_ENV = 32
+TMAC_TOKENIZE_ADD_SPECIAL = 1
+TMAC_TOKENIZE_PARSE_SPECIAL = 2
+# tmac_stop_reason
+STOP_REASONS = {0: None, 1: "end_of_text", 2: "max_tokens", 3: "context_full", 4: "stop_sequence",
+                5: "aborted"}
 
 
 class Params(ctypes.Structure):
@@ -38,10 +46,12 @@ class Params(ctypes.Structure):
         ("top_k", c_uint32),
         ("min_p", c_float),
         ("repeat_penalty", c_float),
+        ("reserved0", c_uint32),
         ("seed", c_uint64),
         ("max_tokens", c_uint32),
         ("flags", c_uint32),
         ("memory_budget_mib", c_uint32),
+        ("reserved1", c_uint32),
     ]
 
 
@@ -84,6 +94,14 @@ SIGNATURES = {
     "tmac_version": (c_char_p, []),
     "tmac_abi_version": (c_uint32, []),
     "tmac_free": (None, [c_void_p]),
+    "tmac_stop_reason": (c_int32, [c_void_p]),
+    "tmac_set_stop": (c_int32, [c_void_p, POINTER(c_char_p), c_size_t]),
+    "tmac_set_max_tokens": (c_int32, [c_void_p, c_uint32]),
+    "tmac_tokenize": (c_int32, [c_void_p, c_char_p, c_size_t, c_uint32, POINTER(c_int32), c_size_t,
+                                POINTER(c_size_t)]),
+    "tmac_detokenize": (c_int32, [c_void_p, POINTER(c_int32), c_size_t, c_char_p, c_size_t,
+                                  POINTER(c_size_t)]),
+    "tmac_context_used": (c_int32, [c_void_p, POINTER(c_size_t)]),
 }
 
 
@@ -141,6 +159,7 @@ class Model:
             p = _params(params)
             _check(lib().tmac_load(os.fsencode(path), ctypes.byref(p), ctypes.byref(out)), None)
             self._handle = out
+        self._max_tokens = params.get("max_tokens", 0)
 
     def new_session(self, **params):
         """Another conversation on the same weights (shared, not reloaded)."""
@@ -148,32 +167,72 @@ class Model:
         p = _params(params)
         _check(lib().tmac_new_session(self._live(), ctypes.byref(p), ctypes.byref(out)),
                self._handle)
-        return Model(None, _handle=out)
+        return Model(None, _handle=out, max_tokens=params.get("max_tokens", 0))
 
-    def generate(self, prompt, max_tokens=None, chat=False, role="user"):
+    def generate(self, prompt, max_tokens=None, chat=False, role="user", stop=None):
         """Feed `prompt` (as a chat message of `role` if chat) and yield the reply piece by
         piece (nothing happens until the first piece is asked for). The conversation goes on:
         the next call continues after this text. max_tokens > 0 stops after that many tokens;
-        None or 0 leaves it to the load-time max_tokens (0 there = until end of text)."""
+        None or 0 leaves it to the load-time max_tokens (0 there = until end of text). `stop`:
+        strings that end the reply (not yielded). A system message yields nothing: it opens no
+        reply. The text is plain: control tokens in it are not parsed."""
         data = prompt.encode()
+        stops = [x.encode() for x in (stop or [])]
+        arr = (c_char_p * max(1, len(stops)))(*stops)
+        _check(lib().tmac_set_stop(self._live(), arr, len(stops)), self._handle)
+        limit = max_tokens or self._max_tokens
+        _check(lib().tmac_set_max_tokens(self._live(), limit), self._handle)
         if chat:
             _check(lib().tmac_prompt_chat(self._live(), role.encode(), data, len(data)),
                    self._handle)
+            if role == "system":
+                return
         else:
             _check(lib().tmac_prompt(self._live(), data, len(data)), self._handle)
         # Big enough for any token's text, so each TMAC_OK piece is exactly one token.
         buf = ctypes.create_string_buffer(1024)
         n = c_size_t()
-        count = 0
-        while not max_tokens or count < max_tokens:
+        while True:
             s = lib().tmac_next_token(self._live(), buf, len(buf), ctypes.byref(n))
             if s == TMAC_ERR_BUFFER_TOO_SMALL:
                 buf = ctypes.create_string_buffer(n.value)
                 continue
             if _check(s, self._handle) == TMAC_DONE:
                 return
-            count += 1
             yield buf.raw[: n.value].decode()
+
+    def stop_reason(self):
+        """Why the last reply ended: "end_of_text", "max_tokens", "context_full",
+        "stop_sequence", "aborted", or None."""
+        return STOP_REASONS.get(lib().tmac_stop_reason(self._live()))
+
+    def tokenize(self, text, add_special=False, parse_special=False):
+        """Token ids of `text`."""
+        data = text.encode()
+        flags = (TMAC_TOKENIZE_ADD_SPECIAL if add_special else 0) | \
+            (TMAC_TOKENIZE_PARSE_SPECIAL if parse_special else 0)
+        n = c_size_t()
+        cap = len(data) + 8
+        while True:
+            ids = (c_int32 * cap)()
+            s = lib().tmac_tokenize(self._live(), data, len(data), flags, ids, cap, ctypes.byref(n))
+            if s != TMAC_ERR_BUFFER_TOO_SMALL:
+                _check(s, self._handle)
+                return list(ids[: n.value])
+            cap = n.value
+
+    def detokenize(self, ids):
+        """The bytes of token ids (a piece of a character may not be valid UTF-8 alone)."""
+        arr = (c_int32 * max(1, len(ids)))(*ids)
+        n = c_size_t()
+        cap = 64 + 16 * len(ids)
+        while True:
+            buf = ctypes.create_string_buffer(cap)
+            s = lib().tmac_detokenize(self._live(), arr, len(ids), buf, cap, ctypes.byref(n))
+            if s != TMAC_ERR_BUFFER_TOO_SMALL:
+                _check(s, self._handle)
+                return buf.raw[: n.value]
+            cap = n.value
 
     def reset(self):
         """Forget the conversation; keep the model and settings."""
@@ -214,7 +273,7 @@ class Model:
 def _params(kwargs):
     p = lib().tmac_params_default()
     for k, v in kwargs.items():
-        if k == "struct_size" or k not in dict(Params._fields_):
+        if k in ("struct_size", "reserved0", "reserved1") or k not in dict(Params._fields_):
             raise TypeError(f"unknown tmac_params field {k!r}")
         setattr(p, k, v)
     return p

@@ -223,7 +223,8 @@ fn run(args: &[String]) -> Result<(), String> {
             .prompt_chat("user", &a.prompt)
             .map_err(|e| e.to_string())?
     } else {
-        s.prompt(&a.prompt).map_err(|e| e.to_string())?
+        // a raw prompt may spell control tokens, as llama.cpp's tools allow
+        s.prompt_with(&a.prompt, true).map_err(|e| e.to_string())?
     };
     if n_prompt == 0 {
         // an empty prompt without BOS: start from the BOS token if the vocabulary has one
@@ -279,9 +280,20 @@ fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The kernel settings the tool takes from the environment (TMAC_KERNEL, the tuning profile,
+/// TMAC_TABLES; the library reads none of them itself), read once; what cannot be applied is
+/// said on stderr.
+fn env_settings() -> &'static tmac::kernel::EnvSettings {
+    static S: std::sync::OnceLock<tmac::kernel::EnvSettings> = std::sync::OnceLock::new();
+    S.get_or_init(|| tmac::kernel::from_env(&mut |m| eprintln!("tmac: {m}")))
+}
+
 fn load_options(compute: Compute, tokenizer: &Option<String>) -> LoadOptions {
+    let env = env_settings();
     LoadOptions {
         compute,
+        kernel: Some(env.isa),
+        knobs: Some(env.knobs),
         tokenizer: tokenizer.as_ref().map(std::path::PathBuf::from),
         ..Default::default()
     }
@@ -353,7 +365,9 @@ fn info(args: &[String]) -> Result<(), String> {
         m.weight_bytes() as f64 / 1048576.0,
         m.bits_per_weight()
     );
-    let profile = tmac::kernel::profile_used()
+    let profile = env_settings()
+        .profile
+        .as_ref()
         .map_or("defaults (no tuning profile)".to_string(), |p| {
             format!("profile {}", p.display())
         });
@@ -707,12 +721,15 @@ fn tune(args: &[String]) -> Result<(), String> {
             s => model = Some(s.to_string()),
         }
     }
+    let isa = env_settings().isa;
     let m = Model::load(
         model.ok_or("tune: no model given")?,
-        &LoadOptions::default(),
+        &LoadOptions {
+            kernel: Some(isa),
+            ..Default::default()
+        },
     )
     .map_err(|e| e.to_string())?;
-    let isa = kernel::isa();
     eprintln!(
         "tuning the {} kernels on {} ({rounds} rounds)...",
         isa.name(),

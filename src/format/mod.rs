@@ -62,8 +62,35 @@ impl Blob {
     }
 }
 
+/// Refuse, before opening it, a path that is not a regular file or a block device: opening a
+/// FIFO for reading would wait forever for a writer, and a character device never ends.
+pub fn check_readable(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Error::new(
+            ErrorKind::Io,
+            format!("{}: cannot open: {e}", path.display()),
+        )
+    })?;
+    let ft = meta.file_type();
+    #[cfg(unix)]
+    let device = std::os::unix::fs::FileTypeExt::is_block_device(&ft);
+    #[cfg(not(unix))]
+    let device = false;
+    if !(ft.is_file() || ft.is_dir() || device) {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "{}: not a regular file (a pipe or a device cannot be mapped)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Map `path` read-only. The map is shared: several models may hold it.
 pub fn map_file(path: &Path) -> Result<Arc<Bytes>> {
+    check_readable(path)?;
     let file = File::open(path).map_err(|e| {
         Error::new(
             ErrorKind::Io,

@@ -1,7 +1,8 @@
 //! Compute kernels. `f32` is the portable reference for full-precision weights; `lut` prepares
 //! inputs (int8 activations and lookup tables); `scalar`, `avx2` and `neon` implement the T-MAC
-//! LUT GEMV and the 8-bit GEMV with identical results. One instruction set is chosen once per
-//! process (`isa()`), from the CPU's features or the TMAC_KERNEL environment variable.
+//! LUT GEMV and the 8-bit GEMV with identical results. The instruction set is the CPU's best
+//! (`isa()`) unless the caller asks for another; `from_env` reads the settings the `tmac` tool
+//! takes from the environment (the library itself reads none).
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
@@ -62,23 +63,10 @@ impl Isa {
     }
 }
 
-/// The instruction set in use: TMAC_KERNEL=scalar|avx2|neon if set and available, else the best.
+/// The instruction set used when the caller asks for none: the best this CPU has.
 pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(|| match std::env::var("TMAC_KERNEL") {
-        Ok(name) => match Isa::from_name(&name) {
-            Some(i) if i.available() => i,
-            _ => {
-                let best = Isa::best();
-                eprintln!(
-                    "tmac: TMAC_KERNEL={name} is not available on this CPU; using {}",
-                    best.name()
-                );
-                best
-            }
-        },
-        Err(_) => Isa::best(),
-    })
+    *ISA.get_or_init(Isa::best)
 }
 
 /// Tuning knobs of the kernels (see `tune`). `row_tile` and `prefetch` change speed, never
@@ -211,30 +199,45 @@ pub fn iq4_gemv(isa: Isa, m: &Iq4Matrix, act: &Activations, y: &mut [f32], knobs
     }
 }
 
-/// The knobs in use: a tuning profile saved by `tmac tune` for this CPU if there is one,
-/// else the defaults for the instruction set; TMAC_TABLES=exact|int8 overrides `tables`.
-pub fn knobs() -> &'static Knobs {
-    &setup().0
+/// Kernel settings read from the environment, as the `tmac` tool applies them (and a C app
+/// that asks with `TMAC_FLAG_READ_ENV`); the library reads none of this by itself.
+pub struct EnvSettings {
+    pub isa: Isa,
+    pub knobs: Knobs,
+    /// The tuning profile the knobs came from, if one applied.
+    pub profile: Option<std::path::PathBuf>,
 }
 
-/// The tuning profile the knobs came from, if one was applied.
-pub fn profile_used() -> Option<&'static std::path::Path> {
-    setup().1.as_deref()
-}
-
-fn setup() -> &'static (Knobs, Option<std::path::PathBuf>) {
-    static SETUP: OnceLock<(Knobs, Option<std::path::PathBuf>)> = OnceLock::new();
-    SETUP.get_or_init(|| {
-        let (mut k, path) = match tune::load_profile(isa()) {
-            Some((k, path)) => (k, Some(path)),
-            None => (Knobs::default_for(isa()), None),
-        };
-        if let Ok(name) = std::env::var("TMAC_TABLES") {
-            match Tables::from_name(&name) {
-                Some(t) => k.tables = t,
-                None => eprintln!("tmac: TMAC_TABLES={name} is not exact or int8; ignored"),
+/// `TMAC_KERNEL=scalar|avx2|neon`, the tuning profile saved by `tmac tune` for this CPU
+/// (`TMAC_PROFILE`, else `$XDG_CONFIG_HOME` or `$HOME/.config`, `tmac/profile`), and
+/// `TMAC_TABLES=exact|int8`. What cannot be applied is said to `warn` and left at its default.
+pub fn from_env(warn: &mut dyn FnMut(String)) -> EnvSettings {
+    let isa = match std::env::var("TMAC_KERNEL") {
+        Ok(name) => match Isa::from_name(&name) {
+            Some(i) if i.available() => i,
+            _ => {
+                warn(format!(
+                    "TMAC_KERNEL={name} is not available on this CPU; using {}",
+                    isa().name()
+                ));
+                isa()
             }
+        },
+        Err(_) => isa(),
+    };
+    let (mut knobs, profile) = match tune::load_profile(isa, warn) {
+        Some((k, path)) => (k, Some(path)),
+        None => (Knobs::default_for(isa), None),
+    };
+    if let Ok(name) = std::env::var("TMAC_TABLES") {
+        match Tables::from_name(&name) {
+            Some(t) => knobs.tables = t,
+            None => warn(format!("TMAC_TABLES={name} is not exact or int8; ignored")),
         }
-        (k, path)
-    })
+    }
+    EnvSettings {
+        isa,
+        knobs,
+        profile,
+    }
 }

@@ -1,6 +1,7 @@
 //! Tuning profiles: `tmac tune MODEL` times the kernel knobs on the machine at hand and saves the
-//! fastest as a small text file, which the library then loads at startup. A profile made on
-//! another CPU (or for another instruction set) is ignored with a warning.
+//! fastest as a small text file, which the `tmac` tool (and a C app that asks) applies at load
+//! (`kernel::from_env`). A profile made on another CPU (or for another instruction set) is
+//! ignored with a warning.
 //!
 //! Where: $TMAC_PROFILE, else $XDG_CONFIG_HOME/tmac/profile, else ~/.config/tmac/profile.
 
@@ -96,17 +97,18 @@ pub fn parse_profile(text: &str, isa: Isa) -> Result<Knobs, String> {
     Ok(k)
 }
 
-/// The saved profile for this CPU and where it is, if there is a usable one.
-pub fn load_profile(isa: Isa) -> Option<(Knobs, PathBuf)> {
+/// The saved profile for this CPU and where it is, if there is a usable one; why one is not
+/// usable goes to `warn`.
+pub fn load_profile(isa: Isa, warn: &mut dyn FnMut(String)) -> Option<(Knobs, PathBuf)> {
     let path = profile_path()?;
     let text = std::fs::read_to_string(&path).ok()?;
     match parse_profile(&text, isa) {
         Ok(k) => Some((k, path)),
         Err(why) => {
-            eprintln!(
-                "tmac: ignoring tuning profile {}: {why}; using defaults",
+            warn(format!(
+                "ignoring tuning profile {}: {why}; using defaults",
                 path.display()
-            );
+            ));
             None
         }
     }

@@ -12,6 +12,7 @@ use crate::format::{self, Bytes, Kind};
 use crate::kernel::lut::Tables;
 use crate::kernel::{self, Isa, Knobs};
 use crate::sampler::{Sampler, SamplerParams};
+use crate::tokenizer::chat::Rendered;
 use crate::tokenizer::stream::Utf8Stream;
 use crate::tokenizer::Vocab;
 use config::Config;
@@ -33,9 +34,12 @@ pub enum Compute {
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     pub compute: Compute,
-    /// Kernel instruction set; None = the process default (`kernel::isa()`, TMAC_KERNEL).
+    /// Kernel instruction set; None = the best this CPU has (`kernel::isa()`).
     pub kernel: Option<Isa>,
-    /// Lookup tables (exact or int8); None = the process default (profile, TMAC_TABLES).
+    /// Kernel knobs; None = the instruction set's defaults (`kernel::from_env` reads a tuning
+    /// profile where the caller wants one).
+    pub knobs: Option<Knobs>,
+    /// Lookup tables (exact or int8), overriding the knobs' choice; None = the knobs'.
     pub tables: Option<Tables>,
     /// llama2.c-style files (llama2.c checkpoints, the original T-MAC engine's files) keep the
     /// vocabulary in a separate tokenizer.bin: this one, or by default `tokenizer.bin` next to
@@ -73,11 +77,16 @@ impl Model {
             Option<std::time::SystemTime>,
             Compute,
             Option<Isa>,
+            Option<Knobs>,
             Option<Tables>,
             Option<std::path::PathBuf>,
         );
-        static CACHE: Mutex<Vec<(Key, Weak<Model>)>> = Mutex::new(Vec::new());
+        // one slot per file and options, locked while that file loads: other files load at the
+        // same time, and two handles on one file wait for one load
+        type Slot = Arc<Mutex<Weak<Model>>>;
+        static CACHE: Mutex<Vec<(Key, Slot)>> = Mutex::new(Vec::new());
         let path = path.as_ref();
+        format::check_readable(path)?;
         let meta = std::fs::metadata(path).map_err(|e| {
             Error::new(
                 ErrorKind::Io,
@@ -91,20 +100,32 @@ impl Model {
             meta.modified().ok(),
             opts.compute,
             opts.kernel,
+            opts.knobs,
             opts.tables,
             opts.tokenizer.clone(),
         );
-        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-        cache.retain(|(_, w)| w.strong_count() > 0);
-        if let Some(m) = cache
-            .iter()
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, w)| w.upgrade())
-        {
+        let slot = {
+            let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+            // keep slots in use: being loaded (locked) or holding a live model
+            cache.retain(|(_, s)| {
+                s.try_lock()
+                    .map_or(true, |w| w.strong_count() > 0 || Arc::strong_count(s) > 1)
+            });
+            match cache.iter().find(|(k, _)| *k == key) {
+                Some((_, s)) => s.clone(),
+                None => {
+                    let s: Slot = Arc::new(Mutex::new(Weak::new()));
+                    cache.push((key, s.clone()));
+                    s
+                }
+            }
+        };
+        let mut w = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = w.upgrade() {
             return Ok(m);
         }
         let m = Model::load(path, opts)?;
-        cache.push((key, Arc::downgrade(&m)));
+        *w = Arc::downgrade(&m);
         Ok(m)
     }
 
@@ -234,11 +255,7 @@ fn kernels_for(opts: &LoadOptions) -> Result<(Isa, Knobs)> {
             )))
         }
     };
-    let mut knobs = if isa == kernel::isa() {
-        *kernel::knobs()
-    } else {
-        Knobs::default_for(isa)
-    };
+    let mut knobs = opts.knobs.unwrap_or(Knobs::default_for(isa));
     if let Some(t) = opts.tables {
         knobs.tables = t;
     }
@@ -256,6 +273,10 @@ pub enum StopReason {
     ContextFull,
     /// The caller's token limit was reached.
     Limit,
+    /// The text reached one of the caller's stop sequences (which is not part of the output).
+    StopSequence,
+    /// The caller's abort callback stopped a prompt.
+    Aborted,
 }
 
 impl StopReason {
@@ -264,9 +285,14 @@ impl StopReason {
             StopReason::EndOfText => "end of text",
             StopReason::ContextFull => "context full",
             StopReason::Limit => "token limit",
+            StopReason::StopSequence => "stop sequence",
+            StopReason::Aborted => "aborted",
         }
     }
 }
+
+/// A caller's abort check, asked between batches of a prompt: true stops it.
+pub type AbortCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
 pub enum Step {
     /// A token was generated; `text` is what is now printable (possibly empty while a
@@ -285,6 +311,8 @@ pub struct SessionOptions {
     pub memory_budget: usize,
     /// When generation fills the context, drop its older half and go on instead of stopping.
     pub sliding_window: bool,
+    /// Tokens per generation (each prompt starts one); 0 = no limit.
+    pub max_tokens: usize,
 }
 
 /// One conversation: KV cache, position, sampler and output stream.
@@ -304,7 +332,17 @@ pub struct Session {
     held_system: String,
     /// The assistant's chat turn is open (its end-of-turn marker is not in the cache yet).
     in_reply: bool,
+    /// The last chat message was a system message: there is no turn to generate yet.
+    no_turn: bool,
     sliding_window: bool,
+    max_tokens: usize,
+    /// Tokens generated since the last prompt.
+    generated: usize,
+    stop: Vec<String>,
+    /// Generated text held back while it may be the start of a stop sequence.
+    held_text: String,
+    stop_reason: Option<StopReason>,
+    abort: Option<AbortCheck>,
 }
 
 impl Session {
@@ -351,6 +389,13 @@ impl Session {
             n_chat_messages: 0,
             held_system: String::new(),
             in_reply: false,
+            no_turn: false,
+            max_tokens: opts.max_tokens,
+            generated: 0,
+            stop: Vec::new(),
+            held_text: String::new(),
+            stop_reason: None,
+            abort: None,
             model,
         })
     }
@@ -382,13 +427,47 @@ impl Session {
         self.n_chat_messages = 0;
         self.held_system.clear();
         self.in_reply = false;
+        self.no_turn = false;
+        self.begin_generation();
         let seed = self.sampler.params.seed;
         self.sampler.reseed(seed);
     }
 
+    /// Stop generating at any of these texts (they are not part of the output); empty = none.
+    pub fn set_stop(&mut self, stop: Vec<String>) {
+        self.stop = stop.into_iter().filter(|s| !s.is_empty()).collect();
+    }
+
+    /// Tokens per generation; 0 = no limit.
+    pub fn set_max_tokens(&mut self, n: usize) {
+        self.max_tokens = n;
+    }
+
+    /// Ask `check` between batches of every prompt; when it says true the prompt stops with
+    /// `ErrorKind::Aborted` and the session is as it was before it. None = never.
+    pub fn set_abort(&mut self, check: Option<AbortCheck>) {
+        self.abort = check;
+    }
+
+    /// Why the last generation ended; None while one is going on (or before any).
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.stop_reason
+    }
+
+    /// A prompt starts a new generation: count, reason and held-back text start afresh.
+    fn begin_generation(&mut self) {
+        self.generated = 0;
+        self.stop_reason = None;
+        self.held_text.clear();
+    }
+
     /// Run `tokens` through the model. All or nothing: a batch that does not fit in the
-    /// context is refused before anything is computed.
+    /// context is refused before anything is computed, and an aborted one is undone. No tokens
+    /// is a no-op: the session (and a reply that was cut short) stays as it is.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
         let extra = self.unfed.is_some() as usize;
         if self.pos() + extra + tokens.len() > self.n_ctx() {
             return Err(Error::new(
@@ -407,13 +486,19 @@ impl Session {
                 "token id {t} is outside the vocabulary"
             )));
         }
-        let all: Vec<u32> = self
-            .unfed
-            .take()
-            .into_iter()
-            .chain(tokens.iter().copied())
-            .collect();
-        self.run(&all, true)
+        let (start, unfed, had_logits) = (self.pos(), self.unfed.take(), self.have_logits);
+        let all: Vec<u32> = unfed.into_iter().chain(tokens.iter().copied()).collect();
+        let r = self.run(&all, true);
+        if let Err(e) = &r {
+            if e.kind == ErrorKind::Aborted {
+                // the cache past `start` is overwritten later; the last logits were not touched
+                self.tokens.truncate(start);
+                self.unfed = unfed;
+                self.have_logits = had_logits;
+                self.stop_reason = Some(StopReason::Aborted);
+            }
+        }
+        r
     }
 
     /// Feed `tokens`, calling `f(position in tokens, logits)` after each one (for scoring).
@@ -446,9 +531,13 @@ impl Session {
     }
 
     /// Run `tokens` through the model in batches; logits of the last one when `want_logits`.
+    /// The abort check is asked before each batch.
     fn run(&mut self, tokens: &[u32], want_logits: bool) -> Result<()> {
         self.have_logits = false;
         for batch in tokens.chunks(forward::MAX_BATCH) {
+            if self.abort.as_ref().is_some_and(|a| a()) {
+                return Err(Error::new(ErrorKind::Aborted, "aborted by the caller"));
+            }
             forward::forward(
                 &self.model,
                 &mut self.kv,
@@ -470,32 +559,56 @@ impl Session {
         self.run(&[token], want_logits)
     }
 
-    /// Tokenize and feed text. BOS is added at the start of the context if the model asks.
+    /// Tokenize and feed text, taken literally: control-token text in it (`<|im_end|>`) is
+    /// plain text, so user input cannot forge a turn. BOS is added at the start of the context
+    /// if the model asks. Starts a generation; empty text continues the last one (after a token
+    /// limit, say).
     pub fn prompt(&mut self, text: &str) -> Result<usize> {
-        let toks = self.model.vocab.encode(text, self.pos() == 0, true);
+        self.prompt_with(text, false)
+    }
+
+    /// `prompt`, with control tokens written as text (`<|im_start|>`) parsed when `special`.
+    pub fn prompt_with(&mut self, text: &str, special: bool) -> Result<usize> {
+        let toks = self.model.vocab.encode(text, self.pos() == 0, special);
         self.feed(&toks)?;
+        self.no_turn = false;
+        self.begin_generation();
         Ok(toks.len())
     }
 
-    /// Feed one chat message with the model's template and open the assistant's reply.
+    /// Feed one chat message (role system, user or assistant) with the model's template and,
+    /// but for a system message, open the assistant's reply. The content is plain text: control
+    /// tokens are parsed only in the template's own markup.
     pub fn prompt_chat(&mut self, role: &str, content: &str) -> Result<usize> {
+        if !matches!(role, "system" | "user" | "assistant") {
+            return Err(Error::invalid(format!(
+                "chat role '{role}' is not system, user or assistant"
+            )));
+        }
         let chat = &self.model.vocab.chat;
-        let mut text = String::new();
+        let mut r = Rendered::default();
         if self.in_reply {
             // close the previous reply, whether it ended on its own or was cut short
-            text += chat.end_of_turn();
+            r.markup(chat.end_of_turn());
         }
         let held = self.held_system.clone();
-        text += &chat.message(
+        let m = chat.message(
             role,
             content,
             self.n_chat_messages == 0,
             &mut self.held_system,
         );
+        let at = r.text.len();
+        r.text += &m.text;
+        r.plain
+            .extend(m.plain.into_iter().map(|p| p.start + at..p.end + at));
         if role != "system" {
-            text += chat.assistant_prefix();
+            r.markup(chat.assistant_prefix());
         }
-        let toks = self.model.vocab.encode(&text, self.pos() == 0, true);
+        let toks = self
+            .model
+            .vocab
+            .encode_marked(&r.text, &r.plain, self.pos() == 0);
         let unfed = self.unfed;
         if self.in_reply {
             self.unfed = None; // the end-of-turn text above replaces it
@@ -506,30 +619,86 @@ impl Session {
             return Err(e);
         }
         self.in_reply = role != "system";
+        self.no_turn = role == "system";
         self.n_chat_messages += 1;
+        self.begin_generation();
         Ok(toks.len())
     }
 
-    /// Sample the next token and run it through the model.
+    /// Sample the next token and run it through the model. Generation ends at an
+    /// end-of-generation token, a full context, the token limit (a character cut in two there
+    /// is kept for a continuation, not printed broken) or a stop sequence; `stop_reason` then
+    /// says which, and further calls return `Done` again until a prompt.
     pub fn next_token(&mut self) -> Result<Step> {
+        match self.stop_reason {
+            // an aborted prompt left the session as it was: go on from there
+            Some(StopReason::Aborted) => self.stop_reason = None,
+            Some(reason) => {
+                return Ok(Step::Done {
+                    reason,
+                    text: String::new(),
+                })
+            }
+            None => {}
+        }
+        if self.no_turn {
+            return Err(Error::new(
+                ErrorKind::State,
+                "a system message opens no reply: add a user message first",
+            ));
+        }
+        if self.max_tokens != 0 && self.generated >= self.max_tokens {
+            return Ok(self.done(StopReason::Limit, false));
+        }
         let id = self.sample()?;
         if self.model.vocab.is_eog(id) {
             self.have_logits = false;
             self.unfed = Some(id);
-            return Ok(Step::Done {
-                reason: StopReason::EndOfText,
-                text: self.stream.finish(),
-            });
+            return Ok(self.done(StopReason::EndOfText, true));
         }
         if !self.advance(id)? {
             self.have_logits = false;
+            return Ok(self.done(StopReason::ContextFull, true));
+        }
+        self.generated += 1;
+        self.held_text += &self.stream.push(self.model.vocab.piece(id));
+        // a stop sequence ends the text before it
+        if let Some(at) = self
+            .stop
+            .iter()
+            .filter_map(|s| self.held_text.find(s.as_str()))
+            .min()
+        {
+            self.held_text.truncate(at);
+            let text = std::mem::take(&mut self.held_text);
+            self.stop_reason = Some(StopReason::StopSequence);
             return Ok(Step::Done {
-                reason: StopReason::ContextFull,
-                text: self.stream.finish(),
+                reason: StopReason::StopSequence,
+                text,
             });
         }
-        let text = self.stream.push(self.model.vocab.piece(id));
+        // release all but the longest end that may still grow into a stop sequence
+        let keep = (0..self.held_text.len())
+            .filter(|&i| self.held_text.is_char_boundary(i))
+            .find(|&i| {
+                self.stop
+                    .iter()
+                    .any(|s| s.starts_with(&self.held_text[i..]))
+            })
+            .unwrap_or(self.held_text.len());
+        let text = self.held_text.drain(..keep).collect();
         Ok(Step::Token { id, text })
+    }
+
+    /// End the generation for `reason`: the held-back text, and (when `flush`) the bytes of a
+    /// character left incomplete.
+    fn done(&mut self, reason: StopReason, flush: bool) -> Step {
+        self.stop_reason = Some(reason);
+        let mut text = std::mem::take(&mut self.held_text);
+        if flush {
+            text += &self.stream.finish();
+        }
+        Step::Done { reason, text }
     }
 
     /// Sample and run one token without stopping at end-of-text (for benchmarks, which must
@@ -551,7 +720,10 @@ impl Session {
     /// The next token, drawn from the current logits.
     fn sample(&mut self) -> Result<u32> {
         if !self.have_logits {
-            return Err(Error::invalid("nothing to continue: feed a prompt first"));
+            return Err(Error::new(
+                ErrorKind::State,
+                "nothing to continue: feed a prompt first",
+            ));
         }
         Ok(self.sampler.sample(&self.scratch.logits, &self.tokens))
     }
@@ -576,8 +748,9 @@ impl Session {
         self.run(&keep, true)
     }
 
-    /// End a generation early (token limit): flush any partial character.
+    /// End a generation early: the text held back and any partial character, flushed.
     pub fn finish(&mut self) -> String {
-        self.stream.finish()
+        let held = std::mem::take(&mut self.held_text);
+        held + &self.stream.finish()
     }
 }

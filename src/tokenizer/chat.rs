@@ -2,6 +2,31 @@
 //! `tokenizer.chat_template` (or the vocabulary) and renders them directly; a general Jinja
 //! engine is not needed for the models tmac targets.
 
+use std::ops::Range;
+
+/// Rendered chat text, and the byte ranges in it that are the caller's plain text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rendered {
+    pub text: String,
+    pub plain: Vec<Range<usize>>,
+}
+
+impl Rendered {
+    /// Append template markup (control tokens in it are parsed).
+    pub fn markup(&mut self, s: &str) -> &mut Rendered {
+        self.text += s;
+        self
+    }
+
+    /// Append the caller's text (taken literally).
+    pub fn plain(&mut self, s: &str) -> &mut Rendered {
+        let start = self.text.len();
+        self.text += s;
+        self.plain.push(start..self.text.len());
+        self
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChatTemplate {
     /// `<|im_start|>role\ncontent<|im_end|>\n`; some models (SmolLM2) add a default system
@@ -55,46 +80,62 @@ impl ChatTemplate {
         }
     }
 
-    /// The text of one message. `first` is true for the first message of a conversation
+    /// One message: its text, with the caller's content marked as plain text (no control
+    /// tokens are parsed there). `first` is true for the first message of a conversation
     /// (where a default system message or BOS goes). A template that merges system messages
-    /// into the next turn (Gemma) keeps them in `held` and returns nothing for them.
-    pub fn message(&self, role: &str, content: &str, first: bool, held: &mut String) -> String {
+    /// into the next turn (Gemma) keeps them in `held` and renders nothing for them.
+    pub fn message(&self, role: &str, content: &str, first: bool, held: &mut String) -> Rendered {
+        let mut r = Rendered::default();
         match self {
             ChatTemplate::ChatMl { default_system } => {
-                let mut s = String::new();
                 if let (true, Some(sys), false) = (first, default_system, role == "system") {
-                    s += &format!("<|im_start|>system\n{sys}<|im_end|>\n");
+                    r.markup(&format!("<|im_start|>system\n{sys}<|im_end|>\n"));
                 }
-                s + &format!("<|im_start|>{role}\n{content}<|im_end|>\n")
+                r.markup(&format!("<|im_start|>{role}\n"))
+                    .plain(content)
+                    .markup("<|im_end|>\n");
             }
             ChatTemplate::Llama3 => {
                 let bos = if first { "<|begin_of_text|>" } else { "" };
-                format!("{bos}<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>")
+                r.markup(&format!(
+                    "{bos}<|start_header_id|>{role}<|end_header_id|>\n\n"
+                ))
+                .plain(content)
+                .markup("<|eot_id|>");
             }
-            ChatTemplate::Llama2 => match role {
-                "system" => format!("<<SYS>>\n{content}\n<</SYS>>\n\n"),
-                "user" => format!("[INST] {content} [/INST]"),
-                _ => format!(" {content}</s>"),
-            },
+            ChatTemplate::Llama2 => {
+                let (open, close) = match role {
+                    "system" => ("<<SYS>>\n", "\n<</SYS>>\n\n"),
+                    "user" => ("[INST] ", " [/INST]"),
+                    _ => (" ", "</s>"),
+                };
+                r.markup(open).plain(content).markup(close);
+            }
             ChatTemplate::Gemma => {
                 // as llama.cpp's gemma template: contents trimmed, system text into the next
                 // user turn
                 if role == "system" {
                     *held += content.trim();
-                    return String::new();
+                    return r;
                 }
                 let role = if role == "assistant" { "model" } else { role };
-                let mut s = format!("<start_of_turn>{role}\n");
+                r.markup(&format!("<start_of_turn>{role}\n"));
                 if !held.is_empty() && role != "model" {
-                    s += held;
-                    s += "\n\n";
+                    r.plain(held).markup("\n\n");
                     held.clear();
                 }
-                s + content.trim() + "<end_of_turn>\n"
+                r.plain(content.trim()).markup("<end_of_turn>\n");
             }
-            ChatTemplate::Phi3 => format!("<|{role}|>\n{content}<|end|>\n"),
-            ChatTemplate::Plain => format!("{role}: {content}\n"),
+            ChatTemplate::Phi3 => {
+                r.markup(&format!("<|{role}|>\n"))
+                    .plain(content)
+                    .markup("<|end|>\n");
+            }
+            ChatTemplate::Plain => {
+                r.markup(&format!("{role}: ")).plain(content).markup("\n");
+            }
         }
+        r
     }
 
     /// The text that closes the assistant's reply (its end-of-turn token and separator).
@@ -162,13 +203,12 @@ mod tests {
         );
         let mut held = String::new();
         assert_eq!(
-            c.message("user", "Hi", true, &mut held),
+            c.message("user", "Hi", true, &mut held).text,
             "<|im_start|>system\nYou are SmolLM<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
         );
-        assert_eq!(
-            c.message("user", "Hi", false, &mut held),
-            "<|im_start|>user\nHi<|im_end|>\n"
-        );
+        let m = c.message("user", "Hi", false, &mut held);
+        assert_eq!(m.text, "<|im_start|>user\nHi<|im_end|>\n");
+        assert_eq!(&m.text[m.plain[0].clone()], "Hi");
     }
 
     #[test]
@@ -210,13 +250,13 @@ mod tests {
         let c = ChatTemplate::detect(Some("{{ '<start_of_turn>' + role }}"), |_| false);
         assert_eq!(c, ChatTemplate::Gemma);
         let mut held = String::new();
-        assert_eq!(c.message("system", " Be brief. ", true, &mut held), "");
+        assert_eq!(c.message("system", " Be brief. ", true, &mut held).text, "");
         assert_eq!(
-            c.message("user", "Hi ", false, &mut held),
+            c.message("user", "Hi ", false, &mut held).text,
             "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
         );
         assert_eq!(
-            c.message("assistant", "Hello", false, &mut held),
+            c.message("assistant", "Hello", false, &mut held).text,
             "<start_of_turn>model\nHello<end_of_turn>\n"
         );
         assert_eq!(c.assistant_prefix(), "<start_of_turn>model\n");
@@ -228,7 +268,7 @@ mod tests {
         assert_eq!(c, ChatTemplate::Phi3);
         let mut held = String::new();
         assert_eq!(
-            c.message("user", "Hi", true, &mut held),
+            c.message("user", "Hi", true, &mut held).text,
             "<|user|>\nHi<|end|>\n"
         );
     }

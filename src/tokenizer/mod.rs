@@ -16,6 +16,7 @@ use crate::format::gguf::{Array, Gguf};
 pub use chat::ChatTemplate;
 use pretok::PreTok;
 use std::collections::HashMap;
+use std::ops::Range;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenType {
@@ -290,14 +291,23 @@ impl Vocab {
     }
 
     /// Tokenize `text`. `add_special` adds BOS/EOS as the model asks; `parse_special` turns
-    /// special-token text such as `<|im_start|>` into the special token (llama.cpp's default).
+    /// control-token text such as `<|im_start|>` into the control token (as llama.cpp's
+    /// parse_special; user text should not, or a user could forge a turn). User-defined
+    /// tokens are split out either way, as llama.cpp does.
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
+        let plain = if parse_special { 0..0 } else { 0..text.len() };
+        self.encode_marked(text, &[plain], add_special)
+    }
+
+    /// Tokenize `text` parsing control tokens everywhere but in the byte ranges `plain` (a chat
+    /// template's markup around the user's plain text, tokenized as one text).
+    pub fn encode_marked(&self, text: &str, plain: &[Range<usize>], add_special: bool) -> Vec<u32> {
         let mut out = Vec::new();
         if add_special && self.add_bos {
             out.extend(self.bos);
         }
         let mut prev_special = true;
-        for frag in self.split_special(text, parse_special) {
+        for frag in self.split_special(text, plain) {
             match frag {
                 Fragment::Token(id) => {
                     out.push(id);
@@ -329,18 +339,18 @@ impl Vocab {
         out
     }
 
-    /// Split special-token text out of `text`, longest special token first.
-    fn split_special<'t>(&self, text: &'t str, parse_special: bool) -> Vec<Fragment<'t>> {
+    /// Split special-token text out of `text`, longest special token first; a control token
+    /// is not split out where it overlaps a range in `plain`.
+    fn split_special<'t>(&self, text: &'t str, plain: &[Range<usize>]) -> Vec<Fragment<'t>> {
         let mut frags = if text.is_empty() {
             vec![]
         } else {
             vec![Fragment::Text(text)]
         };
+        let offset = |t: &str| t.as_ptr() as usize - text.as_ptr() as usize;
+        let in_plain = |a: usize, b: usize| plain.iter().any(|r| a < r.end && r.start < b);
         for &id in &self.special {
-            let ty = self.types[id as usize];
-            if !parse_special && ty != TokenType::UserDefined {
-                continue;
-            }
+            let user_defined = self.types[id as usize] == TokenType::UserDefined;
             let Ok(pat) = std::str::from_utf8(&self.tokens[id as usize]) else {
                 continue;
             };
@@ -357,12 +367,22 @@ impl Vocab {
                     next.push(f);
                     continue;
                 };
-                while let Some(at) = t.find(pat) {
+                let mut from = 0;
+                while let Some(at) = t[from..].find(pat).map(|i| from + i) {
+                    let start = offset(t) + at;
+                    if !user_defined && in_plain(start, start + pat.len()) {
+                        from = at + 1; // plain text here: look further on
+                        while !t.is_char_boundary(from) {
+                            from += 1;
+                        }
+                        continue;
+                    }
                     if at > 0 {
                         next.push(Fragment::Text(&t[..at]));
                     }
                     next.push(Fragment::Token(id));
                     t = &t[at + pat.len()..];
+                    from = 0;
                 }
                 if !t.is_empty() {
                     next.push(Fragment::Text(t));

@@ -13,24 +13,7 @@
 
 #include "tmac.h"
 
-static int failures = 0;
-
-#define CHECK(cond, ...)                                                  \
-    do {                                                                  \
-        if (!(cond)) {                                                    \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                 \
-            fputc('\n', stderr);                                          \
-            failures++;                                                   \
-        }                                                                 \
-    } while (0)
-
-#define CHECK_STATUS(expr, want)                                                         \
-    do {                                                                                 \
-        tmac_status got_ = (expr);                                                       \
-        CHECK(got_ == (want), "%s returned %d (%s), expected %d", #expr, (int)got_,      \
-              tmac_status_str(got_), (int)(want));                                       \
-    } while (0)
+#include "check.h"
 
 static const char *model_path;
 static int smollm2 = 0;

@@ -43,7 +43,7 @@ class SizeTByReference : ByReference(Native.SIZE_T_SIZE) {
 
 /** struct tmac_params. Field names and order are the header's. */
 @Structure.FieldOrder("struct_size", "n_ctx", "temperature", "top_p", "top_k", "min_p",
-    "repeat_penalty", "seed", "max_tokens", "flags", "memory_budget_mib")
+    "repeat_penalty", "reserved0", "seed", "max_tokens", "flags", "memory_budget_mib", "reserved1")
 open class Params : Structure() {
     @JvmField var struct_size: Int = 0
     @JvmField var n_ctx: Int = 0
@@ -52,10 +52,12 @@ open class Params : Structure() {
     @JvmField var top_k: Int = 0
     @JvmField var min_p: Float = 0f
     @JvmField var repeat_penalty: Float = 0f
+    @JvmField var reserved0: Int = 0
     @JvmField var seed: Long = 0
     @JvmField var max_tokens: Int = 0
     @JvmField var flags: Int = 0
     @JvmField var memory_budget_mib: Int = 0
+    @JvmField var reserved1: Int = 0
 
     /** Returned by value from tmac_params_default(). */
     class ByValue : Params(), Structure.ByValue
