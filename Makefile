@@ -48,7 +48,7 @@ AARCH64_LIB   := $(ARM_TARGET_DIR)/$(AARCH64)/release
 AARCH64_OUT   := build/aarch64
 GEN_PROMPT    := The capital of France is
 
-.PHONY: all build lib run test model gemma bench fuzz fmt-check clippy fixtures llama-cpp clean \
+.PHONY: all build lib run test deps model gemma bench fuzz fmt-check clippy fixtures llama-cpp clean \
         header check-header c-examples test-c test-install install test-bindings arm-deps test-aarch64
 
 all: lib
@@ -117,7 +117,7 @@ test-c: c-examples $(MODEL)
 
 # The bindings (bindings/): check_bindings.py holds every C function they name to include/tmac.h;
 # the Python (ctypes) and Kotlin/JVM (JNA) examples must print exactly what the C example
-# prints (greedy), then each binding's own tests run. Needs kotlinc and JNA (.ci/run installs).
+# prints (greedy), then each binding's own tests run. Needs kotlinc and JNA (`make deps` installs them).
 B_OUT   := build/bindings
 JNA_JAR ?= /usr/share/java/jna.jar
 KT_RUN  := java -Djna.library.path=$(LIB) -cp $(B_OUT)/tmac-kt.jar:$(JNA_JAR)
@@ -236,7 +236,12 @@ $(GEMMA):
 run: $(MODEL) build
 	$(TMAC) run $(MODEL) --chat -i "$(PROMPT)" -n 256
 
-test: $(MODEL) $(GEMMA) fmt-check clippy check-header
+# Rust components, Debian packages, NumPy and cbindgen that the tests need (once; see the script).
+deps:
+	tools/test_deps.sh
+
+test: deps $(MODEL) $(GEMMA)
+	$(MAKE) --no-print-directory fmt-check clippy check-header
 	$(CARGO) test --release
 	$(MAKE) --no-print-directory test-c
 	$(MAKE) --no-print-directory test-bindings

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# What `make test` needs beyond Rust, installed once (idempotent; a second run installs nothing):
+# rustfmt and clippy (rustup components), Debian packages (valgrind, pkg-config, binutils, g++,
+# a JDK, Kotlin, JNA), NumPy (tools/legacy_reference.py) and cbindgen at the version the
+# committed include/tmac.h was made with. The aarch64 toolchain comes from tools/arm_deps.sh,
+# which `make test-aarch64` runs itself. Needs root (or sudo) only when a Debian package is
+# missing; a failing `apt-get update` (an index mid-sync) is tolerated, and what is needed is
+# checked afterwards.
+set -euo pipefail
+CBINDGEN_VERSION=0.29.2
+
+command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
+if command -v rustup >/dev/null; then
+  rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
+fi
+
+need_apt=()
+for tool in valgrind:valgrind pkg-config:pkg-config readelf:binutils c++:g++ \
+            java:default-jdk-headless kotlinc:kotlin; do
+  command -v "${tool%%:*}" >/dev/null || need_apt+=("${tool##*:}")
+done
+[ -f /usr/share/java/jna.jar ] || need_apt+=(libjna-java)  # JNA for the Kotlin/JVM binding
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq || echo "apt-get update failed; installing from the current index" >&2
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${need_apt[@]}"
+fi
+for tool in valgrind pkg-config readelf c++ java kotlinc /usr/share/java/jna.jar; do
+  command -v "$tool" >/dev/null || [ -f "$tool" ] || { echo "missing after install: $tool" >&2; exit 1; }
+done
+
+if ! python3 -c "import numpy" 2>/dev/null; then
+  python3 -m pip install --quiet numpy || python3 -m pip install --quiet --break-system-packages numpy
+fi
+
+if ! cbindgen --version 2>/dev/null | grep -q "$CBINDGEN_VERSION"; then
+  cargo install --quiet --locked cbindgen --version "$CBINDGEN_VERSION"
+fi
