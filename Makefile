@@ -48,7 +48,7 @@ AARCH64_LIB   := $(ARM_TARGET_DIR)/$(AARCH64)/release
 AARCH64_OUT   := build/aarch64
 GEN_PROMPT    := The capital of France is
 
-.PHONY: all build lib run test deps model gemma bench fuzz fmt-check clippy fixtures llama-cpp clean \
+.PHONY: all build lib run test deps test-cli model gemma bench fuzz fmt-check clippy fixtures llama-cpp clean \
         header check-header c-examples test-c test-install install test-bindings arm-deps test-aarch64
 
 all: lib
@@ -166,6 +166,10 @@ install: lib
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' tmac.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/tmac.pc
 
+# The chat REPL in a real terminal (pexpect): two turns, /reset, Ctrl-C mid-answer, Ctrl-D.
+test-cli: build $(MODEL)
+	python3 tests/cli_chat.py $(TMAC) $(MODEL)
+
 arm-deps:
 	tools/arm_deps.sh arm64
 
@@ -246,6 +250,7 @@ test: deps $(MODEL) $(GEMMA)
 	$(MAKE) --no-print-directory test-c
 	$(MAKE) --no-print-directory test-bindings
 	$(MAKE) --no-print-directory test-install
+	$(MAKE) --no-print-directory test-cli
 	$(MAKE) --no-print-directory test-aarch64
 
 fmt-check:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What `make test` needs beyond Rust, installed once (idempotent; a second run installs nothing):
 # rustfmt and clippy (rustup components), Debian packages (valgrind, pkg-config, binutils, g++,
-# a JDK, Kotlin, JNA), NumPy (tools/legacy_reference.py) and cbindgen at the version the
+# a JDK, Kotlin, JNA), NumPy and pexpect (Python), and cbindgen at the version the
 # committed include/tmac.h was made with. The aarch64 toolchain comes from tools/arm_deps.sh,
 # which `make test-aarch64` runs itself. Needs root (or sudo) only when a Debian package is
 # missing; a failing `apt-get update` (an index mid-sync) is tolerated, and what is needed is
@@ -30,9 +30,12 @@ for tool in valgrind pkg-config readelf c++ java kotlinc /usr/share/java/jna.jar
   command -v "$tool" >/dev/null || [ -f "$tool" ] || { echo "missing after install: $tool" >&2; exit 1; }
 done
 
-if ! python3 -c "import numpy" 2>/dev/null; then
-  python3 -m pip install --quiet numpy || python3 -m pip install --quiet --break-system-packages numpy
-fi
+# NumPy (tools/legacy_reference.py) and pexpect (tests/cli_chat.py drives the chat in a pty)
+for mod in numpy pexpect; do
+  if ! python3 -c "import $mod" 2>/dev/null; then
+    python3 -m pip install --quiet "$mod" || python3 -m pip install --quiet --break-system-packages "$mod"
+  fi
+done
 
 if ! cbindgen --version 2>/dev/null | grep -q "$CBINDGEN_VERSION"; then
   cargo install --quiet --locked cbindgen --version "$CBINDGEN_VERSION"

@@ -1,0 +1,171 @@
+//! `tmac quantize` and `tmac export`: files in, files out.
+
+use super::{parse_num, take_tokenizer};
+use std::io::IsTerminal;
+use std::io::Write;
+use std::time::Instant;
+
+const QUANTIZE_USAGE: &str = "\
+usage: tmac quantize IN OUT --type T [--group G] [--scale S] [--head H] [-z TOKENIZER]
+
+Converts IN into OUT, a tmac file: tensors already in kernel layout, mapped and used in place
+at load. IN is a GGUF model, a tmac file, a llama2.c checkpoint or an original T-MAC v1/v2/Q4V1
+file (these take their tokenizer.bin from -z, default: next to IN), or a Hugging Face BitNet
+model (its directory with config.json, tokenizer.json and safetensors). Exactly ternary weights
+(BitNet b1.58: TQ1_0, TQ2_0, I2_S, ternary F32/F16, packed safetensors; T-MAC v1/v2) carry over
+exactly with --type tq, Q4V1 and GGUF Q4_0/Q4_1 with --type q4 (group 32).
+
+types (--type for the transformer blocks, --head for the embedding and output head):
+  tq    ternary {-1, 0, +1} times an absmean scale; --scale tensor|row|group (default tensor)
+  q1    1-bit, scale and minimum per group of --group columns (default 64)
+  q2    2-bit, the same (default 64)
+  q3    3-bit, the same (default 32)
+  q4    4-bit, the same (default 32; GGUF Q4_0/Q4_1 carried over exactly)
+  q8    8-bit, one scale per 32 (the default --head)
+  f32   unquantized
+
+the original T-MAC engine's files, from a llama2.c checkpoint, by its scripts' exact rules:
+  v1    .tmac.bin: ternary, threshold 0.7 x mean|w| per stacked tensor, no scales
+  v2    .tmac2.bin: ternary, threshold 0.4 x mean|row|, f16 scale per row
+  q4v1  .q4.bin: int4 baseline, blocks of 32, f16 scale max|x| / 7
+";
+
+pub fn quantize(args: &[String]) -> Result<(), String> {
+    use tmac::quant::quantize::{quantize_file, QuantizeOptions, Target};
+    let (args, tokenizer) = take_tokenizer(args)?;
+    let args = args.as_slice();
+    let (mut paths, mut typ, mut group, mut scale, mut head) = (
+        Vec::new(),
+        None,
+        None,
+        "tensor".to_string(),
+        "q8".to_string(),
+    );
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "-h" | "--help" => {
+                out!("{QUANTIZE_USAGE}");
+                return Ok(());
+            }
+            "--type" => typ = Some(val()?.clone()),
+            "--group" => group = Some(parse_num::<usize>(a, val()?)?),
+            "--scale" => scale = val()?.clone(),
+            "--head" => head = val()?.clone(),
+            s if s.starts_with('-') => return Err(super::unknown_option("quantize", s)),
+            s => paths.push(s.to_string()),
+        }
+    }
+    let [src, dst] = paths.as_slice() else {
+        return Err(format!("quantize: give IN and OUT\n\n{QUANTIZE_USAGE}"));
+    };
+    let typ = typ.ok_or_else(|| format!("quantize: --type is required\n\n{QUANTIZE_USAGE}"))?;
+    if let Some(t) = tmac::quant::legacy::LegacyType::parse(&typ) {
+        let t0 = Instant::now();
+        let n = tmac::quant::legacy::write_legacy(src.as_ref(), dst.as_ref(), t)
+            .map_err(|e| e.to_string())?;
+        outln!(
+            "{dst}: {typ} | {n} bytes ({:.1} MiB) | {:.1} s",
+            n as f64 / 1048576.0,
+            t0.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    let default_group = if typ == "q1" || typ == "q2" {
+        64
+    } else if typ == "tq" {
+        128
+    } else {
+        32
+    };
+    let target =
+        Target::parse(&typ, group.unwrap_or(default_group), &scale).map_err(|e| e.to_string())?;
+    let head = Target::parse(&head, 32, "tensor").map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    // a bar redrawn in place on a terminal; in a log, one line per tenth of the matrices
+    let tty = std::io::stderr().is_terminal();
+    let progress = |done: usize, total: usize, name: &str| {
+        let total = total.max(1);
+        let width = 30;
+        let fill = done * width / total;
+        if tty {
+            eprint!(
+                "\r[{}{}] {done}/{total} {name:<32}",
+                "#".repeat(fill),
+                " ".repeat(width - fill)
+            );
+        } else if done > 0 && done * 10 / total != (done - 1) * 10 / total {
+            eprintln!("quantized {done}/{total} matrices");
+        }
+    };
+    let opts = QuantizeOptions { target, head };
+    let summary = match &tokenizer {
+        Some(z) => tmac::quant::legacy::legacy_to_tmac(
+            src.as_ref(),
+            Some(z.as_ref()),
+            dst.as_ref(),
+            &opts,
+            progress,
+        ),
+        None => quantize_file(src.as_ref(), dst.as_ref(), &opts, progress),
+    }
+    .map_err(|e| e.to_string())?;
+    if tty {
+        eprintln!();
+    }
+    outln!(
+        "{dst}: {} | {:.1} MiB | {:.2} bits per weight ({} matrices) | {:.1} s",
+        target.name(),
+        summary.bytes as f64 / 1048576.0,
+        summary.bits_per_weight,
+        summary.matrices,
+        t0.elapsed().as_secs_f64()
+    );
+    for n in &summary.notes {
+        eprintln!("note: {n}");
+    }
+    Ok(())
+}
+
+pub fn export(args: &[String]) -> Result<(), String> {
+    const EXPORT_USAGE: &str =
+        "usage: tmac export --llama2c MODEL OUT.bin TOKENIZER.bin [-z TOKENIZER]
+writes MODEL (GGUF, or any file tmac runs) as a llama2.c \"version 0\" checkpoint (f32) and its
+vocabulary as a llama2.c tokenizer.bin";
+    let (args, z) = take_tokenizer(args)?;
+    let (mut llama2c, mut paths) = (false, Vec::new());
+    for a in &args {
+        match a.as_str() {
+            "--llama2c" => llama2c = true,
+            "-h" | "--help" => {
+                outln!("{EXPORT_USAGE}");
+                return Ok(());
+            }
+            s if s.starts_with('-') => return Err(super::unknown_option("export", s)),
+            s => paths.push(s.to_string()),
+        }
+    }
+    let ([src, out, tok], true) = (paths.as_slice(), llama2c) else {
+        return Err(EXPORT_USAGE.to_string());
+    };
+    let t0 = Instant::now();
+    let s = tmac::model::legacy::export_llama2c(
+        src.as_ref(),
+        z.as_deref().map(std::path::Path::new),
+        out.as_ref(),
+        tok.as_ref(),
+    )
+    .map_err(|e| e.to_string())?;
+    outln!(
+        "{out}: llama2.c checkpoint, {} | rope base {} | {} bytes ({:.1} MiB)\n{tok}: {} tokens, {} bytes | {:.1} s",
+        s.header.describe(),
+        s.rope_base,
+        s.model_bytes,
+        s.model_bytes as f64 / 1048576.0,
+        s.header.vocab_size,
+        s.tokenizer_bytes,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
