@@ -20,7 +20,7 @@ import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 HEADER = "include/tmac.h"
-SOURCES = ["bindings/python/*.py", "bindings/kotlin/**/*.kt", "bindings/kotlin/**/*.def",
+SOURCES = ["bindings/python/**/*.py", "bindings/kotlin/**/*.kt", "bindings/kotlin/**/*.def",
            "bindings/swift/**/*.swift", "bindings/swift/**/*.modulemap",
            "bindings/swift/**/*.h", "include/module.modulemap"]
 # The binding classes that mirror the header's structs (same names in Python and Kotlin).
@@ -224,14 +224,16 @@ def load():
 
 def self_test(sources, header):
     """Each mutation must produce a problem mentioning `expect`; the unmutated tree none."""
-    py, kt = "bindings/python/tmac.py", "bindings/kotlin/src/main/kotlin/tmac/Tmac.kt"
+    py, kt = "bindings/python/tmac/_lib.py", "bindings/kotlin/src/main/kotlin/tmac/Tmac.kt"
+    pyapi = "bindings/python/tmac/__init__.py"
     sw = "bindings/swift/Sources/TMac/TMac.swift"
     mutations = [  # (file or HEADER, old, new, a word the report must contain)
         (py, '"tmac_reset": (', '"tmac_foo": (', "tmac_foo"),
         (py, "[c_void_p, c_char_p, c_size_t]", "[c_void_p, c_char_p]", "tmac_prompt"),
         (py, "[c_void_p, c_char_p, c_size_t]", "[c_void_p, c_char_p, c_uint32]", "tmac_prompt"),
         (py, '("seed", c_uint64)', '("seed", c_uint32)', "seed"),
-        (py, "lib().tmac_reset(self._live())", "lib().tmac_reset(self._live(), 0)", "tmac_reset"),
+        (pyapi, "lib().tmac_reset(self._h.live())", "lib().tmac_reset(self._h.live(), 0)",
+         "tmac_reset"),
         (kt, "len: SizeT): Int", "len: Int): Int", "tmac_prompt"),
         (kt, "fun tmac_reset(t: Pointer)", "fun tmac_reset(t: Pointer, x: Int)", "tmac_reset"),
         (kt, '"top_p", "top_k"', '"top_k", "top_p"', "Params"),

@@ -14,31 +14,20 @@
 //! # Ok::<(), tmac::Error>(())
 //! ```
 
-/// cbindgen:ignore
 pub mod bench;
-/// The C API (the only module cbindgen reads; the others are marked cbindgen:ignore).
+/// The C API (cbindgen reads this file alone to write include/tmac.h).
 #[allow(non_camel_case_types)]
 pub mod capi;
-/// cbindgen:ignore
 pub mod error;
-/// cbindgen:ignore
 pub mod format;
-/// cbindgen:ignore
 pub mod kernel;
-/// cbindgen:ignore
 pub mod math;
-/// cbindgen:ignore
 pub mod model;
-/// cbindgen:ignore
 pub mod perplexity;
-/// cbindgen:ignore
 pub mod quant;
-/// cbindgen:ignore
 pub mod sampler;
-/// cbindgen:ignore
 #[doc(hidden)]
 pub mod testing;
-/// cbindgen:ignore
 pub mod tokenizer;
 
 pub use error::{Error, ErrorKind, Result};

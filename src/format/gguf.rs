@@ -177,7 +177,7 @@ impl Value {
 #[derive(Clone, Debug)]
 pub struct TensorInfo {
     pub name: String,
-    /// ggml order: dims[0] is the innermost (row length), dims[1] the number of rows.
+    /// ggml order: `dims[0]` is the innermost (row length), `dims[1]` the number of rows.
     pub dims: Vec<u64>,
     pub typ: GgmlType,
     /// Absolute byte offset of the data in the file.

@@ -163,7 +163,7 @@ unsafe fn ints<const BITS: usize, const RB: usize>(
     }
 }
 
-/// All integer accumulators, laid out [row block][group][16] (for tests).
+/// All integer accumulators, laid out `[row block][group][16]` (for tests).
 ///
 /// # Safety
 /// AVX2 must be available; `act` must have its tables built for this matrix's width.

@@ -113,8 +113,8 @@ pub fn softmax(x: &mut [f32]) {
 }
 
 /// The attention heads that share one key/value head (grouped-query attention), over
-/// n = att.len() / g positions: for head h, att[h][t] = scale * cap(q_h . k_t), softmax over t,
-/// then out_h = sum of att[h][t] * v_t, where cap(s) = c * tanh(s / c) with a soft-cap c
+/// n = att.len() / g positions: for head h, `att[h][t] = scale * cap(q_h . k_t)`, softmax over
+/// t, then `out_h = sum of att[h][t] * v_t`, where cap(s) = c * tanh(s / c) with a soft-cap c
 /// (Gemma 2; as ggml: s * (1 / c), tanh, times c) and s otherwise. `qs` and `outs` hold the g
 /// heads of `hd` floats back to back; row t of `k` and `v` starts at t * stride, the shared
 /// head's slice of it at `off` (`shape` = (hd, stride, off)). Each key and value row is read once

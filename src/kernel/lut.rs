@@ -6,7 +6,7 @@
 //! factor is amax / 127.
 //!
 //! Tables: for every group of 4 activations t (a 4-bit "bit-plane" index i selects which of the
-//! four are summed), T_t[i] = sum of a[4t + l] over the set bits l of i. Two kinds:
+//! four are summed), `T_t[i]` = sum of `a[4t + l]` over the set bits l of i. Two kinds:
 //! - exact (the default): entries lie in [-512, 508], so they are exact in int16; each table is
 //!   stored as its 16 low bytes then its 16 high bytes, 32 bytes per table, so the tables of a
 //!   2560-wide input (20 KiB) stay in L1. A ternary model gives exactly its W1.58A8 result.
@@ -14,7 +14,7 @@
 //!   entries are rescaled so the largest magnitude is 127 and rounded, 16 bytes per table. One
 //!   lookup per table instead of two; the sums are about 7-bit accurate.
 
-/// Bytes per exact table: lo[16] hi[16].
+/// Bytes per exact table: `lo[16] hi[16]`.
 pub const TABLE_BYTES: usize = 32;
 /// Bytes per int8 table.
 pub const TABLE8_BYTES: usize = 16;
@@ -53,7 +53,7 @@ pub struct Activations {
     pub group: usize,
     /// Dequant factor of each group.
     pub scales: Vec<f32>,
-    /// Prefix sums of `a` at every multiple of 8: sums8[c] = a[0] + ... + a[8c - 1].
+    /// Prefix sums of `a` at every multiple of 8: `sums8[c] = a[0] + ... + a[8c - 1]`.
     pub sums8: Vec<i32>,
     /// K/4 tables of kind `kind`, built by `build_tables`.
     pub tables: Vec<u8>,

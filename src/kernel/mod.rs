@@ -157,7 +157,7 @@ pub(crate) fn row_tiles(
         .chain(singles.map(|rb| (rb, 1)))
 }
 
-/// The integer accumulators of a LUT GEMV, [row block][group][16] (for tests).
+/// The integer accumulators of a LUT GEMV, `[row block][group][16]` (for tests).
 pub fn lut_ints(isa: Isa, m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     assert!(isa.available(), "{} is not available", isa.name());
     match isa {

@@ -140,7 +140,7 @@ pub fn super_groups(g: &Geometry, sb: usize) -> std::ops::Range<usize> {
     sb * g.sup..((sb + 1) * g.sup).min(g.groups)
 }
 
-/// All integer accumulators, laid out [row block][group][16].
+/// All integer accumulators, laid out `[row block][group][16]`.
 pub fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     let g = m.geometry();
     let kind = act.tables_built().expect("tables built");

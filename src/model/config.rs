@@ -43,7 +43,7 @@ pub enum Activation {
 /// How an architecture's graph differs from Llama's. `Graph::default()` is Llama.
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
-    /// Rotate (x[i], x[i + rope_dim/2]) (ggml's NEOX mode) instead of adjacent pairs.
+    /// Rotate `(x[i], x[i + rope_dim/2])` (ggml's NEOX mode) instead of adjacent pairs.
     pub rope_neox: bool,
     /// Factor on the RoPE angles (1 / rope.scaling.factor with linear scaling); None = 1.
     pub rope_scale: Option<f32>,

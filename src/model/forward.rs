@@ -8,7 +8,7 @@ use crate::kernel::f32 as kf32;
 use crate::kernel::lut::Activations;
 use crate::math;
 
-/// Keys and values of every past position: [layer][pos][kv_dim].
+/// Keys and values of every past position: `[layer][pos][kv_dim]`.
 pub struct KvCache {
     k: Vec<f32>,
     v: Vec<f32>,
@@ -106,7 +106,7 @@ fn rmsnorm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
 pub use kf32::softmax;
 
 /// RoPE angles for position `pos` as ggml computes them: pair i turns by
-/// freq_scale * pos * base^(-2i/rope_dim) (divided by freqs[i] if given), the angle stepped in
+/// `freq_scale * pos * base^(-2i/rope_dim)` (divided by `freqs[i]` if given), the angle stepped in
 /// f32 as ggml does. Fills (cos, sin) for the rope_dim/2 pairs; the same for every head.
 pub fn rope_angles(
     cs: &mut [(f32, f32)],
@@ -125,7 +125,7 @@ pub fn rope_angles(
     }
 }
 
-/// Rotate adjacent pairs (x[2i], x[2i+1]) of each head by the angles in `cs`.
+/// Rotate adjacent pairs `(x[2i], x[2i+1])` of each head by the angles in `cs`.
 pub fn rope(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
     for head in x.chunks_exact_mut(head_dim) {
         for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(cs) {
@@ -136,7 +136,7 @@ pub fn rope(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
     }
 }
 
-/// Rotate pairs (x[i], x[i + rope_dim/2]) of each head (ggml's NEOX mode, Hugging Face's
+/// Rotate pairs `(x[i], x[i + rope_dim/2])` of each head (ggml's NEOX mode, Hugging Face's
 /// rotate_half), used by BitNet: its converters do not permute Q and K as Llama's do.
 pub fn rope_neox(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
     let half = cs.len();

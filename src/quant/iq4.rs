@@ -7,7 +7,11 @@
 //! IQ4_XS: blocks of 256 (f16 d, 8 groups of 32 with 6-bit scales ls), w = d * (ls - 32) * value.
 //!
 //! Layout: rows in groups of 8 (padded with zero rows), each block of the 8 rows one tile:
-//!   [8 x d as f16][IQ4_XS: per group s, 8 x (ls - 32) as i8][codes]
+//!
+//! ```text
+//! [8 x d as f16][IQ4_XS: per group s, 8 x (ls - 32) as i8][codes]
+//! ```
+//!
 //! where the codes of group s come as 4 steps of 32 bytes, step j holding bytes 4j..4j+4 of
 //! each row's 16 code bytes (GGUF order: byte i has element i in its low nibble, i + 16 in its
 //! high one), row after row. One 32-byte load so gives each of the 8 rows 8 codes, whose

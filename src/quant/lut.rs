@@ -8,6 +8,8 @@
 //! hold the GGUF codes and scales exactly.
 //!
 //! Layout (rows padded to 16, columns to 8; padding weights are q = 0):
+//!
+//! ```text
 //!   data:   [row block rb][chunk c of 8 columns][16 b bytes]: b / 2 plane pairs of 32 bytes,
 //!           then, for odd b, the last plane alone in 16 bytes.
 //!           Plane pair pp, byte i: lane = i / 16, j = i % 16; row = 16 rb + 8 lane + j / 2;
@@ -18,6 +20,7 @@
 //!           then, with sub-scales, per group of the super-block
 //!           [16 x sc as i8][16 x mn as u8, affine only].
 //!           Without sub-scales a super-block is one group.
+//! ```
 
 use super::blocks::{self, Block};
 use crate::error::{Error, Result};

@@ -26,7 +26,7 @@ use half::{bf16, f16};
 /// Elements per I2_S block (x86 layout: 128 codes in 32 bytes).
 pub const I2S_BLOCK: usize = 128;
 
-/// An exactly ternary matrix: w[r][c] = (codes[r * cols + c] - 1) * scale.
+/// An exactly ternary matrix: `w[r][c] = (codes[r * cols + c] - 1) * scale`.
 pub struct Ternary {
     pub rows: usize,
     pub cols: usize,
@@ -126,7 +126,7 @@ pub fn encode_i2s(codes: &[u8], scale: f32) -> Vec<u8> {
 }
 
 /// Codes of a Hugging Face BitNet weight: `packed` is (rows / 4, cols) uint8, and bit pair i of
-/// packed[j][c] is the code of row i * rows / 4 + j (transformers' `unpack_weights`).
+/// `packed[j][c]` is the code of row `i * rows / 4 + j` (transformers' `unpack_weights`).
 pub fn hf_codes(packed: &[u8], packed_rows: usize, cols: usize) -> Result<Vec<u8>> {
     if packed.len() != packed_rows * cols {
         return Err(Error::format(format!(
