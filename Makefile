@@ -121,15 +121,24 @@ test-c: c-examples $(MODEL)
 # prints (greedy), then each binding's own tests run. Needs kotlinc and JNA (`make deps` installs them).
 B_OUT   := build/bindings
 JNA_JAR ?= /usr/share/java/jna.jar
-KT_RUN  := java -Djna.library.path=$(LIB) -cp $(B_OUT)/tmac-kt.jar:$(JNA_JAR)
+# Maven (bindings/kotlin/pom.xml, offline from Debian's packaged repository) builds the binding's
+# jar with libtmac.so inside where JNA looks for it (linux-x86-64/, linux-aarch64/): nothing is
+# run with -Djna.library.path. The example and the tests are compiled against that jar.
+KT_JAR  := $(B_OUT)/maven/tmac-0.1.0.jar
+KT_RUN  := java -cp $(KT_JAR):$(B_OUT)/tmac-kt-tests.jar:$(JNA_JAR)
+JNA_DIR := linux-$(subst _,-,$(shell uname -m))
 test-bindings: lib $(MODEL)
 	python3 bindings/check_bindings.py --self-test
 	python3 bindings/check_bindings.py
 	@mkdir -p $(B_OUT)
 	$(CC) $(CFLAGS_C) examples-c/generate.c -L$(LIB) -ltmac -Wl,-rpath,$(abspath $(LIB)) -o $(B_OUT)/generate-c
-	kotlinc -nowarn -cp $(JNA_JAR) -include-runtime -d $(B_OUT)/tmac-kt.jar \
-	  bindings/kotlin/src/main/kotlin/tmac/Tmac.kt bindings/kotlin/examples/Generate.kt \
-	  bindings/kotlin/test/TmacTest.kt
+	rm -rf $(B_OUT)/maven $(B_OUT)/java
+	mvn -q -B -U -Dstyle.color=never -s tools/maven-offline.xml -f bindings/kotlin/pom.xml -Djna.platform=$(JNA_DIR) \
+	  -Dtmac.lib.dir=$(abspath $(LIB)) package
+	unzip -l $(KT_JAR) | grep -q ' $(JNA_DIR)/libtmac.so$$'
+	kotlinc -nowarn -cp $(KT_JAR):$(JNA_JAR) -include-runtime -d $(B_OUT)/tmac-kt-tests.jar \
+	  bindings/kotlin/examples/Generate.kt bindings/kotlin/test/TmacTest.kt
+	javac -d $(B_OUT)/java -cp $(KT_JAR):$(B_OUT)/tmac-kt-tests.jar:$(JNA_JAR) bindings/kotlin/test/JavaUse.java
 	$(B_OUT)/generate-c $(MODEL) "The capital of France is" 24 > $(B_OUT)/c.txt
 	python3 bindings/python/generate.py $(MODEL) "The capital of France is" 24 > $(B_OUT)/python.txt
 	$(KT_RUN) GenerateKt $(MODEL) "The capital of France is" 24 > $(B_OUT)/kotlin.txt
@@ -143,6 +152,7 @@ test-bindings: lib $(MODEL)
 	cmp $(B_OUT)/c-chat.txt $(B_OUT)/kotlin-chat.txt
 	TMAC_MODEL=$(abspath $(MODEL)) python3 -m unittest discover -s bindings/python
 	$(KT_RUN) TmacTestKt $(MODEL)
+	$(KT_RUN):$(B_OUT)/java JavaUse $(MODEL)
 	@echo "bindings: OK (Python and Kotlin/JVM print what C prints; signatures match tmac.h)"
 
 # The Python wheel (pip wheel .: libtmac inside), installed into a fresh virtualenv and tested

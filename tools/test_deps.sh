@@ -16,18 +16,29 @@ fi
 
 need_apt=()
 for tool in valgrind:valgrind pkg-config:pkg-config readelf:binutils c++:g++ \
-            java:default-jdk-headless kotlinc:kotlin; do
+            javac:default-jdk-headless jar:default-jdk-headless kotlinc:kotlin; do
   command -v "${tool%%:*}" >/dev/null || need_apt+=("${tool##*:}")
 done
 [ -f /usr/share/java/jna.jar ] || need_apt+=(libjna-java)  # JNA for the Kotlin/JVM binding
+# Maven builds the Kotlin binding offline from Debian's repository (tools/maven-offline.xml)
+command -v mvn >/dev/null || need_apt+=(maven)
+M2=/usr/share/maven-repo
+for art in org/apache/maven/plugins/maven-compiler-plugin/3.10.1:libmaven-compiler-plugin-java \
+           org/apache/maven/plugins/maven-resources-plugin/3.3.0:libmaven-resources-plugin-java \
+           org/apache/maven/plugins/maven-jar-plugin/3.3.0:libmaven-jar-plugin-java \
+           org/apache/maven/plugins/maven-surefire-plugin/2.22.3:libsurefire-java \
+           org/jetbrains/kotlinx/kotlinx-coroutines-core:libkotlinx-coroutines-java; do
+  [ -d "$M2/${art%%:*}" ] || need_apt+=("${art##*:}")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=()
   [ "$(id -u)" = 0 ] || sudo=(sudo)
   "${sudo[@]}" apt-get update -qq || echo "apt-get update failed; installing from the current index" >&2
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${need_apt[@]}"
 fi
-for tool in valgrind pkg-config readelf c++ java kotlinc /usr/share/java/jna.jar; do
-  command -v "$tool" >/dev/null || [ -f "$tool" ] || { echo "missing after install: $tool" >&2; exit 1; }
+for tool in valgrind pkg-config readelf c++ java javac jar kotlinc mvn /usr/share/java/jna.jar \
+            $M2/org/jetbrains/kotlin/kotlin-maven-plugin; do
+  command -v "$tool" >/dev/null || [ -e "$tool" ] || { echo "missing after install: $tool" >&2; exit 1; }
 done
 
 # NumPy (tools/legacy_reference.py) and pexpect (tests/cli_chat.py drives the chat in a pty)

@@ -40,8 +40,19 @@ fun main(args: Array<String>) {
         }
         test("info") {
             val info = m.info()
-            val arch = info.architecture?.getString(0, "UTF-8")
-            expect(arch == "llama" && info.n_vocab == 49152 && info.n_layer == 30) { "$arch ${info.n_vocab}" }
+            expect(info.architecture == "llama" && info.nVocab == 49152 && info.nLayer == 30) { "$info" }
+            expect(info.kernel.contains("exact tables")) { info.kernel }
+        }
+        test("a system message opens no reply; the user message does") {
+            m.reset()
+            m.system("Be brief.")
+            expect(m.generate("Name a fruit.", maxTokens = 6, chat = true).joinToString("").isNotEmpty()) { "no reply" }
+        }
+        test("camelCase params") {
+            Tmac.load(model) { nCtx = 64; maxTokens = 3 }.use {
+                expect(it.info().nCtx == 64) { "n_ctx ${it.info().nCtx}" }
+                expect(it.generate(PROMPT).count() == 3) { "max tokens" }
+            }
         }
     }
     test("load error carries tmac_last_error") {

@@ -2,11 +2,13 @@
 //
 //   Tmac.load("model.gguf").use { m -> m.generate("The capital of France is").forEach(::print) }
 //
-// Needs JNA 5 (net.java.dev.jna:jna; on Android the @aar) and libtmac.so on JNA's search path
-// (-Djna.library.path=..., or jniLibs/<abi>/ in an APK). Strings cross as NUL-terminated UTF-8
-// byte arrays, never through JNA's platform-encoding String conversion. A Tmac is one
-// conversation: use it from one thread at a time. check_bindings.py compares the `external`
-// declarations and the structures below with include/tmac.h.
+// Needs JNA 5 (net.java.dev.jna:jna; on Android the @aar) and libtmac.so where JNA looks: inside
+// the jar as linux-x86-64/libtmac.so or linux-aarch64/libtmac.so (JNA's resource path; the
+// Maven build, ../pom.xml, packs it there), -Djna.library.path=..., or jniLibs/<abi>/ in an APK.
+// From Java: Tmac.load(path) or Tmac.load(path, p -> p.setNCtx(512)), camelCase accessors.
+// Strings cross as NUL-terminated UTF-8 byte arrays, never through JNA's platform-encoding
+// String conversion. A Tmac is one conversation: use it from one thread at a time.
+// check_bindings.py compares the `external` declarations and the structures with include/tmac.h.
 package tmac
 
 import com.sun.jna.IntegerType
@@ -16,6 +18,7 @@ import com.sun.jna.Structure
 import com.sun.jna.ptr.ByReference
 import com.sun.jna.ptr.PointerByReference
 import java.io.Closeable
+import java.util.function.Consumer
 
 const val TMAC_ABI_VERSION = 1
 const val TMAC_OK = 0
@@ -62,9 +65,34 @@ open class Params : Structure() {
     @JvmField var memory_budget_mib: Int = 0
     @JvmField var reserved1: Int = 0
 
+    // camelCase views of the C fields (JNA maps the fields above; these hold no state)
+    var nCtx: Int get() = n_ctx; set(v) { n_ctx = v }
+    var topP: Float get() = top_p; set(v) { top_p = v }
+    var topK: Int get() = top_k; set(v) { top_k = v }
+    var minP: Float get() = min_p; set(v) { min_p = v }
+    var repeatPenalty: Float get() = repeat_penalty; set(v) { repeat_penalty = v }
+    var maxTokens: Int get() = max_tokens; set(v) { max_tokens = v }
+    var memoryBudgetMib: Int get() = memory_budget_mib; set(v) { memory_budget_mib = v }
+
     /** Returned by value from tmac_params_default(). */
     class ByValue : Params(), Structure.ByValue
 }
+
+/** What a model is (tmac_model_info), with Kotlin/Java names and strings. */
+data class ModelInfo(
+    val architecture: String,
+    val kernel: String,
+    val nVocab: Int,
+    val nEmbd: Int,
+    val nLayer: Int,
+    val nHead: Int,
+    val nHeadKv: Int,
+    val nFf: Int,
+    val nCtx: Int,
+    val nCtxTrain: Int,
+    val bitsPerWeight: Float,
+    val fileSize: Long
+)
 
 /** struct tmac_info. */
 @Structure.FieldOrder("struct_size", "n_vocab", "n_embd", "n_layer", "n_head", "n_head_kv",
@@ -120,6 +148,7 @@ private fun Pointer.utf8(): String = getString(0, "UTF-8")
 class Tmac private constructor(private var handle: Pointer?) : Closeable {
     companion object {
         /** Loads a GGUF file. `configure` edits tmac_params_default() (greedy by default). */
+        @JvmSynthetic
         fun load(path: String, configure: Params.() -> Unit = {}): Tmac {
             check(TmacLib.tmac_abi_version() == TMAC_ABI_VERSION) { "libtmac has another ABI" }
             val out = PointerByReference()
@@ -128,6 +157,18 @@ class Tmac private constructor(private var handle: Pointer?) : Closeable {
             return Tmac(out.value)
         }
 
+        /** Java: `Tmac.load(path)`. */
+        @JvmStatic
+        @JvmName("load")
+        fun loadDefault(path: String): Tmac = load(path) {}
+
+        /** Java: `Tmac.load(path, p -> p.setNCtx(512))`. */
+        @JvmStatic
+        @JvmName("load")
+        fun loadConfigured(path: String, configure: Consumer<Params>): Tmac =
+            load(path) { configure.accept(this) }
+
+        @JvmStatic
         val version: String get() = TmacLib.tmac_version().utf8()
 
         internal fun ok(status: Int, t: Pointer?): Int {
@@ -150,8 +191,9 @@ class Tmac private constructor(private var handle: Pointer?) : Closeable {
      * Feeds `prompt` (a user message through the chat template if `chat`) and streams the
      * reply piece by piece (iterate it once). The conversation goes on after it. `maxTokens` > 0
      * stops after that many tokens; 0 leaves it to the load-time max_tokens (0 there = until end
-     * of text).
+     * of text). The text is plain: control tokens in it are not parsed.
      */
+    @JvmOverloads
     fun generate(prompt: String, maxTokens: Int = 0, chat: Boolean = false): Sequence<String> {
         val text = prompt.toByteArray(Charsets.UTF_8)
         val len = SizeT(text.size.toLong())
@@ -172,14 +214,24 @@ class Tmac private constructor(private var handle: Pointer?) : Closeable {
         }.constrainOnce()
     }
 
+    /** A system message for the chat template; it opens no reply (the next user message does). */
+    fun system(text: String) {
+        val b = text.toByteArray(Charsets.UTF_8)
+        ok(TmacLib.tmac_prompt_chat(live(), cString("system"), b, SizeT(b.size.toLong())), handle)
+    }
+
     /** Forgets the conversation; keeps the model and settings. */
     fun reset() { ok(TmacLib.tmac_reset(live()), handle) }
 
-    fun info(): Info {
-        val info = Info()
-        info.struct_size = info.size()
-        ok(TmacLib.tmac_model_info(live(), info), handle)
-        return info
+    /** What the model is. */
+    fun info(): ModelInfo {
+        val i = Info()
+        i.struct_size = i.size()
+        ok(TmacLib.tmac_model_info(live(), i), handle)
+        return ModelInfo(
+            i.architecture?.utf8() ?: "", i.kernel?.utf8() ?: "", i.n_vocab, i.n_embd, i.n_layer,
+            i.n_head, i.n_head_kv, i.n_ff, i.n_ctx, i.n_ctx_train, i.bits_per_weight, i.file_size
+        )
     }
 
     override fun close() {
