@@ -21,7 +21,7 @@ import sys
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 HEADER = "include/tmac.h"
 SOURCES = ["bindings/python/**/*.py", "bindings/kotlin/**/*.kt", "bindings/kotlin/**/*.def",
-           "bindings/swift/**/*.swift", "bindings/swift/**/*.modulemap",
+           "bindings/swift/**/*.swift", "Package.swift", "bindings/swift/**/*.modulemap",
            "bindings/swift/**/*.h", "include/module.modulemap"]
 # The binding classes that mirror the header's structs (same names in Python and Kotlin).
 STRUCTS = {"Params": "tmac_params", "Params.ByValue": "tmac_params", "Info": "tmac_info"}
@@ -243,6 +243,7 @@ def self_test(sources, header):
          "tmac_next_token"),
         (sw, "tmac_last_error(nil)", "tmac_last_eror(nil)", "tmac_last_eror"),
         (sw, "TMAC_DONE: Int32 = 1", "TMAC_DONE: Int32 = 0", "TMAC_DONE"),
+        (sw, "}, user))", "}))", "tmac_set_abort"),  # a closure argument is one argument
         # An API change in the header must break all three bindings' view of it.
         (HEADER, "char *buf, size_t cap, size_t *out_len", "char *buf, size_t *out_len", py),
         (HEADER, "char *buf, size_t cap, size_t *out_len", "char *buf, size_t *out_len", kt),

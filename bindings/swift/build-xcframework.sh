@@ -21,5 +21,5 @@ xcodebuild -create-xcframework \
   -library target/aarch64-apple-ios/release/libtmac.a -headers "$out/Headers" \
   -library "$out/ios-simulator/libtmac.a" -headers "$out/Headers" \
   -output bindings/swift/CTMac.xcframework
-echo "bindings/swift/CTMac.xcframework: ready (for a remote binaryTarget, zip it and use"
-echo "'swift package compute-checksum CTMac.xcframework.zip')"
+echo "bindings/swift/CTMac.xcframework: ready; the root Package.swift now uses it (to publish it"
+echo "as a remote binaryTarget, zip it and run 'swift package compute-checksum' on the zip)"
