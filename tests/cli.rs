@@ -83,12 +83,14 @@ fn prompt_from_a_pipe_a_file_or_dash() {
     };
     let (ok, direct, err) = run(&args(&["-i", q]), None);
     assert!(ok && direct.contains("Paris"), "{direct} {err}");
-    let (ok, piped, _) = run(&args(&[]), Some(q));
+    // as `echo` and editors write them: the final newline is not part of the prompt
+    let line = format!("{q}\n");
+    let (ok, piped, _) = run(&args(&[]), Some(&line));
     assert!(ok && piped == direct, "piped: {piped:?} vs {direct:?}");
-    let (ok, dash, _) = run(&args(&["-i", "-"]), Some(q));
+    let (ok, dash, _) = run(&args(&["-i", "-"]), Some(&format!("{q}\r\n")));
     assert!(ok && dash == direct, "-i -: {dash:?}");
     let f = std::env::temp_dir().join(format!("tmac-prompt-{}.txt", std::process::id()));
-    std::fs::write(&f, q).unwrap();
+    std::fs::write(&f, &line).unwrap();
     let (ok, file, _) = run(&args(&["-f", f.to_str().unwrap()]), None);
     std::fs::remove_file(&f).ok();
     assert!(ok && file == direct, "-f: {file:?}");

@@ -17,7 +17,7 @@ Ctrl-C stops an answer.
 
 options (llama2.c style):
   -i PROMPT     prompt text (- reads standard input)
-  -f FILE       read the prompt from FILE
+  -f FILE       read the prompt from FILE (without its final newline, as from stdin)
   -n N          number of tokens to generate (default 256; capped by the context)
   -t T          temperature, 0 = greedy (default 0.8)
   -p P          top-p, 1 = off (default 0.95)
@@ -61,7 +61,19 @@ fn read_stdin() -> Result<String, String> {
     let mut s = String::new();
     std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
         .map_err(|e| format!("reading the prompt from standard input: {e}"))?;
-    Ok(s)
+    Ok(without_final_newline(s))
+}
+
+/// `echo text |` and text files end with a newline that is not part of the prompt (llama.cpp
+/// drops it from -f files too); a prompt that should end with one can have two.
+fn without_final_newline(mut s: String) -> String {
+    if s.ends_with('\n') {
+        s.pop();
+        if s.ends_with('\r') {
+            s.pop();
+        }
+    }
+    s
 }
 
 fn parse_run(args: &[String]) -> Result<RunArgs, String> {
@@ -90,7 +102,8 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
             }
             "-f" => {
                 let f = val()?;
-                a.prompt = Some(std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?);
+                let text = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
+                a.prompt = Some(without_final_newline(text));
             }
             "-n" => a.steps = parse_num(arg, val()?)?,
             "-t" => {
