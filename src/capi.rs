@@ -11,7 +11,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 use crate::error::{Error, ErrorKind};
-use crate::format::Bytes;
+use crate::bytes::Bytes;
 use crate::kernel::lut::Tables;
 use crate::model::{Compute, LoadOptions, Model, Session, SessionOptions, Step};
 use crate::sampler::SamplerParams;

@@ -18,13 +18,14 @@ pub mod bench;
 /// The C API (cbindgen reads this file alone to write include/tmac.h).
 #[allow(non_camel_case_types)]
 pub mod capi;
+pub mod bytes;
 pub mod error;
 pub mod format;
 pub mod kernel;
 pub mod math;
 pub mod model;
 pub mod perplexity;
-pub mod quant;
+pub mod layout;
 pub mod sampler;
 #[doc(hidden)]
 pub mod testing;

@@ -109,8 +109,8 @@ pub fn tiny_llama_writer(spec: &TinySpec) -> GgufWriter {
                   cols: u64,
                   rand: &mut dyn FnMut(u64, f32) -> Vec<f32>| {
         let v = rand(rows * cols, 1.0 / (cols as f32).sqrt());
-        let typ = crate::quant::ggml::GgmlType::from_id(spec.matrix_type);
-        let (t, data) = match typ.and_then(|t| crate::quant::ggml::quantize(t, &v)) {
+        let typ = crate::layout::ggml::GgmlType::from_id(spec.matrix_type);
+        let (t, data) = match typ.and_then(|t| crate::layout::ggml::quantize(t, &v)) {
             Some(q) => (spec.matrix_type, q),
             None => (0, to_bytes(&v)),
         };
@@ -145,7 +145,7 @@ fn to_bytes(v: &[f32]) -> Vec<u8> {
 /// tests/fuzz_regressions.rs, which replays every input the fuzzers ever crashed on.
 pub mod fuzz {
     use crate::capi::*;
-    use crate::format::Bytes;
+    use crate::bytes::Bytes;
     use crate::{Model, Session, SessionOptions};
     use std::ffi::{c_char, c_void};
     use std::sync::{Arc, OnceLock};

@@ -79,7 +79,7 @@ fn edited(name: &str, edit: impl FnOnce(&mut GgufWriter)) -> Vec<u8> {
 }
 
 fn load_bytes(b: Vec<u8>) -> Result<std::sync::Arc<Model>, String> {
-    let bytes = std::sync::Arc::new(tmac::format::Bytes::Owned(b));
+    let bytes = std::sync::Arc::new(tmac::bytes::Bytes::Owned(b));
     Model::from_bytes(bytes, &LoadOptions::default()).map_err(|e| e.to_string())
 }
 
@@ -110,7 +110,7 @@ fn an_unknown_architecture_lists_the_supported_ones() {
 
 #[test]
 fn every_architecture_survives_a_tmac_file() {
-    use tmac::quant::quantize::{quantize_file, QuantizeOptions, Target};
+    use tmac::layout::quantize::{quantize_file, QuantizeOptions, Target};
     let dir = std::env::temp_dir().join(format!("tmac-arch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for name in [

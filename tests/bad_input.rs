@@ -4,7 +4,7 @@
 mod common;
 use std::sync::Arc;
 use tmac::format::gguf::{Array, Value};
-use tmac::format::Bytes;
+use tmac::bytes::Bytes;
 use tmac::testing::{tiny_llama, tiny_llama_writer, TinySpec};
 use tmac::{ErrorKind, LoadOptions, Model};
 

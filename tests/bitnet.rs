@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tmac::format::gguf::{Gguf, Value};
 use tmac::format::gguf_write::GgufWriter;
 use tmac::model::linear::Linear;
-use tmac::quant::quantize::{quantize_file, QuantizeOptions, Scope, Target};
+use tmac::layout::quantize::{quantize_file, QuantizeOptions, Scope, Target};
 use tmac::{Compute, LoadOptions, Model, SamplerParams, Session, SessionOptions, Step};
 
 /// Largest |logit difference| accepted against llama.cpp (logits here have a standard
@@ -252,12 +252,12 @@ fn variant(typ: &str) -> PathBuf {
     let dst = scratch(&format!("tiny.{typ}.gguf"));
     rewrite(&fx("tiny.tq2_0.gguf"), &dst, |_, t, data| {
         let keep = vec![(t.name.clone(), t.dims.clone(), t.typ.id(), data.to_vec())];
-        if t.typ != tmac::quant::ggml::GgmlType::TQ2_0 {
+        if t.typ != tmac::layout::ggml::GgmlType::TQ2_0 {
             return keep;
         }
         let n = t.n_elements() as usize;
         let mut v = vec![0f32; n];
-        tmac::quant::ggml::dequantize(t.typ, data, &mut v).unwrap();
+        tmac::layout::ggml::dequantize(t.typ, data, &mut v).unwrap();
         let d = f16::from_le_bytes([data[64], data[65]]);
         match typ {
             "f32" => vec![(
@@ -714,7 +714,7 @@ fn broken_i2s_tensors_are_refused() {
 #[test]
 fn ternary_matrices_take_one_activation_scale_per_token() {
     use tmac::model::linear::act_group;
-    use tmac::quant::ternary::Ternary;
+    use tmac::layout::ternary::Ternary;
     // 2B-4T's widest input (6912) and a width that is not a multiple of 256
     for cols in [6912, 3200, 40] {
         let t = Ternary {

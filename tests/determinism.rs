@@ -159,7 +159,7 @@ fn tiny() -> Arc<Model> {
     };
     let bytes = tmac::testing::tiny_llama(&spec);
     Model::from_bytes(
-        Arc::new(tmac::format::Bytes::Owned(bytes)),
+        Arc::new(tmac::bytes::Bytes::Owned(bytes)),
         &LoadOptions::default(),
     )
     .unwrap()

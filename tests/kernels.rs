@@ -6,11 +6,11 @@
 #![allow(clippy::needless_range_loop)] // index arithmetic reads clearer in these checks
 
 use half::f16;
-use tmac::format::Blob;
+use tmac::bytes::Blob;
 use tmac::kernel::lut::{Activations, Tables};
 use tmac::kernel::{self, Isa, Knobs};
-use tmac::quant::lut::{block_scale, pack, pack_with, sub_scale, Form, LutMatrix, Zero};
-use tmac::quant::q8::Q8Matrix;
+use tmac::layout::lut::{block_scale, pack, pack_with, sub_scale, Form, LutMatrix, Zero};
+use tmac::layout::q8::Q8Matrix;
 use tmac::sampler::Rng;
 
 fn simd_isas() -> Vec<Isa> {
@@ -336,7 +336,7 @@ fn q8_kernels_agree() {
                 rows,
                 cols,
                 Blob::Owned(
-                    tmac::quant::ggml::quantize(tmac::quant::ggml::GgmlType::Q8_0, &w).unwrap(),
+                    tmac::layout::ggml::quantize(tmac::layout::ggml::GgmlType::Q8_0, &w).unwrap(),
                 ),
                 None,
             )

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tmac::format::gguf::{Array, Gguf, Value};
 use tmac::format::gguf_write::GgufWriter;
-use tmac::format::Bytes;
+use tmac::bytes::Bytes;
 use tmac::testing::{tiny_llama_writer, TinySpec};
 use tmac::{LoadOptions, Model};
 

@@ -11,9 +11,9 @@ use tmac::format::gguf::Gguf;
 use tmac::kernel::lut::{Activations, Tables};
 use tmac::kernel::{Isa, Knobs};
 use tmac::model::linear::Linear;
-use tmac::quant::ggml::{dequantize, GgmlType};
-use tmac::quant::iq4::Iq4Matrix;
-use tmac::quant::{blocks, lut};
+use tmac::layout::ggml::{dequantize, GgmlType};
+use tmac::layout::iq4::Iq4Matrix;
+use tmac::layout::{blocks, lut};
 use tmac::sampler::Rng;
 use tmac::{Compute, LoadOptions, Model};
 
@@ -288,7 +288,7 @@ fn unreadable_types_are_named_with_their_counts() {
         };
         w.add_tensor(&t.name, &t.dims, typ.id(), data);
     }
-    let file = std::sync::Arc::new(tmac::format::Bytes::Owned(w.to_bytes()));
+    let file = std::sync::Arc::new(tmac::bytes::Bytes::Owned(w.to_bytes()));
     let e = Model::from_bytes(file, &LoadOptions::default())
         .err()
         .unwrap()

@@ -6,9 +6,9 @@ mod common;
 use common::*;
 use std::sync::Arc;
 use tmac::format::gguf::{Array, Value};
-use tmac::format::Bytes;
+use tmac::bytes::Bytes;
 use tmac::model::linear::Linear;
-use tmac::quant::quantize::{quantize_file, quantize_matrix, QuantizeOptions, Scope, Target};
+use tmac::layout::quantize::{quantize_file, quantize_matrix, QuantizeOptions, Scope, Target};
 use tmac::sampler::Rng;
 use tmac::{LoadOptions, Model, Session, SessionOptions};
 

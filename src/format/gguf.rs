@@ -7,7 +7,7 @@
 
 use super::reader::{mul, to_usize, Reader};
 use crate::error::{Error, Result};
-use crate::quant::ggml::GgmlType;
+use crate::layout::ggml::GgmlType;
 use std::collections::HashMap;
 
 pub const MAGIC: &[u8; 4] = b"GGUF";

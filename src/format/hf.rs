@@ -21,10 +21,10 @@ use super::gguf::{Array, Value};
 use super::gguf_write::GgufWriter;
 use super::json::Json;
 use super::safetensors::{self, Dtype, Safetensors, Tensor};
-use super::{map_file, Bytes};
+use crate::bytes::{map_file, Bytes};
 use crate::error::{Error, Result};
-use crate::quant::ggml::GgmlType;
-use crate::quant::ternary::{self, Ternary};
+use crate::layout::ggml::GgmlType;
+use crate::layout::ternary::{self, Ternary};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -14,10 +14,10 @@ use super::gguf_write::GgufWriter;
 use crate::error::{Error, Result};
 use crate::model::linear::Linear;
 use crate::model::weights::Loader;
-use crate::quant::ggml::GgmlType;
-use crate::quant::iq4::Iq4Matrix;
-use crate::quant::lut::{LutMatrix, Zero};
-use crate::quant::q8::Q8Matrix;
+use crate::layout::ggml::GgmlType;
+use crate::layout::iq4::Iq4Matrix;
+use crate::layout::lut::{LutMatrix, Zero};
+use crate::layout::q8::Q8Matrix;
 
 pub const ALIGNMENT: u64 = 64;
 pub const FORMAT_VERSION: u32 = 1;
@@ -39,7 +39,7 @@ fn desc(l: &Loader, key: &str, n: usize, optional: bool) -> Result<Option<Vec<u3
 }
 
 /// The I8 tensor `name`, as a zero-copy blob.
-fn raw(l: &Loader, name: &str) -> Result<crate::format::Blob> {
+fn raw(l: &Loader, name: &str) -> Result<crate::bytes::Blob> {
     let t = l.info(name)?;
     if t.typ != GgmlType::I8 || t.dims.len() != 1 {
         return Err(Error::format(format!(

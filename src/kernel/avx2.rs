@@ -14,10 +14,10 @@
 
 use super::lut::{Activations, Tables, TABLE8_BYTES, TABLE_BYTES};
 use super::scalar::GroupInput;
-use crate::quant::blocks::IQ4_CODEBOOK;
-use crate::quant::iq4::Iq4Matrix;
-use crate::quant::lut::{Geometry, LutMatrix, Zero};
-use crate::quant::q8::{Q8Matrix, Q8_BLOCK};
+use crate::layout::blocks::IQ4_CODEBOOK;
+use crate::layout::iq4::Iq4Matrix;
+use crate::layout::lut::{Geometry, LutMatrix, Zero};
+use crate::layout::q8::{Q8Matrix, Q8_BLOCK};
 use std::arch::x86_64::*;
 
 /// Integer sums of one scale group for RB row blocks starting at `rb0`, each as (rows 0-7,
@@ -521,7 +521,7 @@ pub unsafe fn iq4_gemv(m: &Iq4Matrix, act: &Activations, y: &mut [f32], knobs: &
     let fs: Vec<f32> = (0..m.cols / m.block())
         .map(|b| act.scale_at(b * m.block()))
         .collect();
-    let xs = m.typ == crate::quant::ggml::GgmlType::IQ4XS;
+    let xs = m.typ == crate::layout::ggml::GgmlType::IQ4XS;
     for g in 0..m.row_groups() {
         let v = match xs {
             true => iq4_rows::<true>(m, act, &fs, g, knobs.prefetch),

@@ -13,9 +13,9 @@ pub mod neon;
 pub mod scalar;
 pub mod tune;
 
-use crate::quant::iq4::Iq4Matrix;
-use crate::quant::lut::LutMatrix;
-use crate::quant::q8::Q8Matrix;
+use crate::layout::iq4::Iq4Matrix;
+use crate::layout::lut::LutMatrix;
+use crate::layout::q8::Q8Matrix;
 use lut::{Activations, Tables};
 use std::sync::OnceLock;
 

@@ -15,10 +15,10 @@
 
 use super::lut::{Activations, Tables, TABLE8_BYTES, TABLE_BYTES};
 use super::scalar::GroupInput;
-use crate::quant::blocks::IQ4_CODEBOOK;
-use crate::quant::iq4::Iq4Matrix;
-use crate::quant::lut::{Geometry, LutMatrix, Zero};
-use crate::quant::q8::{Q8Matrix, Q8Strides, Q8_BLOCK};
+use crate::layout::blocks::IQ4_CODEBOOK;
+use crate::layout::iq4::Iq4Matrix;
+use crate::layout::lut::{Geometry, LutMatrix, Zero};
+use crate::layout::q8::{Q8Matrix, Q8Strides, Q8_BLOCK};
 use std::arch::aarch64::*;
 use std::arch::asm;
 use std::sync::OnceLock;
@@ -462,7 +462,7 @@ unsafe fn iq4_rows(
     dot: unsafe fn(int8x16_t, int8x16_t) -> int32x4_t,
 ) -> [float32x4_t; 2] {
     let (bl, subs) = (m.block(), m.subs());
-    let xs = m.typ == crate::quant::ggml::GgmlType::IQ4XS;
+    let xs = m.typ == crate::layout::ggml::GgmlType::IQ4XS;
     let book = vld1q_s8(IQ4_CODEBOOK.as_ptr());
     let (tb, codes) = (m.tile_bytes(), m.codes_offset(0, 0));
     let tiles = m.data.as_slice()[g * fs.len() * tb..][..fs.len() * tb].as_ptr();

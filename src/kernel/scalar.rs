@@ -2,10 +2,10 @@
 //! operation order) that the AVX2 and NEON kernels must reproduce bit for bit.
 
 use super::lut::{entry, entry8, Activations, Tables};
-use crate::quant::blocks::IQ4_CODEBOOK;
-use crate::quant::iq4::{self, Iq4Matrix};
-use crate::quant::lut::{block_scale, sub_scale, Geometry, LutMatrix, Zero};
-use crate::quant::q8::{Q8Matrix, Q8_BLOCK};
+use crate::layout::blocks::IQ4_CODEBOOK;
+use crate::layout::iq4::{self, Iq4Matrix};
+use crate::layout::lut::{block_scale, sub_scale, Geometry, LutMatrix, Zero};
+use crate::layout::q8::{Q8Matrix, Q8_BLOCK};
 use half::f16;
 
 /// Integer sums A = sum of q * a over one scale group, for the 16 rows of row block `rb`

@@ -3,9 +3,9 @@
 
 use crate::kernel::lut::{Activations, Tables};
 use crate::kernel::{self, f32 as kf32, Isa, Knobs};
-use crate::quant::iq4::Iq4Matrix;
-use crate::quant::lut::LutMatrix;
-use crate::quant::q8::Q8Matrix;
+use crate::layout::iq4::Iq4Matrix;
+use crate::layout::lut::LutMatrix;
+use crate::layout::q8::Q8Matrix;
 
 pub enum Linear {
     /// Row-major (rows, cols) f32 weights: the reference path.
@@ -29,7 +29,7 @@ fn int_group(l: &Linear) -> Option<usize> {
         Linear::F32 { .. } => None,
         // K-quant sub-scales are integers: their sums span a whole super-block
         Linear::Lut(m) => Some((m.group * m.sup.unwrap_or(1)).min(m.cols.div_ceil(8) * 8)),
-        Linear::Q8(_) => Some(crate::quant::q8::Q8_BLOCK),
+        Linear::Q8(_) => Some(crate::layout::q8::Q8_BLOCK),
         Linear::Iq4(m) => Some(m.block()),
     }
 }

@@ -8,7 +8,8 @@ pub mod weights;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::gguf::Gguf;
-use crate::format::{self, Bytes, Kind};
+use crate::format::{self, Kind};
+use crate::bytes::Bytes;
 use crate::kernel::lut::Tables;
 use crate::kernel::{self, Isa, Knobs};
 use crate::sampler::{Sampler, SamplerParams};
@@ -64,7 +65,7 @@ pub struct Model {
 impl Model {
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Arc<Model>> {
         let path = path.as_ref();
-        let bytes = format::map_file(path)?;
+        let bytes = crate::bytes::map_file(path)?;
         Model::from_bytes_at(bytes, opts, Some(path)).map_err(|e| e.context(path.display()))
     }
 
@@ -86,7 +87,7 @@ impl Model {
         type Slot = Arc<Mutex<Weak<Model>>>;
         static CACHE: Mutex<Vec<(Key, Slot)>> = Mutex::new(Vec::new());
         let path = path.as_ref();
-        format::check_readable(path)?;
+        crate::bytes::check_readable(path)?;
         let meta = std::fs::metadata(path).map_err(|e| {
             Error::new(
                 ErrorKind::Io,
@@ -133,7 +134,7 @@ impl Model {
     /// architecture or tensor types tmac cannot run.
     pub fn load_vocab(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Vocab> {
         let path = path.as_ref();
-        let bytes = format::map_file(path)?;
+        let bytes = crate::bytes::map_file(path)?;
         if format::detect(bytes.as_slice())?.is_legacy() {
             // the vocabulary is in tokenizer.bin, sized by the model's header
             return Ok(Model::load(path, opts)?.vocab.clone());

@@ -4,9 +4,9 @@ use super::config::{Arch, Config};
 use super::linear::Linear;
 use crate::error::{Error, Result};
 use crate::format::gguf::{Gguf, TensorInfo};
-use crate::format::{Blob, Bytes};
-use crate::quant::ggml::{dequantize, GgmlType};
-use crate::quant::{iq4::Iq4Matrix, lut, q8::Q8Matrix, ternary};
+use crate::bytes::{Blob, Bytes};
+use crate::layout::ggml::{dequantize, GgmlType};
+use crate::layout::{iq4::Iq4Matrix, lut, q8::Q8Matrix, ternary};
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ pub struct Layer {
     pub ffn_sub_norm: Option<Vec<f32>>,
     /// Factors the outputs of wq, wk, wv, wo, w_gate, w_up, w_down are multiplied by (1 for
     /// most models): llama.cpp's optional `*.scale` tensors, times the tensor scale of exactly
-    /// ternary weights held as codes (see `quant::ternary`).
+    /// ternary weights held as codes (see `layout::ternary`).
     pub scales: [f32; 7],
 }
 

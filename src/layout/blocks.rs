@@ -5,7 +5,7 @@
 //! bit-identical to llama.cpp's dequantization.
 
 use super::lut::Zero;
-use crate::quant::ggml::GgmlType;
+use crate::layout::ggml::GgmlType;
 use half::f16;
 
 /// IQ4_NL / IQ4_XS: the value of each 4-bit code (ggml's kvalues_iq4nl).

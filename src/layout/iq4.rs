@@ -20,7 +20,7 @@
 use super::blocks;
 use super::ggml::GgmlType;
 use crate::error::{Error, Result};
-use crate::format::Blob;
+use crate::bytes::Blob;
 use half::f16;
 
 /// Rows per tile.

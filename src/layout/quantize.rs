@@ -249,9 +249,9 @@ pub fn quantize_file(
 ) -> Result<Summary> {
     // BITNET: a Hugging Face checkpoint (safetensors + config.json) is read as a GGUF in memory
     let bytes = if format::hf::is_hf(src) {
-        std::sync::Arc::new(format::Bytes::Owned(format::hf::to_gguf(src)?))
+        std::sync::Arc::new(crate::bytes::Bytes::Owned(format::hf::to_gguf(src)?))
     } else {
-        format::map_file(src)?
+        crate::bytes::map_file(src)?
     };
     let file = bytes.as_slice();
     let g = match format::detect(file)? {
@@ -276,7 +276,7 @@ pub fn quantize_file(
     let (mut wbytes, mut nweights) = (0usize, 0usize);
     // BITNET: exactly ternary block matrices keep their codes (scale 1, one scale group per
     // row, so activations are quantized per token); their scale goes to `<matrix>.scale`,
-    // replacing the source's (see quant::ternary)
+    // replacing the source's (see layout::ternary)
     let (mut folded, mut inexact) = (Vec::new(), 0usize);
     for (i, (name, rows, cols, head)) in mats.iter().enumerate() {
         progress(i, mats.len(), name);

@@ -24,8 +24,8 @@
 
 use super::blocks::{self, Block};
 use crate::error::{Error, Result};
-use crate::format::Blob;
-use crate::quant::ggml::GgmlType;
+use crate::bytes::Blob;
+use crate::layout::ggml::GgmlType;
 use half::f16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

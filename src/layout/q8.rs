@@ -4,7 +4,7 @@
 //! file's scales can be checked without touching the values.
 
 use crate::error::{Error, Result};
-use crate::format::Blob;
+use crate::bytes::Blob;
 use half::f16;
 
 pub const Q8_BLOCK: usize = 32;
@@ -102,7 +102,7 @@ impl Q8Matrix {
 
     /// Quantize f32 rows (cols a multiple of 32) into tmac's layout, by ggml's Q8_0 rounding.
     pub fn quantize(rows: usize, cols: usize, w: &[f32]) -> Result<Q8Matrix> {
-        let blocks = crate::quant::ggml::quantize(crate::quant::ggml::GgmlType::Q8_0, w)
+        let blocks = crate::layout::ggml::quantize(crate::layout::ggml::GgmlType::Q8_0, w)
             .ok_or_else(|| Error::invalid("8-bit rows must be whole blocks of 32"))?;
         let (mut q, mut d) = (
             Vec::with_capacity(rows * cols),

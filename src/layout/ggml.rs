@@ -43,7 +43,7 @@ pub enum GgmlType {
     TQ1_0,
     TQ2_0,
     /// bitnet.cpp's I2_S (type 36): 2-bit ternary codes and one f32 scale per tensor
-    /// (`quant::ternary` reads it; its byte size is not a per-row rule, see `I2S_TAIL`).
+    /// (`layout::ternary` reads it; its byte size is not a per-row rule, see `I2S_TAIL`).
     I2S,
     MXFP4,
     NVFP4,
@@ -204,7 +204,7 @@ fn h(b: &[u8]) -> f32 {
 pub fn dequantize(t: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
     if t == GgmlType::I2S {
         // a whole tensor only: the scale is at its end
-        return crate::quant::ternary::dequantize_i2s(src, dst);
+        return crate::layout::ternary::dequantize_i2s(src, dst);
     }
     let need = t.row_bytes(dst.len() as u64);
     if need != Some(src.len() as u64) {

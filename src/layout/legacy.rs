@@ -234,7 +234,7 @@ pub fn write_legacy_to(ckpt: &[u8], t: LegacyType, out: &mut impl Write) -> Resu
 
 /// `tmac quantize SRC DST --type v1|v2|q4v1`: returns the bytes written.
 pub fn write_legacy(src: &Path, dst: &Path, t: LegacyType) -> Result<u64> {
-    let bytes = format::map_file(src)?;
+    let bytes = crate::bytes::map_file(src)?;
     let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("{}: {e}", dst.display()));
     let file = std::fs::File::create(dst).map_err(io)?;
     let mut w = std::io::BufWriter::new(file);
