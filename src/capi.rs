@@ -10,8 +10,8 @@
 //! the functions themselves are not marked `unsafe` (that would only matter to Rust callers).
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
-use crate::error::{Error, ErrorKind};
 use crate::bytes::Bytes;
+use crate::error::{Error, ErrorKind};
 use crate::kernel::lut::Tables;
 use crate::model::{Compute, LoadOptions, Model, Session, SessionOptions, Step};
 use crate::sampler::SamplerParams;

@@ -15,17 +15,17 @@
 //! ```
 
 pub mod bench;
+pub mod bytes;
 /// The C API (cbindgen reads this file alone to write include/tmac.h).
 #[allow(non_camel_case_types)]
 pub mod capi;
-pub mod bytes;
 pub mod error;
 pub mod format;
 pub mod kernel;
+pub mod layout;
 pub mod math;
 pub mod model;
 pub mod perplexity;
-pub mod layout;
 pub mod sampler;
 #[doc(hidden)]
 pub mod testing;

@@ -144,8 +144,8 @@ fn to_bytes(v: &[f32]) -> Vec<u8> {
 /// The bodies of the fuzz targets (fuzz/fuzz_targets/*.rs), shared with
 /// tests/fuzz_regressions.rs, which replays every input the fuzzers ever crashed on.
 pub mod fuzz {
-    use crate::capi::*;
     use crate::bytes::Bytes;
+    use crate::capi::*;
     use crate::{Model, Session, SessionOptions};
     use std::ffi::{c_char, c_void};
     use std::sync::{Arc, OnceLock};

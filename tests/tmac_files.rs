@@ -5,10 +5,10 @@
 mod common;
 use common::*;
 use std::sync::Arc;
-use tmac::format::gguf::{Array, Value};
 use tmac::bytes::Bytes;
-use tmac::model::linear::Linear;
+use tmac::format::gguf::{Array, Value};
 use tmac::layout::quantize::{quantize_file, quantize_matrix, QuantizeOptions, Scope, Target};
+use tmac::model::linear::Linear;
 use tmac::sampler::Rng;
 use tmac::{LoadOptions, Model, Session, SessionOptions};
 

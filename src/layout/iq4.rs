@@ -19,8 +19,8 @@
 
 use super::blocks;
 use super::ggml::GgmlType;
-use crate::error::{Error, Result};
 use crate::bytes::Blob;
+use crate::error::{Error, Result};
 use half::f16;
 
 /// Rows per tile.

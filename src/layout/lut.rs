@@ -23,8 +23,8 @@
 //! ```
 
 use super::blocks::{self, Block};
-use crate::error::{Error, Result};
 use crate::bytes::Blob;
+use crate::error::{Error, Result};
 use crate::layout::ggml::GgmlType;
 use half::f16;
 

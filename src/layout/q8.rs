@@ -3,8 +3,8 @@
 //! a GGUF Q8_0 tensor is used in place; and tmac's own (all values, then all scales), so a tmac
 //! file's scales can be checked without touching the values.
 
-use crate::error::{Error, Result};
 use crate::bytes::Blob;
+use crate::error::{Error, Result};
 use half::f16;
 
 pub const Q8_BLOCK: usize = 32;

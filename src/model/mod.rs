@@ -6,10 +6,10 @@ pub mod legacy;
 pub mod linear;
 pub mod weights;
 
+use crate::bytes::Bytes;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::gguf::Gguf;
 use crate::format::{self, Kind};
-use crate::bytes::Bytes;
 use crate::kernel::lut::Tables;
 use crate::kernel::{self, Isa, Knobs};
 use crate::sampler::{Sampler, SamplerParams};

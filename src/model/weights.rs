@@ -2,9 +2,9 @@
 
 use super::config::{Arch, Config};
 use super::linear::Linear;
+use crate::bytes::{Blob, Bytes};
 use crate::error::{Error, Result};
 use crate::format::gguf::{Gguf, TensorInfo};
-use crate::bytes::{Blob, Bytes};
 use crate::layout::ggml::{dequantize, GgmlType};
 use crate::layout::{iq4::Iq4Matrix, lut, q8::Q8Matrix, ternary};
 use std::cell::RefCell;
