@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tmac::format::gguf::{Gguf, Value};
 use tmac::format::gguf_write::GgufWriter;
+use tmac::layout::linear::Linear;
 use tmac::layout::quantize::{quantize_file, QuantizeOptions, Scope, Target};
-use tmac::model::linear::Linear;
 use tmac::{Compute, LoadOptions, Model, SamplerParams, Session, SessionOptions, Step};
 
 /// Largest |logit difference| accepted against llama.cpp (logits here have a standard
@@ -713,8 +713,8 @@ fn broken_i2s_tensors_are_refused() {
 
 #[test]
 fn ternary_matrices_take_one_activation_scale_per_token() {
+    use tmac::kernel::linear::act_group;
     use tmac::layout::ternary::Ternary;
-    use tmac::model::linear::act_group;
     // 2B-4T's widest input (6912) and a width that is not a multiple of 256
     for cols in [6912, 3200, 40] {
         let t = Ternary {

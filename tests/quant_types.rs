@@ -12,8 +12,8 @@ use tmac::kernel::lut::{Activations, Tables};
 use tmac::kernel::{Isa, Knobs};
 use tmac::layout::ggml::{dequantize, GgmlType};
 use tmac::layout::iq4::Iq4Matrix;
+use tmac::layout::linear::Linear;
 use tmac::layout::{blocks, lut};
-use tmac::model::linear::Linear;
 use tmac::sampler::Rng;
 use tmac::{Compute, LoadOptions, Model};
 

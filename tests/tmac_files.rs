@@ -7,8 +7,8 @@ use common::*;
 use std::sync::Arc;
 use tmac::bytes::Bytes;
 use tmac::format::gguf::{Array, Value};
+use tmac::layout::linear::Linear;
 use tmac::layout::quantize::{quantize_file, quantize_matrix, QuantizeOptions, Scope, Target};
-use tmac::model::linear::Linear;
 use tmac::sampler::Rng;
 use tmac::{LoadOptions, Model, Session, SessionOptions};
 

@@ -9,6 +9,7 @@ pub mod legacy;
 pub mod llama2c;
 pub mod reader;
 pub mod safetensors;
+pub mod tensors;
 pub mod tmacfile;
 
 use crate::error::{Error, Result};

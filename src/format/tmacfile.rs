@@ -11,13 +11,13 @@
 
 use super::gguf::{Array, Value};
 use super::gguf_write::GgufWriter;
+use super::tensors::Loader;
 use crate::error::{Error, Result};
 use crate::layout::ggml::GgmlType;
 use crate::layout::iq4::Iq4Matrix;
+use crate::layout::linear::Linear;
 use crate::layout::lut::{LutMatrix, Zero};
 use crate::layout::q8::Q8Matrix;
-use crate::model::linear::Linear;
-use crate::model::weights::Loader;
 
 pub const ALIGNMENT: u64 = 64;
 pub const FORMAT_VERSION: u32 = 1;

@@ -7,6 +7,7 @@
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
 pub mod f32;
+pub mod linear;
 pub mod lut;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;

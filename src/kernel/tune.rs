@@ -6,8 +6,9 @@
 //! Where: $TMAC_PROFILE, else $XDG_CONFIG_HOME/tmac/profile, else ~/.config/tmac/profile.
 
 use super::{Isa, Knobs};
+use crate::kernel::linear::act_group;
 use crate::kernel::lut::{Activations, Tables};
-use crate::model::linear::{act_group, Linear};
+use crate::layout::linear::Linear;
 use crate::model::Model;
 use std::path::PathBuf;
 use std::time::Instant;

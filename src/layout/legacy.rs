@@ -25,7 +25,7 @@ use crate::format::gguf_write::GgufWriter;
 use crate::format::legacy::{self, LegacyFile, Q4_BLOCK, Q4_BLOCK_BYTES};
 use crate::format::llama2c::{Role, HEADER_BYTES};
 use crate::format::{self, tmacfile, Kind};
-use crate::model::linear::Linear;
+use crate::layout::linear::Linear;
 use crate::model::weights::Embedding;
 use crate::model::{Compute, LoadOptions, Model};
 use crate::tokenizer::TokenType;

@@ -5,6 +5,7 @@ pub mod blocks;
 pub mod ggml;
 pub mod iq4;
 pub mod legacy;
+pub mod linear;
 pub mod lut;
 pub mod q8;
 pub mod quantize;

@@ -10,10 +10,10 @@ use super::ternary;
 use crate::error::{Error, Result};
 use crate::format::gguf::{Gguf, Value};
 use crate::format::gguf_write::GgufWriter;
+use crate::format::tensors::Loader;
 use crate::format::{self, tmacfile, Kind};
+use crate::layout::linear::Linear;
 use crate::model::config::{Arch, Config};
-use crate::model::linear::Linear;
-use crate::model::weights::Loader;
 use half::f16;
 use std::path::Path;
 

@@ -19,8 +19,8 @@ use super::ggml::{GgmlType, I2S_TAIL};
 use super::lut::{self, LutMatrix, Zero};
 use crate::error::{Error, Result};
 use crate::format::gguf_write::GgufWriter;
-use crate::model::linear::Linear;
-use crate::model::weights::Loader;
+use crate::format::tensors::Loader;
+use crate::layout::linear::Linear;
 use half::{bf16, f16};
 
 /// Elements per I2_S block (x86 layout: 128 codes in 32 bytes).

@@ -1,11 +1,11 @@
 //! The transformer forward pass for one token, in the order llama.cpp's graph computes it.
 
 use super::config::{Activation, Config};
-use super::linear::Linear;
 use super::Model;
 use crate::error::{Error, Result};
 use crate::kernel::f32 as kf32;
 use crate::kernel::lut::Activations;
+use crate::layout::linear::Linear;
 use crate::math;
 
 /// Keys and values of every past position: `[layer][pos][kv_dim]`.

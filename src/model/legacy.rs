@@ -26,7 +26,6 @@
 //! stops at BOS as in run.c. Spaces are real spaces in tokenizer.bin and become U+2581 here.
 
 use super::config::{Activation, Arch, Config};
-use super::linear::Linear;
 use super::weights::{Embedding, Layer, Weights};
 use super::{Compute, LoadOptions, Model};
 use crate::bytes::{Blob, Bytes};
@@ -36,6 +35,7 @@ use crate::format::legacy::{self, LegacyFile, Storage, Tensor};
 use crate::format::llama2c::{self, Header};
 use crate::format::Kind;
 use crate::layout::ggml::GgmlType;
+use crate::layout::linear::Linear;
 use crate::layout::lut::{self, LutMatrix, Zero};
 use crate::tokenizer::{Model as TokModel, TokenType, Vocab, VocabSpec};
 use half::f16;

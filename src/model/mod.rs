@@ -3,15 +3,16 @@
 pub mod config;
 pub mod forward;
 pub mod legacy;
-pub mod linear;
 pub mod weights;
 
 use crate::bytes::Bytes;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::gguf::Gguf;
+use crate::format::tensors::Loader;
 use crate::format::{self, Kind};
 use crate::kernel::lut::Tables;
 use crate::kernel::{self, Isa, Knobs};
+use crate::layout::linear::Linear;
 use crate::sampler::{Sampler, SamplerParams};
 use crate::tokenizer::chat::Rendered;
 use crate::tokenizer::stream::Utf8Stream;
@@ -20,7 +21,7 @@ use config::Config;
 use forward::{KvCache, Scratch};
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
-use weights::{Loader, Weights};
+use weights::Weights;
 
 /// How the weights are held in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -202,7 +203,7 @@ impl Model {
         self.bytes.as_slice()
     }
 
-    fn matrices(&self) -> impl Iterator<Item = &linear::Linear> {
+    fn matrices(&self) -> impl Iterator<Item = &Linear> {
         let w = &self.weights;
         w.layers
             .iter()
@@ -224,10 +225,10 @@ impl Model {
     /// What runs the matrices, e.g. "lut-q4, avx2, exact tables" (tables only where the
     /// lookup-table kernels run: an f32 or 8-bit model has none).
     pub fn kernel_desc(&self) -> String {
-        let is_lut = |l: &linear::Linear| matches!(l, linear::Linear::Lut(_));
+        let is_lut = |l: &Linear| matches!(l, Linear::Lut(_));
         let w = &self.weights.layers[0].wq;
         match w {
-            linear::Linear::F32 { .. } => w.kind(),
+            Linear::F32 { .. } => w.kind(),
             _ if self.matrices().any(is_lut) => format!(
                 "{}, {}, {} tables",
                 w.kind(),
