@@ -19,6 +19,7 @@ pub mod bytes;
 /// The C API (cbindgen reads this file alone to write include/tmac.h).
 #[allow(non_camel_case_types)]
 pub mod capi;
+pub mod convert;
 pub mod error;
 pub mod format;
 pub mod kernel;

@@ -110,7 +110,7 @@ fn an_unknown_architecture_lists_the_supported_ones() {
 
 #[test]
 fn every_architecture_survives_a_tmac_file() {
-    use tmac::layout::quantize::{quantize_file, QuantizeOptions, Target};
+    use tmac::convert::quantize::{quantize_file, QuantizeOptions, Target};
     let dir = std::env::temp_dir().join(format!("tmac-arch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for name in [

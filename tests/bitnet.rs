@@ -8,10 +8,10 @@ use common::{ids, lines, unhex};
 use half::f16;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tmac::convert::quantize::{quantize_file, QuantizeOptions, Scope, Target};
 use tmac::format::gguf::{Gguf, Value};
 use tmac::format::gguf_write::GgufWriter;
 use tmac::layout::linear::Linear;
-use tmac::layout::quantize::{quantize_file, QuantizeOptions, Scope, Target};
 use tmac::{Compute, LoadOptions, Model, SamplerParams, Session, SessionOptions, Step};
 
 /// Largest |logit difference| accepted against llama.cpp (logits here have a standard

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use tmac::bytes::Bytes;
-use tmac::layout::legacy::{legacy_to_tmac, write_legacy, LegacyType};
-use tmac::layout::quantize::{QuantizeOptions, Scope, Target};
+use tmac::convert::legacy::{legacy_to_tmac, write_legacy, LegacyType};
+use tmac::convert::quantize::{QuantizeOptions, Scope, Target};
 use tmac::sampler::Rng;
 use tmac::{Compute, ErrorKind, LoadOptions, Model, Session, SessionOptions};
 
@@ -540,7 +540,7 @@ fn legacy_files_convert_exactly_to_tmac_files() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(scratch("conv.tmac2.bin"), dir.join("m.tmac2.bin")).unwrap();
     std::fs::copy(&tok, dir.join("tokenizer.bin")).unwrap();
-    tmac::layout::quantize::quantize_file(
+    tmac::convert::quantize::quantize_file(
         &dir.join("m.tmac2.bin"),
         &dir.join("m.tmac"),
         &QuantizeOptions {

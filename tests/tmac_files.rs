@@ -6,9 +6,10 @@ mod common;
 use common::*;
 use std::sync::Arc;
 use tmac::bytes::Bytes;
+use tmac::convert::quantize::{quantize_file, QuantizeOptions, Scope, Target};
 use tmac::format::gguf::{Array, Value};
 use tmac::layout::linear::Linear;
-use tmac::layout::quantize::{quantize_file, quantize_matrix, QuantizeOptions, Scope, Target};
+use tmac::layout::quantize::quantize_matrix;
 use tmac::sampler::Rng;
 use tmac::{LoadOptions, Model, Session, SessionOptions};
 

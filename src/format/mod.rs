@@ -3,7 +3,6 @@
 
 pub mod gguf;
 pub mod gguf_write;
-pub mod hf;
 pub mod json;
 pub mod legacy;
 pub mod llama2c;

@@ -18,9 +18,6 @@ use super::blocks;
 use super::ggml::{GgmlType, I2S_TAIL};
 use super::lut::{self, LutMatrix, Zero};
 use crate::error::{Error, Result};
-use crate::format::gguf_write::GgufWriter;
-use crate::format::tensors::Loader;
-use crate::layout::linear::Linear;
 use half::{bf16, f16};
 
 /// Elements per I2_S block (x86 layout: 128 codes in 32 bytes).
@@ -169,64 +166,20 @@ pub fn absmean(w: &[f32], rows: usize, cols: usize) -> Ternary {
     }
 }
 
-/// For `tmac quantize`: a transformer-block matrix that is exactly ternary, as codes with
-/// scale 1, and the factor for its output (its tensor scale times any `<matrix>.scale`).
-pub fn exact_matrix(
-    l: &Loader,
-    name: &str,
-    rows: usize,
-    cols: usize,
-) -> Result<Option<(Linear, f32)>> {
-    let t = match l.tmac_matrix(name, rows, cols)? {
-        Some(m) => {
-            // a tmac file as the source: ternary if its values are
-            let mut v = vec![0f32; rows * cols];
-            for (r, row) in v.chunks_exact_mut(cols).enumerate() {
-                m.dequantize_row(r, row);
-            }
-            floats(v.len(), |i| v[i]).map(|(codes, scale)| Ternary {
-                rows,
-                cols,
-                codes,
-                scale,
-            })
-        }
-        None => {
-            let t = l.ggml_matrix(name, rows, cols)?;
-            from_tensor(t.typ, l.data(t), rows, cols)?
-        }
-    };
-    Ok(match t {
-        Some(t) => Some((Linear::Lut(t.to_lut()), t.scale * l.scale_factor(name)?)),
-        None => None,
-    })
-}
-
-/// For `tmac quantize`: `exact_matrix`, with the scale written to `w` as `<matrix>.scale` (if
-/// not 1) and that name added to `folded` (the source's own `.scale` is not copied).
-pub fn carry_over(
-    l: &Loader,
-    name: &str,
-    rows: usize,
-    cols: usize,
-    w: &mut GgufWriter,
-    folded: &mut Vec<String>,
-) -> Result<Option<Linear>> {
-    let Some((m, s)) = exact_matrix(l, name, rows, cols)? else {
-        return Ok(None);
-    };
-    let scale = scale_name(name);
-    if s != 1.0 {
-        w.add_f32(&scale, &[1], &[s]);
-    }
-    folded.push(scale);
-    Ok(Some(m))
-}
-
 /// The name of llama.cpp's output-scale tensor for `matrix` (`blk.0.attn_q.weight` ->
 /// `blk.0.attn_q.scale`).
 pub fn scale_name(matrix: &str) -> String {
     format!("{}.scale", matrix.strip_suffix(".weight").unwrap_or(matrix))
+}
+
+/// Floats as an exactly ternary matrix, if they are one (all -s, 0 or +s for one s).
+pub fn from_f32s(w: &[f32], rows: usize, cols: usize) -> Option<Ternary> {
+    floats(w.len(), |i| w[i]).map(|(codes, scale)| Ternary {
+        rows,
+        cols,
+        codes,
+        scale,
+    })
 }
 
 /// The tensor as an exactly ternary matrix, if it is one (None when its values are not all

@@ -31,7 +31,7 @@ the original T-MAC engine's files, from a llama2.c checkpoint, by its scripts' e
 ";
 
 pub fn quantize(args: &[String]) -> Result<(), String> {
-    use tmac::layout::quantize::{quantize_file, QuantizeOptions, Target};
+    use tmac::convert::quantize::{quantize_file, QuantizeOptions, Target};
     let (args, tokenizer) = take_tokenizer(args)?;
     let args = args.as_slice();
     let (mut paths, mut typ, mut group, mut scale, mut head) = (
@@ -61,9 +61,9 @@ pub fn quantize(args: &[String]) -> Result<(), String> {
         return Err(format!("quantize: give IN and OUT\n\n{QUANTIZE_USAGE}"));
     };
     let typ = typ.ok_or_else(|| format!("quantize: --type is required\n\n{QUANTIZE_USAGE}"))?;
-    if let Some(t) = tmac::layout::legacy::LegacyType::parse(&typ) {
+    if let Some(t) = tmac::convert::legacy::LegacyType::parse(&typ) {
         let t0 = Instant::now();
-        let n = tmac::layout::legacy::write_legacy(src.as_ref(), dst.as_ref(), t)
+        let n = tmac::convert::legacy::write_legacy(src.as_ref(), dst.as_ref(), t)
             .map_err(|e| e.to_string())?;
         outln!(
             "{dst}: {typ} | {n} bytes ({:.1} MiB) | {:.1} s",
@@ -101,7 +101,7 @@ pub fn quantize(args: &[String]) -> Result<(), String> {
     };
     let opts = QuantizeOptions { target, head };
     let summary = match &tokenizer {
-        Some(z) => tmac::layout::legacy::legacy_to_tmac(
+        Some(z) => tmac::convert::legacy::legacy_to_tmac(
             src.as_ref(),
             Some(z.as_ref()),
             dst.as_ref(),
@@ -150,7 +150,7 @@ vocabulary as a llama2.c tokenizer.bin";
         return Err(EXPORT_USAGE.to_string());
     };
     let t0 = Instant::now();
-    let s = tmac::model::legacy::export_llama2c(
+    let s = tmac::convert::export::export_llama2c(
         src.as_ref(),
         z.as_deref().map(std::path::Path::new),
         out.as_ref(),

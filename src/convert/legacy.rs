@@ -17,8 +17,7 @@
 //! float32 product. (Under NumPy 1.x the product was float64; that can only move exact ties.)
 //! tools/legacy_reference.py is an independent NumPy implementation the tests compare against.
 
-use super::lut::Zero;
-use super::quantize::{quantize_matrix, QuantizeOptions, Summary, Target};
+use super::quantize::{QuantizeOptions, Summary};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::gguf::{Array, Value};
 use crate::format::gguf_write::GgufWriter;
@@ -26,6 +25,8 @@ use crate::format::legacy::{self, LegacyFile, Q4_BLOCK, Q4_BLOCK_BYTES};
 use crate::format::llama2c::{Role, HEADER_BYTES};
 use crate::format::{self, tmacfile, Kind};
 use crate::layout::linear::Linear;
+use crate::layout::lut::Zero;
+use crate::layout::quantize::{quantize_matrix, Target};
 use crate::model::weights::Embedding;
 use crate::model::{Compute, LoadOptions, Model};
 use crate::tokenizer::TokenType;

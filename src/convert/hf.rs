@@ -17,12 +17,12 @@
 //!   padded to the embedding's rows with `[PADn]` tokens; BOS/EOS, add_bos and the chat template
 //!   from tokenizer_config.json and config.json.
 
-use super::gguf::{Array, Value};
-use super::gguf_write::GgufWriter;
-use super::json::Json;
-use super::safetensors::{self, Dtype, Safetensors, Tensor};
 use crate::bytes::{map_file, Bytes};
 use crate::error::{Error, Result};
+use crate::format::gguf::{Array, Value};
+use crate::format::gguf_write::GgufWriter;
+use crate::format::json::Json;
+use crate::format::safetensors::{self, Dtype, Safetensors, Tensor};
 use crate::layout::ggml::GgmlType;
 use crate::layout::ternary::{self, Ternary};
 use std::path::{Path, PathBuf};
