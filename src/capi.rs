@@ -438,7 +438,7 @@ fn load_with(
         }
     };
     let (kernel, knobs) = if p.flags & TMAC_FLAG_READ_ENV != 0 {
-        let env = crate::kernel::from_env(&mut |m| log(TMAC_LOG_WARN, &m));
+        let env = crate::settings::from_env(&mut |m| log(TMAC_LOG_WARN, &m));
         (Some(env.isa), Some(env.knobs))
     } else {
         (None, None)

@@ -14,7 +14,6 @@
 //! # Ok::<(), tmac::Error>(())
 //! ```
 
-pub mod bench;
 pub mod bytes;
 /// The C API (cbindgen reads this file alone to write include/tmac.h).
 #[allow(non_camel_case_types)]
@@ -26,11 +25,12 @@ pub mod kernel;
 pub mod layout;
 pub mod math;
 pub mod model;
-pub mod perplexity;
 pub mod sampler;
+pub mod settings;
 #[doc(hidden)]
 pub mod testing;
 pub mod tokenizer;
+pub mod tools;
 
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Compute, LoadOptions, Model, Session, SessionOptions, Step, StopReason};

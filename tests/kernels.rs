@@ -198,7 +198,7 @@ fn lut_kernels_agree_with_each_other_and_the_naive_sum() {
             );
             let mut y_v = vec![0f32; c.rows];
             // every knob setting gives the same bits
-            let cands = tmac::kernel::tune::candidates(isa);
+            let cands = tmac::kernel::candidates(isa);
             kernel::lut_gemv(isa, &c.m, &act, &mut y_v, &cands[case % cands.len()]);
             let (bs, bv): (Vec<u32>, Vec<u32>) = (
                 y_s.iter().map(|v| v.to_bits()).collect(),
@@ -361,7 +361,7 @@ fn q8_kernels_agree() {
                 &m,
                 &act,
                 &mut y_v,
-                &tmac::kernel::tune::candidates(isa)[case % 12],
+                &tmac::kernel::candidates(isa)[case % 12],
             );
             assert_eq!(
                 y_v.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),

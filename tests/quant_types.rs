@@ -170,7 +170,7 @@ fn random_blocks_keep_every_weight_and_agree_across_kernels() {
         );
         for &isa in &simd {
             let mut y_v = vec![0f32; rows];
-            let cands = tmac::kernel::tune::candidates(isa);
+            let cands = tmac::kernel::candidates(isa);
             l.forward(&x, &act, &mut y_v, isa, &cands[case % cands.len()]);
             assert_eq!(bits(&y_v), bits(&y_s), "{} on {}", t.name(), isa.name());
         }

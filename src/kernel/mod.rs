@@ -1,8 +1,8 @@
 //! Compute kernels. `f32` is the portable reference for full-precision weights; `lut` prepares
 //! inputs (int8 activations and lookup tables); `scalar`, `avx2` and `neon` implement the T-MAC
 //! LUT GEMV and the 8-bit GEMV with identical results. The instruction set is the CPU's best
-//! (`isa()`) unless the caller asks for another; `from_env` reads the settings the `tmac` tool
-//! takes from the environment (the library itself reads none).
+//! (`isa()`) unless the caller asks for another; the knobs (`Knobs`) come from the caller
+//! (`crate::settings` reads them from the environment for the `tmac` tool).
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
@@ -12,7 +12,6 @@ pub mod lut;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod scalar;
-pub mod tune;
 
 use crate::layout::iq4::Iq4Matrix;
 use crate::layout::lut::LutMatrix;
@@ -200,45 +199,21 @@ pub fn iq4_gemv(isa: Isa, m: &Iq4Matrix, act: &Activations, y: &mut [f32], knobs
     }
 }
 
-/// Kernel settings read from the environment, as the `tmac` tool applies them (and a C app
-/// that asks with `TMAC_FLAG_READ_ENV`); the library reads none of this by itself.
-pub struct EnvSettings {
-    pub isa: Isa,
-    pub knobs: Knobs,
-    /// The tuning profile the knobs came from, if one applied.
-    pub profile: Option<std::path::PathBuf>,
-}
-
-/// `TMAC_KERNEL=scalar|avx2|neon`, the tuning profile saved by `tmac tune` for this CPU
-/// (`TMAC_PROFILE`, else `$XDG_CONFIG_HOME` or `$HOME/.config`, `tmac/profile`), and
-/// `TMAC_TABLES=exact|int8`. What cannot be applied is said to `warn` and left at its default.
-pub fn from_env(warn: &mut dyn FnMut(String)) -> EnvSettings {
-    let isa = match std::env::var("TMAC_KERNEL") {
-        Ok(name) => match Isa::from_name(&name) {
-            Some(i) if i.available() => i,
-            _ => {
-                warn(format!(
-                    "TMAC_KERNEL={name} is not available on this CPU; using {}",
-                    isa().name()
-                ));
-                isa()
+/// The candidates `tune` tries on `isa`: every prefetch distance, both row tiles where the
+/// kernels have them (AVX2, NEON), both kinds of tables.
+pub fn candidates(isa: Isa) -> Vec<Knobs> {
+    let row_tiles: &[usize] = if isa == Isa::Scalar { &[1] } else { &[1, 2] };
+    let mut v = Vec::new();
+    for tables in [Tables::Exact, Tables::Int8] {
+        for &row_tile in row_tiles {
+            for prefetch in [0, 512, 1024, 2048, 4096, 8192, 16384] {
+                v.push(Knobs {
+                    row_tile,
+                    prefetch,
+                    tables,
+                });
             }
-        },
-        Err(_) => isa(),
-    };
-    let (mut knobs, profile) = match tune::load_profile(isa, warn) {
-        Some((k, path)) => (k, Some(path)),
-        None => (Knobs::default_for(isa), None),
-    };
-    if let Ok(name) = std::env::var("TMAC_TABLES") {
-        match Tables::from_name(&name) {
-            Some(t) => knobs.tables = t,
-            None => warn(format!("TMAC_TABLES={name} is not exact or int8; ignored")),
         }
     }
-    EnvSettings {
-        isa,
-        knobs,
-        profile,
-    }
+    v
 }

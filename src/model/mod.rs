@@ -38,7 +38,7 @@ pub struct LoadOptions {
     pub compute: Compute,
     /// Kernel instruction set; None = the best this CPU has (`kernel::isa()`).
     pub kernel: Option<Isa>,
-    /// Kernel knobs; None = the instruction set's defaults (`kernel::from_env` reads a tuning
+    /// Kernel knobs; None = the instruction set's defaults (`settings::from_env` reads a tuning
     /// profile where the caller wants one).
     pub knobs: Option<Knobs>,
     /// Lookup tables (exact or int8), overriding the knobs' choice; None = the knobs'.

@@ -147,9 +147,9 @@ fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
 /// The kernel settings the tool takes from the environment (TMAC_KERNEL, the tuning profile,
 /// TMAC_TABLES; the library reads none of them itself), read once; what cannot be applied is
 /// said on stderr.
-fn env_settings() -> &'static tmac::kernel::EnvSettings {
-    static S: std::sync::OnceLock<tmac::kernel::EnvSettings> = std::sync::OnceLock::new();
-    S.get_or_init(|| tmac::kernel::from_env(&mut |m| eprintln!("tmac: {m}")))
+fn env_settings() -> &'static tmac::settings::EnvSettings {
+    static S: std::sync::OnceLock<tmac::settings::EnvSettings> = std::sync::OnceLock::new();
+    S.get_or_init(|| tmac::settings::from_env(&mut |m| eprintln!("tmac: {m}")))
 }
 
 fn load_options(compute: Compute, tokenizer: &Option<String>) -> LoadOptions {

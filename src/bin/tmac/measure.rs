@@ -31,7 +31,7 @@ pub fn perplexity(args: &[String]) -> Result<(), String> {
     let text = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
     let m = Model::load(&model, &load_options(compute, &z)).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
-    let r = tmac::perplexity::perplexity(&m, &text, n_ctx, chunks, |c, p| {
+    let r = tmac::tools::perplexity::perplexity(&m, &text, n_ctx, chunks, |c, p| {
         eprint!("[{}]{p:.4} ", c + 1)
     })
     .map_err(|e| e.to_string())?;
@@ -73,7 +73,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         // one core's streaming read bandwidth, for the roofline
         outln!(
             "read bandwidth: {:.2} GB/s",
-            tmac::bench::read_bandwidth(1024)
+            tmac::tools::bench::read_bandwidth(1024)
         );
         if model.is_none() {
             return Ok(());
@@ -84,11 +84,11 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     let m = Model::load(&model, &load_options(compute, &z)).map_err(|e| e.to_string())?;
     let load = t0.elapsed().as_secs_f64();
     let rss_load = rss_mib();
-    let r = tmac::bench::run(&m, n_prompt.max(1), n_gen.max(1), reps.max(1))
+    let r = tmac::tools::bench::run(&m, n_prompt.max(1), n_gen.max(1), reps.max(1))
         .map_err(|e| e.to_string())?;
     let (p, d) = (
-        tmac::bench::spread(&r.prefill),
-        tmac::bench::spread(&r.decode),
+        tmac::tools::bench::spread(&r.prefill),
+        tmac::tools::bench::spread(&r.decode),
     );
     let (isa, tables, kind, wbytes, bpw) = (
         m.isa.name(),
@@ -137,8 +137,8 @@ pub fn tune(args: &[String]) -> Result<(), String> {
     if super::help(args, "usage: tmac tune MODEL [-r ROUNDS] [--int8-tables]\ntimes the kernel knobs on this machine and saves the fastest exact setting as the tuning\nprofile (TMAC_PROFILE, else ~/.config/tmac/profile); --int8-tables may choose int8 lookup\ntables (faster, lossy)\n") {
         return Ok(());
     }
+    use tmac::kernel;
     use tmac::kernel::lut::Tables;
-    use tmac::kernel::{self, tune};
     let (mut model, mut rounds, mut int8) = (None, 30, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -161,9 +161,9 @@ pub fn tune(args: &[String]) -> Result<(), String> {
     eprintln!(
         "tuning the {} kernels on {} ({rounds} rounds)...",
         isa.name(),
-        tune::cpu_id()
+        tmac::settings::cpu_id()
     );
-    let results = tune::tune(&m, isa, rounds);
+    let results = tmac::tools::tune::tune(&m, isa, rounds);
     let default = kernel::Knobs::default_for(isa);
     let base = results
         .iter()
@@ -186,11 +186,12 @@ pub fn tune(args: &[String]) -> Result<(), String> {
         .filter(|(k, _)| int8 || k.tables == Tables::Exact)
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .ok_or("no candidates")?;
-    let path = tune::profile_path().ok_or("no place for the profile: set TMAC_PROFILE or HOME")?;
+    let path = tmac::settings::profile_path()
+        .ok_or("no place for the profile: set TMAC_PROFILE or HOME")?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    std::fs::write(&path, tune::format_profile(isa, best))
+    std::fs::write(&path, tmac::settings::format_profile(isa, best))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     outln!(
         "best: tables {} row_tile {} prefetch {} ({:.2}x the default); saved to {}",

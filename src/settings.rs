@@ -1,17 +1,14 @@
-//! Tuning profiles: `tmac tune MODEL` times the kernel knobs on the machine at hand and saves the
-//! fastest as a small text file, which the `tmac` tool (and a C app that asks) applies at load
-//! (`kernel::from_env`). A profile made on another CPU (or for another instruction set) is
-//! ignored with a warning.
+//! Settings read from the environment and the tuning profile, at the edge of the library: the
+//! `tmac` tool applies them, and a C app that asks (`TMAC_FLAG_READ_ENV`); nothing below reads
+//! the environment. `tmac tune MODEL` times the kernel knobs on the machine at hand and saves
+//! the fastest as a small text file; a profile made on another CPU (or for another instruction
+//! set) is ignored with a warning.
 //!
 //! Where: $TMAC_PROFILE, else $XDG_CONFIG_HOME/tmac/profile, else ~/.config/tmac/profile.
 
-use super::{Isa, Knobs};
-use crate::kernel::linear::act_group;
-use crate::kernel::lut::{Activations, Tables};
-use crate::layout::linear::Linear;
-use crate::model::Model;
+use crate::kernel::lut::Tables;
+use crate::kernel::{self, Isa, Knobs};
 use std::path::PathBuf;
-use std::time::Instant;
 
 pub fn profile_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("TMAC_PROFILE") {
@@ -115,79 +112,47 @@ pub fn load_profile(isa: Isa, warn: &mut dyn FnMut(String)) -> Option<(Knobs, Pa
     }
 }
 
-/// The candidates `tune` tries on `isa`: every prefetch distance, both row tiles where the
-/// kernels have them (AVX2, NEON), both kinds of tables.
-pub fn candidates(isa: Isa) -> Vec<Knobs> {
-    let row_tiles: &[usize] = if isa == Isa::Scalar { &[1] } else { &[1, 2] };
-    let mut v = Vec::new();
-    for tables in [Tables::Exact, Tables::Int8] {
-        for &row_tile in row_tiles {
-            for prefetch in [0, 512, 1024, 2048, 4096, 8192, 16384] {
-                v.push(Knobs {
-                    row_tile,
-                    prefetch,
-                    tables,
-                });
-            }
-        }
-    }
-    v
+/// Kernel settings read from the environment, as the `tmac` tool applies them (and a C app
+/// that asks with `TMAC_FLAG_READ_ENV`); the library reads none of this by itself.
+pub struct EnvSettings {
+    pub isa: Isa,
+    pub knobs: Knobs,
+    /// The tuning profile the knobs came from, if one applied.
+    pub profile: Option<std::path::PathBuf>,
 }
 
-/// Time every candidate on the model's own matrices, all of them once per round as a decoded
-/// token streams them: the median over `rounds` rounds, candidates interleaved within each
-/// round so drift in the machine's speed hits all of them alike. Returns (knobs, median
-/// seconds) per candidate.
-pub fn tune(model: &Model, isa: Isa, rounds: usize) -> Vec<(Knobs, f64)> {
-    let mats: Vec<&Linear> = model
-        .weights
-        .layers
-        .iter()
-        .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
-        .chain(std::iter::once(&model.weights.output))
-        .filter(|m| !matches!(m, Linear::F32 { .. }))
-        .collect();
-    // one prepared input per matrix, with each kind of tables
-    let inputs: Vec<[Activations; 2]> = mats
-        .iter()
-        .map(|m| {
-            let x: Vec<f32> = (0..m.cols())
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-                .collect();
-            [Tables::Exact, Tables::Int8].map(|kind| {
-                let mut a = Activations::new();
-                a.quantize(&x, act_group(&[m], m.cols()));
-                a.build_tables(kind);
-                a
-            })
-        })
-        .collect();
-    let cands = candidates(isa);
-    let mut times = vec![Vec::new(); cands.len()];
-    let mut y = vec![0f32; mats.iter().map(|m| m.rows()).max().unwrap_or(0)];
-    for _ in 0..rounds.max(1) {
-        for (c, k) in cands.iter().enumerate() {
-            let t = Instant::now();
-            for (m, a) in mats.iter().zip(&inputs) {
-                let a = &a[(k.tables == Tables::Int8) as usize];
-                match m {
-                    Linear::Lut(m) => super::lut_gemv(isa, m, a, &mut y, k),
-                    Linear::Q8(m) => super::q8_gemv(isa, m, a, &mut y, k),
-                    Linear::Iq4(m) => super::iq4_gemv(isa, m, a, &mut y, k),
-                    Linear::F32 { .. } => {}
-                }
+/// `TMAC_KERNEL=scalar|avx2|neon`, the tuning profile saved by `tmac tune` for this CPU
+/// (`TMAC_PROFILE`, else `$XDG_CONFIG_HOME` or `$HOME/.config`, `tmac/profile`), and
+/// `TMAC_TABLES=exact|int8`. What cannot be applied is said to `warn` and left at its default.
+pub fn from_env(warn: &mut dyn FnMut(String)) -> EnvSettings {
+    let isa = match std::env::var("TMAC_KERNEL") {
+        Ok(name) => match Isa::from_name(&name) {
+            Some(i) if i.available() => i,
+            _ => {
+                warn(format!(
+                    "TMAC_KERNEL={name} is not available on this CPU; using {}",
+                    kernel::isa().name()
+                ));
+                kernel::isa()
             }
-            times[c].push(t.elapsed().as_secs_f64());
+        },
+        Err(_) => kernel::isa(),
+    };
+    let (mut knobs, profile) = match load_profile(isa, warn) {
+        Some((k, path)) => (k, Some(path)),
+        None => (Knobs::default_for(isa), None),
+    };
+    if let Ok(name) = std::env::var("TMAC_TABLES") {
+        match Tables::from_name(&name) {
+            Some(t) => knobs.tables = t,
+            None => warn(format!("TMAC_TABLES={name} is not exact or int8; ignored")),
         }
     }
-    cands
-        .into_iter()
-        .zip(times)
-        .map(|(k, mut t)| {
-            t.sort_by(f64::total_cmp);
-            (k, t[t.len() / 2])
-        })
-        .collect()
+    EnvSettings {
+        isa,
+        knobs,
+        profile,
+    }
 }
 
 #[cfg(test)]
