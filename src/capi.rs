@@ -13,8 +13,9 @@
 use crate::bytes::Bytes;
 use crate::error::{Error, ErrorKind};
 use crate::kernel::lut::Tables;
-use crate::model::{Compute, LoadOptions, Model, Session, SessionOptions, Step};
+use crate::model::{Compute, LoadOptions, Model};
 use crate::sampler::SamplerParams;
+use crate::session::{Session, SessionOptions, Step};
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -811,7 +812,7 @@ pub extern "C" fn tmac_set_abort(
                 f,
                 user_data: user_data as usize,
             };
-            Arc::new(move || (a.f)(a.user_data as *mut c_void) != 0) as crate::model::AbortCheck
+            Arc::new(move || (a.f)(a.user_data as *mut c_void) != 0) as crate::session::AbortCheck
         });
         h.session.set_abort(check);
         Ok(TMAC_OK)
@@ -822,7 +823,7 @@ pub extern "C" fn tmac_set_abort(
 /// an aborted prompt, `TMAC_STOP_ABORTED`. A NULL handle gives `TMAC_STOP_NONE`.
 #[no_mangle]
 pub extern "C" fn tmac_stop_reason(t: *const tmac) -> tmac_stop {
-    use crate::model::StopReason as R;
+    use crate::session::StopReason as R;
     // SAFETY: t is NULL or a live handle (the caller's contract).
     let Some(h) = (unsafe { t.as_ref() }) else {
         return tmac_stop::TMAC_STOP_NONE;

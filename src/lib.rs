@@ -26,6 +26,7 @@ pub mod layout;
 pub mod math;
 pub mod model;
 pub mod sampler;
+pub mod session;
 pub mod settings;
 #[doc(hidden)]
 pub mod testing;
@@ -33,8 +34,9 @@ pub mod tokenizer;
 pub mod tools;
 
 pub use error::{Error, ErrorKind, Result};
-pub use model::{Compute, LoadOptions, Model, Session, SessionOptions, Step, StopReason};
+pub use model::{Compute, LoadOptions, Model};
 pub use sampler::SamplerParams;
+pub use session::{AbortCheck, Session, SessionOptions, Step, StopReason};
 
 /// The crate version, from Cargo.toml.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

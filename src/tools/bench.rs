@@ -1,8 +1,9 @@
 //! `tmac bench`: decode and prefill speed of a model on this machine, single-threaded.
 
 use crate::error::Result;
-use crate::model::{Model, Session, SessionOptions, Step};
+use crate::model::Model;
 use crate::sampler::SamplerParams;
+use crate::session::{Session, SessionOptions, Step};
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -4,7 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::math::{exp64, ln64};
-use crate::model::{Model, Session, SessionOptions};
+use crate::model::Model;
+use crate::session::{Session, SessionOptions};
 use std::sync::Arc;
 
 pub struct Perplexity {
