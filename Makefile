@@ -48,7 +48,7 @@ AARCH64_LIB   := $(ARM_TARGET_DIR)/$(AARCH64)/release
 AARCH64_OUT   := build/aarch64
 GEN_PROMPT    := The capital of France is
 
-.PHONY: all build lib run test deps test-cli test-wheel model gemma bench fuzz fmt-check clippy fixtures llama-cpp clean \
+.PHONY: all build lib run test deps test-cli test-wheel model gemma bench fuzz fmt-check check-layers clippy fixtures llama-cpp clean \
         header check-header c-examples test-c test-install install test-bindings arm-deps test-aarch64
 
 all: lib
@@ -277,7 +277,7 @@ deps:
 	tools/test_deps.sh
 
 test: deps $(MODEL) $(GEMMA)
-	$(MAKE) --no-print-directory fmt-check clippy check-header
+	$(MAKE) --no-print-directory fmt-check clippy check-header check-layers
 	$(CARGO) test --release
 	$(MAKE) --no-print-directory test-c
 	$(MAKE) --no-print-directory test-bindings
@@ -285,6 +285,11 @@ test: deps $(MODEL) $(GEMMA)
 	$(MAKE) --no-print-directory test-wheel
 	$(MAKE) --no-print-directory test-cli
 	$(MAKE) --no-print-directory test-aarch64
+
+# The library's layers (ARCHITECTURE.md): no module imports one above it.
+check-layers:
+	python3 tools/check_layers.py --self-test
+	python3 tools/check_layers.py
 
 fmt-check:
 	$(CARGO) fmt --check
