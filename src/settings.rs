@@ -127,7 +127,7 @@ pub struct EnvSettings {
 pub fn from_env(warn: &mut dyn FnMut(String)) -> EnvSettings {
     let isa = match std::env::var("TMAC_KERNEL") {
         Ok(name) => match Isa::from_name(&name) {
-            Some(i) if i.available() => i,
+            Some(i) => i,
             _ => {
                 warn(format!(
                     "TMAC_KERNEL={name} is not available on this CPU; using {}",
@@ -166,17 +166,18 @@ mod tests {
             prefetch: 256,
             tables: Tables::Int8,
         };
-        let text = format_profile(Isa::Scalar, &k);
-        assert_eq!(parse_profile(&text, Isa::Scalar), Ok(k));
+        let text = format_profile(Isa::SCALAR, &k);
+        assert_eq!(parse_profile(&text, Isa::SCALAR), Ok(k));
         let other = text.replace(&cpu_id(), "Some Other CPU");
-        assert!(parse_profile(&other, Isa::Scalar)
+        assert!(parse_profile(&other, Isa::SCALAR)
             .unwrap_err()
             .contains("Some Other CPU"));
-        assert!(parse_profile(&text, Isa::Avx2)
+        let for_avx2 = text.replace("isa = scalar", "isa = avx2");
+        assert!(parse_profile(&for_avx2, Isa::SCALAR)
             .unwrap_err()
             .contains("kernels"));
-        assert!(parse_profile("row_tile = x", Isa::Scalar).is_err());
-        assert!(parse_profile(&text.replace("int8", "int4"), Isa::Scalar)
+        assert!(parse_profile("row_tile = x", Isa::SCALAR).is_err());
+        assert!(parse_profile(&text.replace("int8", "int4"), Isa::SCALAR)
             .unwrap_err()
             .contains("int4"));
     }

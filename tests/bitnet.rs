@@ -115,7 +115,10 @@ fn logits_match_llama_cpp() {
             .zip(l.scales)
         {
             match mat {
-                Linear::Lut(x) => assert!(x.ternary && x.group >= x.cols, "group {}", x.group),
+                Linear::Lut(x) => {
+                    let f = x.form();
+                    assert!(f.ternary && f.group >= x.cols(), "group {}", f.group)
+                }
                 _ => panic!("expected ternary LUT matrices, got {}", mat.kind()),
             }
             assert!([0.125, 0.0625, 0.03125].contains(&s), "scale {s}");

@@ -14,10 +14,7 @@ use tmac::layout::q8::Q8Matrix;
 use tmac::sampler::Rng;
 
 fn simd_isas() -> Vec<Isa> {
-    let v: Vec<Isa> = [Isa::Avx2, Isa::Neon]
-        .into_iter()
-        .filter(|i| i.available())
-        .collect();
+    let v: Vec<Isa> = Isa::all().into_iter().filter(|i| !i.is_scalar()).collect();
     if v.is_empty() {
         eprintln!("no SIMD kernel on this CPU: only the scalar reference is tested here");
     }
@@ -102,7 +99,7 @@ fn random_case(rng: &mut Rng) -> Case {
 /// The weight factor of (row, group): d, times sc with sub-scales.
 fn factor(c: &Case, r: usize, grp: usize) -> f32 {
     let g = c.m.geometry();
-    let s = c.m.scales.as_slice();
+    let s = c.m.scales();
     let (d, _) = block_scale(s, &g, r / 16, grp / g.sup, r % 16);
     d * sub_scale(s, &g, r / 16, grp, r % 16).0 as f32
 }
@@ -127,7 +124,7 @@ fn naive_ints(c: &Case, act: &Activations, r: usize, grp: usize) -> i32 {
     let cols = grp * c.group..((grp + 1) * c.group).min(c.cols);
     let code = |k: usize| c.codes[r * c.cols + k] as i32;
     match act.tables_built() {
-        Some(Tables::Exact) => cols.map(|k| code(k) * act.a[k] as i32).sum(),
+        Some(Tables::Exact) => cols.map(|k| code(k) * act.quantized()[k] as i32).sum(),
         _ => {
             let (c0, c1) = (cols.start / 4, cols.end.div_ceil(4));
             (c0..c1)
@@ -137,7 +134,7 @@ fn naive_ints(c: &Case, act: &Activations, r: usize, grp: usize) -> i32 {
                             let idx = (0..4)
                                 .filter(|l| 4 * t + l < c.cols && code(4 * t + l) >> p & 1 == 1)
                                 .fold(0, |i, l| i | 1 << l);
-                            tmac::kernel::lut::entry8(&act.tables, t, idx) << p
+                            tmac::kernel::lut::entry8(act.tables(), t, idx) << p
                         })
                         .sum::<i32>()
                 })
@@ -165,10 +162,10 @@ fn lut_kernels_agree_with_each_other_and_the_naive_sum() {
             c.cols,
             c.bits,
             c.group,
-            c.m.sup,
+            c.m.form().sup,
             kind.name()
         );
-        kernel::lut_ints(Isa::Scalar, &c.m, &act, &mut ints_s);
+        kernel::lut_ints(Isa::SCALAR, &c.m, &act, &mut ints_s);
         let g = c.m.geometry();
         for r in 0..c.rows {
             for grp in 0..g.groups {
@@ -182,11 +179,11 @@ fn lut_kernels_agree_with_each_other_and_the_naive_sum() {
         }
         let mut y_s = vec![0f32; c.rows];
         kernel::lut_gemv(
-            Isa::Scalar,
+            Isa::SCALAR,
             &c.m,
             &act,
             &mut y_s,
-            &Knobs::default_for(Isa::Scalar),
+            &Knobs::default_for(Isa::SCALAR),
         );
         for isa in simd_isas() {
             kernel::lut_ints(isa, &c.m, &act, &mut ints_v);
@@ -212,12 +209,14 @@ fn lut_kernels_agree_with_each_other_and_the_naive_sum() {
         for r in 0..c.rows {
             c.m.dequantize_row(r, &mut row);
             let exact: f64 = (0..c.cols)
-                .map(|k| row[k] as f64 * act.a[k] as f64 * act.scale_at(k) as f64)
+                .map(|k| row[k] as f64 * act.quantized()[k] as f64 * act.scale_at(k) as f64)
                 .sum();
             let mut tol = 1e-4
                 * (1.0
                     + (0..c.cols)
-                        .map(|k| (row[k] * act.a[k] as f32 * act.scale_at(k)).abs() as f64)
+                        .map(|k| {
+                            (row[k] * act.quantized()[k] as f32 * act.scale_at(k)).abs() as f64
+                        })
                         .sum::<f64>());
             if kind == Tables::Int8 {
                 for grp in 0..g.groups {
@@ -262,7 +261,7 @@ fn lut_kernels_hold_the_worst_case_sums() {
         let mut act = Activations::new();
         act.quantize(&x, 1 << 20);
         act.build_tables(kind);
-        assert_eq!(&act.a[..4], &quantized);
+        assert_eq!(&act.quantized()[..4], &quantized);
         for bits in 1..=6u32 {
             let top = (1u8 << bits) - 1;
             let one = (f16::ONE, f16::ZERO);
@@ -278,7 +277,7 @@ fn lut_kernels_hold_the_worst_case_sums() {
             );
             let want = entry * top as i32 * (cols / 4) as i32;
             let mut ints = Vec::new();
-            for isa in [Isa::Scalar].into_iter().chain(simd_isas()) {
+            for isa in [Isa::SCALAR].into_iter().chain(simd_isas()) {
                 kernel::lut_ints(isa, &m, &act, &mut ints);
                 for r in 0..17 {
                     assert_eq!(
@@ -300,7 +299,7 @@ fn packing_round_trips() {
     for _ in 0..80 {
         let c = random_case(&mut rng);
         let g = c.m.geometry();
-        let s = c.m.scales.as_slice();
+        let s = c.m.scales();
         let mut row = vec![0f32; c.cols];
         for r in 0..c.rows {
             c.m.dequantize_row(r, &mut row);
@@ -309,7 +308,7 @@ fn packing_round_trips() {
                 let (d, m) = block_scale(s, &g, r / 16, grp / g.sup, r % 16);
                 let (sc, mn) = sub_scale(s, &g, r / 16, grp, r % 16);
                 let q = c.codes[r * c.cols + k] as i32;
-                let want = match (c.zero, c.m.sup) {
+                let want = match (c.zero, c.m.form().sup) {
                     (Zero::Offset(o), None) => (q - o as i32) as f32 * d,
                     (Zero::Offset(o), Some(_)) => (q - o as i32) as f32 * (d * sc as f32),
                     (Zero::Affine, None) => q as f32 * d + m,
@@ -348,11 +347,11 @@ fn q8_kernels_agree() {
         let act = random_activations(&mut rng, cols, group, Tables::Exact);
         let mut y_s = vec![0f32; rows];
         kernel::q8_gemv(
-            Isa::Scalar,
+            Isa::SCALAR,
             &m,
             &act,
             &mut y_s,
-            &Knobs::default_for(Isa::Scalar),
+            &Knobs::default_for(Isa::SCALAR),
         );
         for isa in simd_isas() {
             let mut y_v = vec![0f32; rows];
@@ -374,7 +373,7 @@ fn q8_kernels_agree() {
         for r in 0..rows {
             m.dequantize_row(r, &mut row);
             let exact: f64 = (0..cols)
-                .map(|k| row[k] as f64 * act.a[k] as f64 * act.scale_at(k) as f64)
+                .map(|k| row[k] as f64 * act.quantized()[k] as f64 * act.scale_at(k) as f64)
                 .sum();
             assert!(
                 (y_s[r] as f64 - exact).abs() < 1e-3 * (1.0 + exact.abs()),
@@ -400,7 +399,7 @@ fn batched_gemm_equals_one_gemv_per_input() {
                 )
             })
             .collect();
-        for isa in std::iter::once(Isa::Scalar).chain(simd_isas()) {
+        for isa in std::iter::once(Isa::SCALAR).chain(simd_isas()) {
             let knobs = Knobs::default_for(isa);
             let mut ys = vec![0f32; acts.len() * c.rows];
             kernel::lut_gemm(isa, &c.m, &acts, &mut ys, &knobs);
@@ -414,5 +413,122 @@ fn batched_gemm_equals_one_gemv_per_input() {
                 );
             }
         }
+    }
+}
+
+/// The kernel API cannot be misused into undefined behaviour from safe code: an instruction set
+/// this CPU lacks cannot be had, a matrix whose bytes do not fit its shape cannot be built, and
+/// a GEMV on activations or an output too short for the matrix panics before any SIMD load.
+#[test]
+fn wrong_isa_or_short_matrix_is_refused() {
+    let lacking = if cfg!(target_arch = "x86_64") {
+        "neon"
+    } else {
+        "avx2"
+    };
+    assert!(Isa::from_name(lacking).is_none());
+    assert!(Isa::from_name("scalar") == Some(Isa::SCALAR));
+    assert!(Isa::all()
+        .iter()
+        .all(|i| Isa::from_name(i.name()) == Some(*i)));
+
+    let (rows, cols) = (20, 72);
+    let form = Form {
+        bits: 4,
+        group: 32,
+        zero: Zero::Offset(8),
+        ternary: false,
+        sup: None,
+    };
+    let good = pack(
+        rows,
+        cols,
+        4,
+        32,
+        Zero::Offset(8),
+        false,
+        |r, c| ((r + c) % 16) as u8,
+        |_, _| (f16::ONE, f16::ZERO),
+    );
+    let (data, scales) = (good.data().to_vec(), good.scales().to_vec());
+    let new = |d: &[u8], s: &[u8]| {
+        LutMatrix::new(
+            rows,
+            cols,
+            form,
+            Blob::Owned(d.to_vec()),
+            Blob::Owned(s.to_vec()),
+        )
+    };
+    assert!(new(&data, &scales).is_ok());
+    assert!(new(&data[1..], &scales).is_err(), "codes one byte short");
+    assert!(
+        new(&data, &scales[..scales.len() - 2]).is_err(),
+        "scales short"
+    );
+    let mut inf = scales.clone();
+    inf[..2].copy_from_slice(&f16::INFINITY.to_le_bytes());
+    assert!(
+        new(&inf, &scales).is_err() || new(&data, &inf).is_err(),
+        "infinite scale"
+    );
+    let wide = Form { bits: 7, ..form };
+    let m7 = LutMatrix::new(
+        rows,
+        cols,
+        wide,
+        Blob::Owned(data.clone()),
+        Blob::Owned(scales),
+    );
+    assert!(m7.is_err(), "7-bit codes");
+    assert!(Q8Matrix::new(rows, 64, Blob::Owned(vec![0; 10]), None).is_err());
+
+    let mut rng = Rng::new(5);
+    let knobs = Knobs::default_for(Isa::SCALAR);
+    for isa in Isa::all() {
+        let refused =
+            |f: &dyn Fn()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
+        let act = random_activations(&mut rng, cols, 32, Tables::Exact);
+        let narrow = random_activations(&mut rng, cols - 16, 32, Tables::Exact);
+        let mut unbuilt = Activations::new();
+        unbuilt.quantize(&vec![1.0; cols], 32);
+        let mut y = vec![0f32; rows];
+        kernel::lut_gemv(isa, &good, &act, &mut y, &knobs); // the well-formed call runs
+        assert!(refused(&|| kernel::lut_gemv(
+            isa,
+            &good,
+            &narrow,
+            &mut vec![0.0; rows],
+            &knobs
+        )));
+        assert!(refused(&|| kernel::lut_gemv(
+            isa,
+            &good,
+            &unbuilt,
+            &mut vec![0.0; rows],
+            &knobs
+        )));
+        assert!(refused(&|| kernel::lut_gemv(
+            isa,
+            &good,
+            &act,
+            &mut vec![0.0; rows - 1],
+            &knobs
+        )));
+        assert!(refused(&|| kernel::lut_ints(
+            isa,
+            &good,
+            &narrow,
+            &mut Vec::new()
+        )));
+        let q8 = Q8Matrix::quantize(rows, 64, &vec![0.5; rows * 64]).unwrap();
+        let short = random_activations(&mut rng, 32, 32, Tables::Exact);
+        assert!(refused(&|| kernel::q8_gemv(
+            isa,
+            &q8,
+            &short,
+            &mut vec![0.0; rows],
+            &knobs
+        )));
     }
 }

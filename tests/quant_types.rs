@@ -134,10 +134,7 @@ fn matrix(t: GgmlType, data: Vec<u8>, rows: usize, cols: usize) -> Linear {
 #[test]
 fn random_blocks_keep_every_weight_and_agree_across_kernels() {
     let mut rng = Rng::new(16);
-    let simd: Vec<Isa> = [Isa::Avx2, Isa::Neon]
-        .into_iter()
-        .filter(|i| i.available())
-        .collect();
+    let simd: Vec<Isa> = Isa::all().into_iter().filter(|i| !i.is_scalar()).collect();
     for (case, &t) in TYPES.iter().cycle().take(78).enumerate() {
         let f = blocks::form(t).unwrap();
         let rows = 1 + (rng.next_u64() % 40) as usize;
@@ -165,8 +162,8 @@ fn random_blocks_keep_every_weight_and_agree_across_kernels() {
             &x,
             &act,
             &mut y_s,
-            Isa::Scalar,
-            &Knobs::default_for(Isa::Scalar),
+            Isa::SCALAR,
+            &Knobs::default_for(Isa::SCALAR),
         );
         for &isa in &simd {
             let mut y_v = vec![0f32; rows];
@@ -179,10 +176,10 @@ fn random_blocks_keep_every_weight_and_agree_across_kernels() {
             for r in 0..rows {
                 let w = &want[r * cols..(r + 1) * cols];
                 let dot: f64 = (0..cols)
-                    .map(|k| w[k] as f64 * act.a[k] as f64 * act.scale_at(k) as f64)
+                    .map(|k| w[k] as f64 * act.quantized()[k] as f64 * act.scale_at(k) as f64)
                     .sum();
                 let mag: f64 = (0..cols)
-                    .map(|k| (w[k] * act.a[k] as f32 * act.scale_at(k)).abs() as f64)
+                    .map(|k| (w[k] * act.quantized()[k] as f32 * act.scale_at(k)).abs() as f64)
                     .sum();
                 assert!(
                     (y_s[r] as f64 - dot).abs() <= 1e-5 * (1.0 + mag),

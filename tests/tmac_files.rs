@@ -50,13 +50,15 @@ fn q4_tmac_file_is_mapped_and_matches_the_gguf_path_bit_for_bit() {
     let load = t0.elapsed();
     for l in &tm.weights.layers {
         for m in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
-            match m {
-                Linear::Lut(m) => assert!(m.data.is_mapped() && m.scales.is_mapped()),
-                _ => panic!("expected LUT matrices, got {}", m.kind()),
-            }
+            assert!(
+                matches!(m, Linear::Lut(_)),
+                "expected LUT matrices, got {}",
+                m.kind()
+            );
+            assert!(m.is_mapped());
         }
     }
-    assert!(matches!(&tm.weights.output, Linear::Q8(m) if m.data.is_mapped()));
+    assert!(matches!(&tm.weights.output, m @ Linear::Q8(_) if m.is_mapped()));
     let gg = Model::load(smollm2(), &LoadOptions::default()).unwrap();
     let text = "The quick brown fox jumps over the lazy dog";
     let (a, b) = (logits_after(tm, text), logits_after(gg, text));

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::layout::ggml::GgmlType;
 use crate::layout::iq4::Iq4Matrix;
 use crate::layout::linear::Linear;
-use crate::layout::lut::{LutMatrix, Zero};
+use crate::layout::lut::{Form, LutMatrix, Zero};
 use crate::layout::q8::Q8Matrix;
 
 pub const ALIGNMENT: u64 = 64;
@@ -71,18 +71,16 @@ pub fn read_matrix(l: &Loader, name: &str, rows: usize, cols: usize) -> Result<O
                 )))
             }
         };
-        let m = LutMatrix {
-            rows,
-            cols,
+        let form = Form {
             bits: v[2],
             group: v[3] as usize,
             zero,
             ternary: v[6] != 0,
             sup: v.get(7).map(|&n| n as usize),
-            data: raw(l, name)?,
-            scales: raw(l, &format!("{name}.scales"))?,
         };
-        m.validate().map_err(ctx)?;
+        let data = raw(l, name)?;
+        let scales = raw(l, &format!("{name}.scales"))?;
+        let m = LutMatrix::new(rows, cols, form, data, scales).map_err(ctx)?;
         return Ok(Some(Linear::Lut(m)));
     }
     if let Some(v) = desc(l, &format!("tmac.q8.{name}"), 2, false)? {

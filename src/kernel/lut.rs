@@ -43,23 +43,24 @@ impl Tables {
     }
 }
 
-/// A quantized input vector.
+/// A quantized input vector and its lookup tables. The fields are the crate's: what the kernels
+/// read is only ever built by `quantize` and `build_tables`, so its sizes agree.
 pub struct Activations {
     /// Length of the input (before padding).
-    pub k: usize,
+    pub(crate) k: usize,
     /// Padded to a multiple of 8 with zeros.
-    pub a: Vec<i8>,
+    pub(crate) a: Vec<i8>,
     /// Activations per scale group (a multiple of 8, or >= k for one scale).
-    pub group: usize,
+    pub(crate) group: usize,
     /// Dequant factor of each group.
-    pub scales: Vec<f32>,
+    pub(crate) scales: Vec<f32>,
     /// Prefix sums of `a` at every multiple of 8: `sums8[c] = a[0] + ... + a[8c - 1]`.
-    pub sums8: Vec<i32>,
+    pub(crate) sums8: Vec<i32>,
     /// K/4 tables of kind `kind`, built by `build_tables`.
-    pub tables: Vec<u8>,
+    pub(crate) tables: Vec<u8>,
     /// Int8 tables only: per activation group, the value of one table unit (entries times it
     /// approximate the exact sums).
-    pub lut_scales: Vec<f32>,
+    pub(crate) lut_scales: Vec<f32>,
     built: Option<Tables>,
 }
 
@@ -82,7 +83,10 @@ impl Activations {
         let k = x.len();
         let kp = k.div_ceil(8) * 8;
         let group = if group >= k { kp.max(8) } else { group };
-        debug_assert!(group % 8 == 0);
+        assert!(
+            group > 0 && group % 8 == 0,
+            "activation group {group}: not a multiple of 8"
+        );
         self.k = k;
         self.group = group;
         self.a.clear();
@@ -170,6 +174,16 @@ impl Activations {
             }
         }
         self.built = Some(kind);
+    }
+
+    /// The int8 activations, padded with zeros to a multiple of 8.
+    pub fn quantized(&self) -> &[i8] {
+        &self.a
+    }
+
+    /// The lookup tables (`TABLE_BYTES` or `TABLE8_BYTES` per 4 activations).
+    pub fn tables(&self) -> &[u8] {
+        &self.tables
     }
 
     /// The kind of tables built for the current input, if any.

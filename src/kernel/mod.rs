@@ -19,47 +19,74 @@ use crate::layout::q8::Q8Matrix;
 use lut::{Activations, Tables};
 use std::sync::OnceLock;
 
+/// An instruction set of this CPU. A value can only come from detection (`best`, `from_name`,
+/// `all` check the CPU) or be `Isa::SCALAR`, so a SIMD kernel is never called on a CPU that
+/// lacks its instructions: the dispatch below relies on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Isa {
+pub struct Isa(Kind);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
     Scalar,
     Avx2,
     Neon,
 }
 
-impl Isa {
-    pub fn name(self) -> &'static str {
+impl Kind {
+    fn name(self) -> &'static str {
         match self {
-            Isa::Scalar => "scalar",
-            Isa::Avx2 => "avx2",
-            Isa::Neon => "neon",
+            Kind::Scalar => "scalar",
+            Kind::Avx2 => "avx2",
+            Kind::Neon => "neon",
         }
     }
 
-    pub fn from_name(s: &str) -> Option<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Neon]
-            .into_iter()
-            .find(|i| i.name() == s)
-    }
-
     /// Can this CPU run it?
-    pub fn available(self) -> bool {
+    fn detected(self) -> bool {
         match self {
-            Isa::Scalar => true,
+            Kind::Scalar => true,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c"),
+            Kind::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c"),
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            Kind::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[allow(unreachable_patterns)]
             _ => false,
         }
     }
+}
+
+impl Isa {
+    /// The portable kernels, on every CPU.
+    pub const SCALAR: Isa = Isa(Kind::Scalar);
+
+    pub fn name(self) -> &'static str {
+        self.0.name()
+    }
+
+    /// The instruction set called `s` ("scalar", "avx2", "neon"), if this CPU has it.
+    pub fn from_name(s: &str) -> Option<Isa> {
+        [Kind::Scalar, Kind::Avx2, Kind::Neon]
+            .into_iter()
+            .find(|k| k.name() == s && k.detected())
+            .map(Isa)
+    }
+
+    /// Every instruction set this CPU has, scalar first.
+    pub fn all() -> Vec<Isa> {
+        [Kind::Scalar, Kind::Avx2, Kind::Neon]
+            .into_iter()
+            .filter(|k| k.detected())
+            .map(Isa)
+            .collect()
+    }
 
     /// The best instruction set this CPU has.
     pub fn best() -> Isa {
-        [Isa::Avx2, Isa::Neon]
-            .into_iter()
-            .find(|i| i.available())
-            .unwrap_or(Isa::Scalar)
+        *Isa::all().last().unwrap_or(&Isa::SCALAR)
+    }
+
+    pub fn is_scalar(self) -> bool {
+        self.0 == Kind::Scalar
     }
 }
 
@@ -86,7 +113,7 @@ impl Knobs {
     /// Defaults per instruction set, measured on the machines tmac is tested on.
     pub fn default_for(isa: Isa) -> Knobs {
         match isa {
-            Isa::Neon => Knobs {
+            Isa(Kind::Neon) => Knobs {
                 row_tile: 1,
                 prefetch: 512,
                 tables: Tables::Exact,
@@ -100,7 +127,7 @@ impl Knobs {
     }
 }
 
-/// y = W x for a LUT matrix, with `isa` (which must be available).
+/// y = W x for a LUT matrix.
 pub fn lut_gemv(isa: Isa, m: &LutMatrix, act: &Activations, y: &mut [f32], knobs: &Knobs) {
     lut_rows(isa, m, act, y, 0..m.rows.div_ceil(16), knobs);
 }
@@ -114,18 +141,35 @@ fn lut_rows(
     rbs: std::ops::Range<usize>,
     knobs: &Knobs,
 ) {
-    assert!(act.tables_built().is_some() && act.a.len() >= m.cols.div_ceil(8) * 8);
-    assert!(y.len() >= m.rows);
-    assert!(rbs.end <= m.rows.div_ceil(16));
+    let g = check_lut(m, act);
+    assert!(
+        y.len() >= m.rows && rbs.end <= g.row_blocks,
+        "output shorter than the matrix"
+    );
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Isa::Avx2 is only used when available() confirmed AVX2 and F16C.
-        Isa::Avx2 => unsafe { avx2::lut_gemv(m, act, y, rbs, knobs) },
+        // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
+        Isa(Kind::Avx2) => unsafe { avx2::lut_gemv(m, act, y, rbs, knobs) },
         #[cfg(target_arch = "aarch64")]
-        // SAFETY: Isa::Neon is only used when available() confirmed NEON.
-        Isa::Neon => unsafe { neon::lut_gemv(m, act, y, rbs, knobs) },
+        // SAFETY: an Isa of Kind::Neon exists only where detection found NEON.
+        Isa(Kind::Neon) => unsafe { neon::lut_gemv(m, act, y, rbs, knobs) },
         _ => scalar::lut_gemv(m, act, y, rbs),
     }
+}
+
+/// The SIMD LUT kernels read through raw pointers: every size they rely on is checked here.
+fn check_lut(m: &LutMatrix, act: &Activations) -> crate::layout::lut::Geometry {
+    let g = m.geometry();
+    assert!(
+        m.data.len() == g.data_len() && m.scales.len() == g.scales_len(),
+        "LUT matrix bytes do not match its shape"
+    );
+    assert!(
+        act.tables_built().is_some() && act.a.len() >= g.chunks * 8,
+        "the activations are not prepared for a matrix of {} columns",
+        m.cols
+    );
+    g
 }
 
 /// Y = W X for several inputs at once (prefill): ys holds one output row of m.rows per input.
@@ -159,42 +203,50 @@ pub(crate) fn row_tiles(
 
 /// The integer accumulators of a LUT GEMV, `[row block][group][16]` (for tests).
 pub fn lut_ints(isa: Isa, m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
-    assert!(isa.available(), "{} is not available", isa.name());
+    check_lut(m, act);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX2 availability asserted above.
-        Isa::Avx2 => unsafe { avx2::lut_ints(m, act, out) },
+        // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
+        Isa(Kind::Avx2) => unsafe { avx2::lut_ints(m, act, out) },
         #[cfg(target_arch = "aarch64")]
-        // SAFETY: NEON availability asserted above.
-        Isa::Neon => unsafe { neon::lut_ints(m, act, out) },
+        // SAFETY: an Isa of Kind::Neon exists only where detection found NEON.
+        Isa(Kind::Neon) => unsafe { neon::lut_ints(m, act, out) },
         _ => scalar::lut_ints(m, act, out),
     }
 }
 
 /// y = W x for an 8-bit matrix.
 pub fn q8_gemv(isa: Isa, m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: &Knobs) {
-    assert!(act.a.len() >= m.cols && y.len() >= m.rows);
+    assert!(
+        act.a.len() >= m.cols,
+        "the activations are shorter than the matrix"
+    );
+    assert!(y.len() >= m.rows, "output shorter than the matrix");
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Isa::Avx2 is only used when available() confirmed AVX2 and F16C.
-        Isa::Avx2 => unsafe { avx2::q8_gemv(m, act, y, knobs) },
+        // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
+        Isa(Kind::Avx2) => unsafe { avx2::q8_gemv(m, act, y, knobs) },
         #[cfg(target_arch = "aarch64")]
-        // SAFETY: Isa::Neon is only used when available() confirmed NEON.
-        Isa::Neon => unsafe { neon::q8_gemv(m, act, y, knobs) },
+        // SAFETY: an Isa of Kind::Neon exists only where detection found NEON.
+        Isa(Kind::Neon) => unsafe { neon::q8_gemv(m, act, y, knobs) },
         _ => scalar::q8_gemv(m, act, y),
     }
 }
 
 /// y = W x for a 4-bit codebook matrix (IQ4_NL, IQ4_XS).
 pub fn iq4_gemv(isa: Isa, m: &Iq4Matrix, act: &Activations, y: &mut [f32], knobs: &Knobs) {
-    assert!(act.a.len() >= m.cols && y.len() >= m.rows);
+    assert!(
+        act.a.len() >= m.cols,
+        "the activations are shorter than the matrix"
+    );
+    assert!(y.len() >= m.rows, "output shorter than the matrix");
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Isa::Avx2 is only used when available() confirmed AVX2 and F16C.
-        Isa::Avx2 => unsafe { avx2::iq4_gemv(m, act, y, knobs) },
+        // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
+        Isa(Kind::Avx2) => unsafe { avx2::iq4_gemv(m, act, y, knobs) },
         #[cfg(target_arch = "aarch64")]
-        // SAFETY: Isa::Neon is only used when available() confirmed NEON.
-        Isa::Neon => unsafe { neon::iq4_gemv(m, act, y, knobs) },
+        // SAFETY: an Isa of Kind::Neon exists only where detection found NEON.
+        Isa(Kind::Neon) => unsafe { neon::iq4_gemv(m, act, y, knobs) },
         _ => scalar::iq4_gemv(m, act, y),
     }
 }
@@ -202,7 +254,7 @@ pub fn iq4_gemv(isa: Isa, m: &Iq4Matrix, act: &Activations, y: &mut [f32], knobs
 /// The candidates `tune` tries on `isa`: every prefetch distance, both row tiles where the
 /// kernels have them (AVX2, NEON), both kinds of tables.
 pub fn candidates(isa: Isa) -> Vec<Knobs> {
-    let row_tiles: &[usize] = if isa == Isa::Scalar { &[1] } else { &[1, 2] };
+    let row_tiles: &[usize] = if isa.is_scalar() { &[1] } else { &[1, 2] };
     let mut v = Vec::new();
     for tables in [Tables::Exact, Tables::Int8] {
         for &row_tile in row_tiles {

@@ -26,14 +26,16 @@ use half::f16;
 /// Rows per tile.
 pub const ROWS: usize = 8;
 
+/// 4-bit codebook weights in 8-row tiles. The fields are the crate's: from outside, an
+/// Iq4Matrix comes only from `new` (which checks the bytes against the shape) or `from_ggml`.
 pub struct Iq4Matrix {
-    pub rows: usize,
+    pub(crate) rows: usize,
     /// A multiple of the block (32 or 256).
-    pub cols: usize,
+    pub(crate) cols: usize,
     /// IQ4_NL or IQ4_XS.
-    pub typ: GgmlType,
+    pub(crate) typ: GgmlType,
     /// The tiles, row group after row group.
-    pub data: Blob,
+    pub(crate) data: Blob,
 }
 
 impl Iq4Matrix {
@@ -114,6 +116,16 @@ impl Iq4Matrix {
     }
 
     /// Elements per block (IQ4_XS: 256).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    pub fn typ(&self) -> GgmlType {
+        self.typ
+    }
+
     pub fn block(&self) -> usize {
         self.typ.block().0 as usize
     }

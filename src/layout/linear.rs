@@ -58,6 +58,16 @@ impl Linear {
         }
     }
 
+    /// Are the weights used in place in the model file (no copy)?
+    pub fn is_mapped(&self) -> bool {
+        match self {
+            Linear::F32 { .. } => false,
+            Linear::Lut(m) => m.data.is_mapped() && m.scales.is_mapped(),
+            Linear::Q8(m) => m.data.is_mapped() && m.scales.as_ref().is_none_or(|s| s.is_mapped()),
+            Linear::Iq4(m) => m.data.is_mapped(),
+        }
+    }
+
     /// Row `r` as f32 (for the reference path and checks).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         match self {

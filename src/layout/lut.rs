@@ -39,21 +39,24 @@ pub enum Zero {
 /// Largest code width the layout holds.
 pub const MAX_BITS: u32 = 6;
 
+/// A matrix in T-MAC bit-plane layout. The fields are the crate's: from outside, a LutMatrix
+/// comes only from `new` (which checks the bytes against the shape), `pack`/`pack_with` or
+/// `from_ggml`, so the kernels can trust its sizes.
 pub struct LutMatrix {
-    pub rows: usize,
-    pub cols: usize,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
     /// Bits per code: 1 to 6 (ternary: 2).
-    pub bits: u32,
+    pub(crate) bits: u32,
     /// Columns per scale group: a multiple of 8 (the last group may be partial).
-    pub group: usize,
-    pub zero: Zero,
+    pub(crate) group: usize,
+    pub(crate) zero: Zero,
     /// Codes are ternary (q in 0..=2 with offset 1).
-    pub ternary: bool,
+    pub(crate) ternary: bool,
     /// K-quant scales: groups per super-block, each group with integer sub-scales. None: one
     /// f16 scale (and minimum) per group.
-    pub sup: Option<usize>,
-    pub data: Blob,
-    pub scales: Blob,
+    pub(crate) sup: Option<usize>,
+    pub(crate) data: Blob,
+    pub(crate) scales: Blob,
 }
 
 /// Derived sizes of a LUT matrix.
@@ -147,6 +150,47 @@ impl Geometry {
 }
 
 impl LutMatrix {
+    /// A matrix of `form` over stored bytes (a tmac file's): refused unless the layout is one
+    /// the kernels handle and the bytes are exactly what the shape needs, with finite scales.
+    pub fn new(rows: usize, cols: usize, form: Form, data: Blob, scales: Blob) -> Result<Self> {
+        let m = LutMatrix {
+            rows,
+            cols,
+            bits: form.bits,
+            group: form.group,
+            zero: form.zero,
+            ternary: form.ternary,
+            sup: form.sup,
+            data,
+            scales,
+        };
+        m.validate()?;
+        Ok(m)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    pub fn form(&self) -> Form {
+        Form {
+            bits: self.bits,
+            group: self.group,
+            zero: self.zero,
+            ternary: self.ternary,
+            sup: self.sup,
+        }
+    }
+    /// The packed codes (bit-planes) and the scales, as stored.
+    pub fn data(&self) -> &[u8] {
+        self.data.as_slice()
+    }
+    pub fn scales(&self) -> &[u8] {
+        self.scales.as_slice()
+    }
+
     pub fn geometry(&self) -> Geometry {
         Geometry::new(
             self.rows, self.cols, self.bits, self.group, self.zero, self.sup,

@@ -10,14 +10,16 @@ use half::f16;
 pub const Q8_BLOCK: usize = 32;
 pub const Q8_BYTES: usize = 34;
 
+/// 8-bit weights. The fields are the crate's: from outside, a Q8Matrix comes only from `new`
+/// (which checks the bytes against the shape) or `quantize`.
 pub struct Q8Matrix {
-    pub rows: usize,
+    pub(crate) rows: usize,
     /// A multiple of 32.
-    pub cols: usize,
+    pub(crate) cols: usize,
     /// Q8_0 blocks, or (with `scales`) the int8 values alone.
-    pub data: Blob,
+    pub(crate) data: Blob,
     /// tmac layout: one f16 per block, row-major.
-    pub scales: Option<Blob>,
+    pub(crate) scales: Option<Blob>,
 }
 
 /// Where block b of row r keeps its values and its scale, as byte offsets and strides.
@@ -53,6 +55,13 @@ impl Q8Matrix {
             )));
         }
         Ok(m)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
     }
 
     pub fn strides(&self) -> Q8Strides {

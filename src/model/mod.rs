@@ -244,16 +244,7 @@ impl Model {
 
 /// The kernels a model loaded with `opts` runs on, and their knobs.
 fn kernels_for(opts: &LoadOptions) -> Result<(Isa, Knobs)> {
-    let isa = match opts.kernel {
-        None => kernel::isa(),
-        Some(i) if i.available() => i,
-        Some(i) => {
-            return Err(Error::unsupported(format!(
-                "the {} kernels need a CPU this is not",
-                i.name()
-            )))
-        }
-    };
+    let isa = opts.kernel.unwrap_or_else(kernel::isa);
     let mut knobs = opts.knobs.unwrap_or(Knobs::default_for(isa));
     if let Some(t) = opts.tables {
         knobs.tables = t;
