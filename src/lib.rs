@@ -18,6 +18,7 @@ pub mod bytes;
 /// The C API (cbindgen reads this file alone to write include/tmac.h).
 #[allow(non_camel_case_types)]
 pub mod capi;
+#[cfg(feature = "tools")]
 pub mod convert;
 pub mod error;
 pub mod format;
@@ -31,6 +32,7 @@ pub mod settings;
 #[doc(hidden)]
 pub mod testing;
 pub mod tokenizer;
+#[cfg(feature = "tools")]
 pub mod tools;
 
 pub use error::{Error, ErrorKind, Result};

@@ -171,6 +171,7 @@ pub mod fuzz {
         }
     }
 
+    #[cfg(feature = "tools")]
     /// Any bytes as a llama2.c tokenizer.bin (the vocabulary size, which a checkpoint would give,
     /// comes from the first two bytes), then as the vocabulary of a model: encode and decode.
     pub fn tokenizer_bin(data: &[u8]) {

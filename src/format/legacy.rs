@@ -14,9 +14,7 @@ use super::Kind;
 use crate::error::{Error, Result};
 use half::f16;
 
-pub const MAGIC_V1: &[u8; 4] = b"TMAC";
-pub const MAGIC_V2: &[u8; 4] = b"TM2\0";
-pub const MAGIC_Q4: &[u8; 4] = b"Q4V1";
+pub use super::{MAGIC_Q4, MAGIC_V1, MAGIC_V2};
 /// Q4V1: elements per block, bytes per block (f16 scale + 16 bytes of nibbles).
 pub const Q4_BLOCK: usize = 32;
 pub const Q4_BLOCK_BYTES: usize = 18;

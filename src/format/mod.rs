@@ -3,10 +3,14 @@
 
 pub mod gguf;
 pub mod gguf_write;
+#[cfg(feature = "tools")]
 pub mod json;
+#[cfg(feature = "tools")]
 pub mod legacy;
+#[cfg(feature = "tools")]
 pub mod llama2c;
 pub mod reader;
+#[cfg(feature = "tools")]
 pub mod safetensors;
 pub mod tensors;
 pub mod tmacfile;
@@ -34,18 +38,37 @@ impl Kind {
     }
 }
 
+/// The magic numbers of the original T-MAC engine's files (legacy-formats.md).
+pub const MAGIC_V1: &[u8; 4] = b"TMAC";
+pub const MAGIC_V2: &[u8; 4] = b"TM2\0";
+pub const MAGIC_Q4: &[u8; 4] = b"Q4V1";
+
 pub fn detect(bytes: &[u8]) -> Result<Kind> {
     match bytes.get(..4) {
         Some(m) if m == gguf::MAGIC => Ok(Kind::Gguf),
-        Some(m) if m == legacy::MAGIC_V1 => Ok(Kind::TmacV1),
-        Some(m) if m == legacy::MAGIC_V2 => Ok(Kind::TmacV2),
-        Some(m) if m == legacy::MAGIC_Q4 => Ok(Kind::Q4V1),
-        Some(m) => match llama2c::detect(bytes) {
-            Ok(_) => Ok(Kind::Llama2c),
+        Some(m) if m == MAGIC_V1 => Ok(Kind::TmacV1),
+        Some(m) if m == MAGIC_V2 => Ok(Kind::TmacV2),
+        Some(m) if m == MAGIC_Q4 => Ok(Kind::Q4V1),
+        Some(m) => match llama2c_detect(bytes) {
+            Ok(()) => Ok(Kind::Llama2c),
             Err(why) => Err(Error::format(format!(
                 "unknown model format (first bytes {m:02x?}); {why}"
             ))),
         },
         None => Err(Error::format("file too short to be a model")),
     }
+}
+
+#[cfg(feature = "tools")]
+fn llama2c_detect(bytes: &[u8]) -> std::result::Result<(), String> {
+    llama2c::detect(bytes).map(|_| ())
+}
+
+#[cfg(not(feature = "tools"))]
+fn llama2c_detect(_: &[u8]) -> std::result::Result<(), String> {
+    Err(
+        "this build reads GGUF and tmac files (llama2.c checkpoints need the cargo feature \
+         `tools`)"
+            .into(),
+    )
 }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod forward;
+#[cfg(feature = "tools")]
 pub mod legacy;
 pub mod weights;
 
@@ -154,7 +155,16 @@ impl Model {
         let file = bytes.as_slice();
         let kind = format::detect(file)?;
         if kind.is_legacy() {
+            #[cfg(feature = "tools")]
             return legacy::load(bytes, kind, opts, path);
+            #[cfg(not(feature = "tools"))]
+            {
+                let _ = path; // only legacy files look for a tokenizer.bin next to them
+                return Err(Error::unsupported(format!(
+                    "a {kind:?} file: this build reads GGUF and tmac files (the original T-MAC \
+                     engine's and llama2.c's formats need the cargo feature `tools`)"
+                )));
+            }
         }
         let g = Gguf::parse(file)?;
         weights::check_types(&g)?;
