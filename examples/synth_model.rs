@@ -8,9 +8,9 @@
 
 use half::f16;
 use std::io::Write;
-use tmac::format::gguf::{Array, Value};
-use tmac::format::gguf_write::GgufWriter;
-use tmac::sampler::Rng;
+use tmac::testing::format::gguf::{Array, Value};
+use tmac::testing::format::gguf_write::GgufWriter;
+use tmac::testing::sampler::Rng;
 
 struct Shape {
     embd: u64,
@@ -141,7 +141,7 @@ fn main() {
     // a filler byte-level vocabulary: the 256 byte characters, then numbered tokens
     let mut tokens: Vec<Vec<u8>> = (0..=255u8)
         .map(|b| {
-            tmac::tokenizer::unicode::byte_to_char(b)
+            tmac::testing::tokenizer::unicode::byte_to_char(b)
                 .to_string()
                 .into_bytes()
         })

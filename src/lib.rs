@@ -14,31 +14,39 @@
 //! # Ok::<(), tmac::Error>(())
 //! ```
 
-pub mod bytes;
+// The layers, bottom to top (ARCHITECTURE.md; tools/check_layers.py holds the code to them).
+mod bytes;
+mod error;
+mod math;
+mod layout;
+mod format;
+mod kernel;
+mod sampler;
+mod tokenizer;
+mod model;
+mod session;
+// The edges: the C API, configuration from the environment, and (feature `tools`) conversion
+// and measurement for the `tmac` tool.
 /// The C API (cbindgen reads this file alone to write include/tmac.h).
 #[allow(non_camel_case_types)]
 pub mod capi;
 #[cfg(feature = "tools")]
 pub mod convert;
-pub mod error;
-pub mod format;
-pub mod kernel;
-pub mod layout;
-pub mod math;
-pub mod model;
-pub mod sampler;
-pub mod session;
 pub mod settings;
-#[doc(hidden)]
-pub mod testing;
-pub mod tokenizer;
 #[cfg(feature = "tools")]
 pub mod tools;
+/// Internals for tmac's own tests, examples and fuzz targets: not an API.
+#[doc(hidden)]
+pub mod testing;
 
+pub use bytes::Bytes;
 pub use error::{Error, ErrorKind, Result};
+pub use kernel::lut::Tables;
+pub use kernel::{Isa, Knobs};
 pub use model::{Compute, LoadOptions, Model};
 pub use sampler::SamplerParams;
 pub use session::{AbortCheck, Session, SessionOptions, Step, StopReason};
+pub use tokenizer::Vocab;
 
 /// The crate version, from Cargo.toml.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,5 +1,7 @@
-//! Tiny synthetic models for tests, fuzzing and examples: a real Llama-shaped GGUF with random
-//! weights and a byte-level BPE vocabulary, small enough to build in a millisecond.
+//! For tmac's own tests, examples and fuzz targets (hidden from the docs; not an API): tiny
+//! synthetic models (a real Llama-shaped GGUF with random weights and a byte-level BPE
+//! vocabulary, small enough to build in a millisecond), the fuzz bodies, and the internals the
+//! integration tests check, re-exported under their module paths (`testing::kernel::lut_gemv`).
 
 use crate::format::gguf::{Array, Value};
 use crate::format::gguf_write::GgufWriter;
@@ -266,5 +268,80 @@ pub mod fuzz {
             let _ = tmac_last_error(t);
         }
         tmac_free(t);
+    }
+}
+
+// The internals the integration tests reach, under their paths in the crate.
+pub mod bytes {
+    pub use crate::bytes::Blob;
+}
+pub mod format {
+    pub use crate::format::Kind;
+    pub mod gguf {
+        pub use crate::format::gguf::{Array, Gguf, TensorInfo, Value};
+    }
+    pub mod gguf_write {
+        pub use crate::format::gguf_write::GgufWriter;
+    }
+    #[cfg(feature = "tools")]
+    pub mod llama2c {
+        pub use crate::format::llama2c::write_tokenizer;
+    }
+}
+pub mod kernel {
+    pub use crate::kernel::{candidates, lut_gemm, lut_gemv, lut_ints, q8_gemv, Isa, Knobs};
+    pub mod linear {
+        pub use crate::kernel::linear::act_group;
+    }
+    pub mod lut {
+        pub use crate::kernel::lut::{entry8, Activations, Tables};
+    }
+}
+pub mod layout {
+    pub mod blocks {
+        pub use crate::layout::blocks::form;
+    }
+    pub mod ggml {
+        pub use crate::layout::ggml::{dequantize, quantize, GgmlType};
+    }
+    pub mod iq4 {
+        pub use crate::layout::iq4::Iq4Matrix;
+    }
+    pub mod linear {
+        pub use crate::layout::linear::Linear;
+    }
+    pub mod lut {
+        pub use crate::layout::lut::{
+            block_scale, from_ggml, pack, pack_with, sub_scale, Form, LutMatrix, Zero,
+        };
+    }
+    pub mod q8 {
+        pub use crate::layout::q8::Q8Matrix;
+    }
+    pub mod quantize {
+        pub use crate::layout::quantize::quantize_matrix;
+    }
+    pub mod ternary {
+        pub use crate::layout::ternary::Ternary;
+    }
+}
+pub mod model {
+    pub mod config {
+        pub use crate::model::config::{Activation, Arch, Config};
+    }
+    #[cfg(feature = "tools")]
+    pub mod legacy {
+        pub use crate::model::legacy::vocab_from_tokenizer_bin;
+    }
+}
+pub mod sampler {
+    pub use crate::sampler::{argmax, Rng};
+}
+pub mod tokenizer {
+    pub mod stream {
+        pub use crate::tokenizer::stream::Utf8Stream;
+    }
+    pub mod unicode {
+        pub use crate::tokenizer::unicode::byte_to_char;
     }
 }

@@ -6,8 +6,8 @@
 mod common;
 use common::teacher_forced;
 use std::path::PathBuf;
-use tmac::format::gguf::{Gguf, Value};
-use tmac::format::gguf_write::GgufWriter;
+use tmac::testing::format::gguf::{Gguf, Value};
+use tmac::testing::format::gguf_write::GgufWriter;
 use tmac::{LoadOptions, Model};
 
 fn fx(p: &str) -> PathBuf {
@@ -49,7 +49,7 @@ fn every_architecture_matches_llama_cpp() {
             for (a, b) in g.iter().zip(w) {
                 max = max.max((a - b).abs());
             }
-            agree += (tmac::sampler::argmax(g) == tmac::sampler::argmax(w)) as usize;
+            agree += (tmac::testing::sampler::argmax(g) == tmac::testing::sampler::argmax(w)) as usize;
         }
         eprintln!(
             "{name:14} max |logit - llama.cpp| {max:.2e}, argmax {agree}/{}",
@@ -79,7 +79,7 @@ fn edited(name: &str, edit: impl FnOnce(&mut GgufWriter)) -> Vec<u8> {
 }
 
 fn load_bytes(b: Vec<u8>) -> Result<std::sync::Arc<Model>, String> {
-    let bytes = std::sync::Arc::new(tmac::bytes::Bytes::Owned(b));
+    let bytes = std::sync::Arc::new(tmac::Bytes::Owned(b));
     Model::from_bytes(bytes, &LoadOptions::default()).map_err(|e| e.to_string())
 }
 

@@ -3,8 +3,8 @@
 
 mod common;
 use std::sync::Arc;
-use tmac::bytes::Bytes;
-use tmac::format::gguf::{Array, Value};
+use tmac::Bytes;
+use tmac::testing::format::gguf::{Array, Value};
 use tmac::testing::{tiny_llama, tiny_llama_writer, TinySpec};
 use tmac::{ErrorKind, LoadOptions, Model};
 

@@ -9,9 +9,9 @@ use half::f16;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tmac::convert::quantize::{quantize_file, QuantizeOptions, Scope, Target};
-use tmac::format::gguf::{Gguf, Value};
-use tmac::format::gguf_write::GgufWriter;
-use tmac::layout::linear::Linear;
+use tmac::testing::format::gguf::{Gguf, Value};
+use tmac::testing::format::gguf_write::GgufWriter;
+use tmac::testing::layout::linear::Linear;
 use tmac::{Compute, LoadOptions, Model, SamplerParams, Session, SessionOptions, Step};
 
 /// Largest |logit difference| accepted against llama.cpp (logits here have a standard
@@ -83,7 +83,7 @@ fn teacher_forced(m: Arc<Model>, seq: &[u32]) -> Vec<Vec<f32>> {
 }
 
 fn argmax(v: &[f32]) -> usize {
-    tmac::sampler::argmax(v) as usize
+    tmac::testing::sampler::argmax(v) as usize
 }
 
 /// (max |diff|, positions whose argmax agrees)
@@ -208,7 +208,7 @@ fn rewrite(
     dst: &Path,
     mut f: impl FnMut(
         &Gguf,
-        &tmac::format::gguf::TensorInfo,
+        &tmac::testing::format::gguf::TensorInfo,
         &[u8],
     ) -> Vec<(String, Vec<u64>, u32, Vec<u8>)>,
 ) {
@@ -255,12 +255,12 @@ fn variant(typ: &str) -> PathBuf {
     let dst = scratch(&format!("tiny.{typ}.gguf"));
     rewrite(&fx("tiny.tq2_0.gguf"), &dst, |_, t, data| {
         let keep = vec![(t.name.clone(), t.dims.clone(), t.typ.id(), data.to_vec())];
-        if t.typ != tmac::layout::ggml::GgmlType::TQ2_0 {
+        if t.typ != tmac::testing::layout::ggml::GgmlType::TQ2_0 {
             return keep;
         }
         let n = t.n_elements() as usize;
         let mut v = vec![0f32; n];
-        tmac::layout::ggml::dequantize(t.typ, data, &mut v).unwrap();
+        tmac::testing::layout::ggml::dequantize(t.typ, data, &mut v).unwrap();
         let d = f16::from_le_bytes([data[64], data[65]]);
         match typ {
             "f32" => vec![(
@@ -367,7 +367,7 @@ fn every_form_converts_to_the_same_tmac_file() {
 
 #[test]
 fn activation_defaults_follow_the_architecture() {
-    use tmac::model::config::{Activation, Config};
+    use tmac::testing::model::config::{Activation, Config};
     let bytes = std::fs::read(fx("tiny.tq2_0.gguf")).unwrap();
     let g = Gguf::parse(&bytes).unwrap();
     let with = |arch: &str, act: Option<&str>| {
@@ -716,8 +716,8 @@ fn broken_i2s_tensors_are_refused() {
 
 #[test]
 fn ternary_matrices_take_one_activation_scale_per_token() {
-    use tmac::kernel::linear::act_group;
-    use tmac::layout::ternary::Ternary;
+    use tmac::testing::kernel::linear::act_group;
+    use tmac::testing::layout::ternary::Ternary;
     // 2B-4T's widest input (6912) and a width that is not a multiple of 256
     for cols in [6912, 3200, 40] {
         let t = Ternary {
@@ -748,7 +748,7 @@ fn ternary_llama_matches_llama_cpp_and_its_hugging_face_form() {
         .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
         .collect();
     let m = load(&fx("llama.tq2_0.gguf"), Compute::Kernels);
-    assert_eq!(m.cfg.arch, tmac::model::config::Arch::Llama);
+    assert_eq!(m.cfg.arch, tmac::testing::model::config::Arch::Llama);
     let got = teacher_forced(m, &seq);
     let (max, agree) = compare(&got, &want);
     eprintln!(
@@ -791,7 +791,7 @@ fn bitnet_cpp_style_i2s_file_loads_as_the_model_was_trained() {
     }
     w.set(
         "tokenizer.ggml.scores",
-        Value::Array(tmac::format::gguf::Array::F32(vec![0.0; 288])),
+        Value::Array(tmac::testing::format::gguf::Array::F32(vec![0.0; 288])),
     );
     for t in &g.tensors {
         w.add_tensor(
@@ -804,7 +804,7 @@ fn bitnet_cpp_style_i2s_file_loads_as_the_model_was_trained() {
     let p = scratch("bitnet-25.i2_s.gguf");
     std::fs::write(&p, w.to_bytes()).unwrap();
     let m = load(&p, Compute::Kernels);
-    assert_eq!(m.cfg.act, tmac::model::config::Activation::Relu2);
+    assert_eq!(m.cfg.act, tmac::testing::model::config::Activation::Relu2);
     for l in lines(&fixture("tokens.tsv")) {
         let (hex, want) = l.split_once('\t').unwrap();
         let s = unhex(hex);

@@ -6,8 +6,8 @@
 mod common;
 use common::*;
 use std::sync::Arc;
-use tmac::kernel::lut::Tables;
-use tmac::kernel::Isa;
+use tmac::testing::kernel::lut::Tables;
+use tmac::testing::kernel::Isa;
 use tmac::{
     ErrorKind, LoadOptions, Model, SamplerParams, Session, SessionOptions, Step, StopReason,
 };
@@ -159,7 +159,7 @@ fn tiny() -> Arc<Model> {
     };
     let bytes = tmac::testing::tiny_llama(&spec);
     Model::from_bytes(
-        Arc::new(tmac::bytes::Bytes::Owned(bytes)),
+        Arc::new(tmac::Bytes::Owned(bytes)),
         &LoadOptions::default(),
     )
     .unwrap()

@@ -74,7 +74,7 @@ fn gemma_teacher_forced_logits_match_llama_cpp() {
             max_diff = max_diff.max((logits[id] - v).abs());
             n += 1;
         }
-        let same = tmac::sampler::argmax(logits) as usize == items[0].0;
+        let same = tmac::testing::sampler::argmax(logits) as usize == items[0].0;
         agree += same as usize;
         let margin = items[0].1 - items[1].1;
         assert!(

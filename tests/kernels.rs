@@ -6,12 +6,12 @@
 #![allow(clippy::needless_range_loop)] // index arithmetic reads clearer in these checks
 
 use half::f16;
-use tmac::bytes::Blob;
-use tmac::kernel::lut::{Activations, Tables};
-use tmac::kernel::{self, Isa, Knobs};
-use tmac::layout::lut::{block_scale, pack, pack_with, sub_scale, Form, LutMatrix, Zero};
-use tmac::layout::q8::Q8Matrix;
-use tmac::sampler::Rng;
+use tmac::testing::bytes::Blob;
+use tmac::testing::kernel::lut::{Activations, Tables};
+use tmac::testing::kernel::{self, Isa, Knobs};
+use tmac::testing::layout::lut::{block_scale, pack, pack_with, sub_scale, Form, LutMatrix, Zero};
+use tmac::testing::layout::q8::Q8Matrix;
+use tmac::testing::sampler::Rng;
 
 fn simd_isas() -> Vec<Isa> {
     let v: Vec<Isa> = Isa::all().into_iter().filter(|i| !i.is_scalar()).collect();
@@ -134,7 +134,7 @@ fn naive_ints(c: &Case, act: &Activations, r: usize, grp: usize) -> i32 {
                             let idx = (0..4)
                                 .filter(|l| 4 * t + l < c.cols && code(4 * t + l) >> p & 1 == 1)
                                 .fold(0, |i, l| i | 1 << l);
-                            tmac::kernel::lut::entry8(act.tables(), t, idx) << p
+                            tmac::testing::kernel::lut::entry8(act.tables(), t, idx) << p
                         })
                         .sum::<i32>()
                 })
@@ -195,7 +195,7 @@ fn lut_kernels_agree_with_each_other_and_the_naive_sum() {
             );
             let mut y_v = vec![0f32; c.rows];
             // every knob setting gives the same bits
-            let cands = tmac::kernel::candidates(isa);
+            let cands = tmac::testing::kernel::candidates(isa);
             kernel::lut_gemv(isa, &c.m, &act, &mut y_v, &cands[case % cands.len()]);
             let (bs, bv): (Vec<u32>, Vec<u32>) = (
                 y_s.iter().map(|v| v.to_bits()).collect(),
@@ -335,7 +335,7 @@ fn q8_kernels_agree() {
                 rows,
                 cols,
                 Blob::Owned(
-                    tmac::layout::ggml::quantize(tmac::layout::ggml::GgmlType::Q8_0, &w).unwrap(),
+                    tmac::testing::layout::ggml::quantize(tmac::testing::layout::ggml::GgmlType::Q8_0, &w).unwrap(),
                 ),
                 None,
             )
@@ -360,7 +360,7 @@ fn q8_kernels_agree() {
                 &m,
                 &act,
                 &mut y_v,
-                &tmac::kernel::candidates(isa)[case % 12],
+                &tmac::testing::kernel::candidates(isa)[case % 12],
             );
             assert_eq!(
                 y_v.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),

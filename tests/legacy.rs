@@ -12,10 +12,10 @@ use half::f16;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use tmac::bytes::Bytes;
+use tmac::Bytes;
 use tmac::convert::legacy::{legacy_to_tmac, write_legacy, LegacyType};
 use tmac::convert::quantize::{QuantizeOptions, Scope, Target};
-use tmac::sampler::Rng;
+use tmac::testing::sampler::Rng;
 use tmac::{Compute, ErrorKind, LoadOptions, Model, Session, SessionOptions};
 
 fn scratch(name: &str) -> PathBuf {
@@ -432,7 +432,7 @@ fn legacy_files_load_decode_and_run() {
     for (s, name) in [(ALIGNED, "run-aligned"), (ODD, "run-odd")] {
         let (ckpt, tok) = files(&s, name);
         let f32_model = load(&ckpt, &tok, Compute::Kernels);
-        assert_eq!(f32_model.format, tmac::format::Kind::Llama2c);
+        assert_eq!(f32_model.format, tmac::testing::format::Kind::Llama2c);
         assert_eq!(
             f32_model.cfg.rope_base, s.rope_base as f32,
             "RoPE base from freq_cis"
@@ -524,7 +524,7 @@ fn legacy_files_convert_exactly_to_tmac_files() {
         .unwrap();
         let a = logits(load(&src, &tok, Compute::Kernels), &tokens);
         let converted = Model::load(&dst, &LoadOptions::default()).unwrap();
-        assert_eq!(converted.format, tmac::format::Kind::Gguf);
+        assert_eq!(converted.format, tmac::testing::format::Kind::Gguf);
         assert_eq!(converted.cfg.rope_base, s.rope_base as f32);
         assert_eq!(converted.vocab.len(), s.vocab);
         let b = logits(converted, &tokens);
@@ -573,8 +573,8 @@ fn tokenizer_bin_follows_llama2c() {
         toks.push((t.as_bytes().to_vec(), s));
     }
     let id = |t: &str| toks.iter().position(|(x, _)| x == t.as_bytes()).unwrap() as u32;
-    let bin = tmac::format::llama2c::write_tokenizer(&toks);
-    let v = tmac::model::legacy::vocab_from_tokenizer_bin(&bin, toks.len()).unwrap();
+    let bin = tmac::testing::format::llama2c::write_tokenizer(&toks);
+    let v = tmac::testing::model::legacy::vocab_from_tokenizer_bin(&bin, toks.len()).unwrap();
     // llama2.c: BOS, a dummy " " before the text, best-score merges (leftmost on ties)
     assert_eq!(
         v.encode("ab ab", true, false),
@@ -586,7 +586,7 @@ fn tokenizer_bin_follows_llama2c() {
         vec![id(" "), 3 + 0xC3, 3 + 0xBC]
     );
     // pieces are bytes: the two byte tokens print as one whole character, not mojibake
-    let mut st = tmac::tokenizer::stream::Utf8Stream::default();
+    let mut st = tmac::testing::tokenizer::stream::Utf8Stream::default();
     let text: String = [id(" ab"), 3 + 0xC3, 3 + 0xBC, 3 + 0x0A]
         .iter()
         .map(|&t| st.push(v.piece(t)))
@@ -708,7 +708,7 @@ fn smollm2_exported_to_llama2c_matches_the_gguf_path() {
     let tokens = g.vocab.encode(text, false, false);
     let (a, b) = (logits(g.clone(), &tokens), logits(l.clone(), &tokens));
     let d = max_diff(&a, &b);
-    let argmax = |v: &[f32]| tmac::sampler::argmax(v);
+    let argmax = |v: &[f32]| tmac::testing::sampler::argmax(v);
     let same_argmax = a.iter().zip(&b).all(|(x, y)| argmax(x) == argmax(y));
     eprintln!(
         "llama2.c round trip: {} positions, max |logit diff| vs GGUF f32 = {d:e}, argmax equal: {same_argmax}",

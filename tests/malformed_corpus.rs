@@ -7,9 +7,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tmac::bytes::Bytes;
-use tmac::format::gguf::{Array, Gguf, Value};
-use tmac::format::gguf_write::GgufWriter;
+use tmac::Bytes;
+use tmac::testing::format::gguf::{Array, Gguf, Value};
+use tmac::testing::format::gguf_write::GgufWriter;
 use tmac::testing::{tiny_llama_writer, TinySpec};
 use tmac::{LoadOptions, Model};
 

@@ -7,14 +7,14 @@ mod common;
 use common::teacher_forced;
 use half::f16;
 use std::path::PathBuf;
-use tmac::format::gguf::Gguf;
-use tmac::kernel::lut::{Activations, Tables};
-use tmac::kernel::{Isa, Knobs};
-use tmac::layout::ggml::{dequantize, GgmlType};
-use tmac::layout::iq4::Iq4Matrix;
-use tmac::layout::linear::Linear;
-use tmac::layout::{blocks, lut};
-use tmac::sampler::Rng;
+use tmac::testing::format::gguf::Gguf;
+use tmac::testing::kernel::lut::{Activations, Tables};
+use tmac::testing::kernel::{Isa, Knobs};
+use tmac::testing::layout::ggml::{dequantize, GgmlType};
+use tmac::testing::layout::iq4::Iq4Matrix;
+use tmac::testing::layout::linear::Linear;
+use tmac::testing::layout::{blocks, lut};
+use tmac::testing::sampler::Rng;
 use tmac::{Compute, LoadOptions, Model};
 
 fn fx(p: &str) -> PathBuf {
@@ -167,7 +167,7 @@ fn random_blocks_keep_every_weight_and_agree_across_kernels() {
         );
         for &isa in &simd {
             let mut y_v = vec![0f32; rows];
-            let cands = tmac::kernel::candidates(isa);
+            let cands = tmac::testing::kernel::candidates(isa);
             l.forward(&x, &act, &mut y_v, isa, &cands[case % cands.len()]);
             assert_eq!(bits(&y_v), bits(&y_s), "{} on {}", t.name(), isa.name());
         }
@@ -244,7 +244,7 @@ fn tiny_models_in_every_type_match_llama_cpp() {
                 max = max.max((a - c).abs());
                 max_ref = max_ref.max((b - c).abs());
             }
-            agree += (tmac::sampler::argmax(g) == tmac::sampler::argmax(w)) as usize;
+            agree += (tmac::testing::sampler::argmax(g) == tmac::testing::sampler::argmax(w)) as usize;
         }
         eprintln!(
             "{file:7} max |logit - llama.cpp| {max:.4} (f32 activations {max_ref:.4}), argmax {agree}/{}",
@@ -260,7 +260,7 @@ fn tiny_models_in_every_type_match_llama_cpp() {
 
 #[test]
 fn unreadable_types_are_named_with_their_counts() {
-    use tmac::format::gguf_write::GgufWriter;
+    use tmac::testing::format::gguf_write::GgufWriter;
     let bytes = std::fs::read(fx("tiny.q4_k_s.gguf")).unwrap();
     let g = Gguf::parse(&bytes).unwrap();
     let mut w = GgufWriter::new(32);
@@ -285,7 +285,7 @@ fn unreadable_types_are_named_with_their_counts() {
         };
         w.add_tensor(&t.name, &t.dims, typ.id(), data);
     }
-    let file = std::sync::Arc::new(tmac::bytes::Bytes::Owned(w.to_bytes()));
+    let file = std::sync::Arc::new(tmac::Bytes::Owned(w.to_bytes()));
     let e = Model::from_bytes(file, &LoadOptions::default())
         .err()
         .unwrap()

@@ -59,7 +59,7 @@ fn teacher_forced_logits_match_llama_cpp() {
             max_diff = max_diff.max((logits[id] - v).abs());
             n_vals += 1;
         }
-        agree += (tmac::sampler::argmax(logits) == want_argmax.unwrap()) as usize;
+        agree += (tmac::testing::sampler::argmax(logits) == want_argmax.unwrap()) as usize;
     }
     eprintln!("argmax agrees at {agree}/{} positions; max |logit diff| = {max_diff:.5} over {n_vals} logits", seq.len());
     assert!(agree >= 63, "argmax agrees at only {agree}/64 positions");

@@ -5,12 +5,12 @@
 mod common;
 use common::*;
 use std::sync::Arc;
-use tmac::bytes::Bytes;
+use tmac::Bytes;
 use tmac::convert::quantize::{quantize_file, QuantizeOptions, Scope, Target};
-use tmac::format::gguf::{Array, Value};
-use tmac::layout::linear::Linear;
-use tmac::layout::quantize::quantize_matrix;
-use tmac::sampler::Rng;
+use tmac::testing::format::gguf::{Array, Value};
+use tmac::testing::layout::linear::Linear;
+use tmac::testing::layout::quantize::quantize_matrix;
+use tmac::testing::sampler::Rng;
 use tmac::{LoadOptions, Model, Session, SessionOptions};
 
 fn scratch(name: &str) -> std::path::PathBuf {
@@ -202,9 +202,9 @@ fn load_err(bytes: Vec<u8>) -> String {
 }
 
 /// Rewrite one metadata value of a GGUF file, through the parser and writer.
-fn rewrite(bytes: &[u8], f: impl FnOnce(&mut tmac::format::gguf_write::GgufWriter)) -> Vec<u8> {
-    let g = tmac::format::gguf::Gguf::parse(bytes).unwrap();
-    let mut w = tmac::format::gguf_write::GgufWriter::new(64);
+fn rewrite(bytes: &[u8], f: impl FnOnce(&mut tmac::testing::format::gguf_write::GgufWriter)) -> Vec<u8> {
+    let g = tmac::testing::format::gguf::Gguf::parse(bytes).unwrap();
+    let mut w = tmac::testing::format::gguf_write::GgufWriter::new(64);
     for (k, v) in &g.metadata {
         w.set(k, v.clone());
     }

@@ -49,7 +49,6 @@ impl Tensor {
 }
 
 pub struct LegacyFile {
-    pub kind: Kind,
     pub header: Header,
     pub tensors: Vec<Tensor>,
 }
@@ -179,11 +178,7 @@ pub fn parse(kind: Kind, buf: &[u8]) -> Result<LegacyFile> {
             specs.last().map_or("", |s| s.name)
         )));
     }
-    Ok(LegacyFile {
-        kind,
-        header,
-        tensors,
-    })
+    Ok(LegacyFile { header, tensors })
 }
 
 /// f32 number `i` of raw f32 data.

@@ -243,10 +243,9 @@ pub fn detect(buf: &[u8]) -> std::result::Result<Header, String> {
     }
 }
 
-/// A tokenizer.bin: (bytes, score) per token.
+/// A tokenizer.bin: (bytes, score) per token. (Its max_token_length, with which llama2.c sizes
+/// a buffer, is read past: tmac does not need it.)
 pub struct TokenizerBin {
-    /// The stored max_token_length (llama2.c sizes a buffer with it; tmac does not need it).
-    pub max_token_length: u32,
     pub tokens: Vec<(Vec<u8>, f32)>,
 }
 
@@ -254,7 +253,7 @@ pub struct TokenizerBin {
 /// The file must hold exactly that many tokens.
 pub fn read_tokenizer(buf: &[u8], n_vocab: usize) -> Result<TokenizerBin> {
     let mut r = Reader::new(buf);
-    let max_token_length = r.u32("max_token_length")?;
+    r.u32("max_token_length")?;
     // each token takes at least 8 bytes: never reserve more than the file can hold
     let mut tokens = Vec::with_capacity(n_vocab.min(buf.len() / 8));
     for i in 0..n_vocab {
@@ -276,10 +275,7 @@ pub fn read_tokenizer(buf: &[u8], n_vocab: usize) -> Result<TokenizerBin> {
             r.remaining()
         )));
     }
-    Ok(TokenizerBin {
-        max_token_length,
-        tokens,
-    })
+    Ok(TokenizerBin { tokens })
 }
 
 /// Write a tokenizer.bin: max_token_length, then score, length and bytes of each token.

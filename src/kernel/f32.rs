@@ -10,22 +10,6 @@ fn avx2() -> bool {
     std::is_x86_feature_detected!("avx2")
 }
 
-/// Dot product of equal-length slices.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: the CPU has AVX2 (checked above).
-        return unsafe { dot_avx2(a, b) };
-    }
-    dot_lanes(a, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot_lanes(a, b)
-}
-
 #[inline(always)]
 fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
@@ -52,6 +36,14 @@ fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     acc[0]
 }
 
+/// y += a * x (the attention's weighted sum of values).
+#[inline(always)]
+fn axpy_lanes(a: f32, x: &[f32], y: &mut [f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
 /// y = W x for a row-major (rows, cols) matrix W.
 pub fn matvec(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -72,29 +64,6 @@ unsafe fn matvec_avx2(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
 fn matvec_lanes(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
     for (yi, row) in y.iter_mut().zip(w.chunks_exact(cols)) {
         *yi = dot_lanes(row, x);
-    }
-}
-
-/// y += a * x
-pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: the CPU has AVX2 (checked above).
-        return unsafe { axpy_avx2(a, x, y) };
-    }
-    axpy_lanes(a, x, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn axpy_avx2(a: f32, x: &[f32], y: &mut [f32]) {
-    axpy_lanes(a, x, y)
-}
-
-#[inline(always)]
-fn axpy_lanes(a: f32, x: &[f32], y: &mut [f32]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += a * xi;
     }
 }
 
@@ -190,7 +159,7 @@ mod tests {
             let a: Vec<f32> = (0..n).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25).collect();
             let b: Vec<f32> = (0..n).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.5).collect();
             let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
-            assert_eq!(super::dot(&a, &b) as f64, exact, "n={n}");
+            assert_eq!(super::dot_lanes(&a, &b) as f64, exact, "n={n}");
         }
     }
 }

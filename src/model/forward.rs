@@ -103,7 +103,6 @@ fn rmsnorm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
     rmsnorm(x, &src, w, eps);
 }
 
-pub use kf32::softmax;
 
 /// RoPE angles for position `pos` as ggml computes them: pair i turns by
 /// `freq_scale * pos * base^(-2i/rope_dim)` (divided by `freqs[i]` if given), the angle stepped in

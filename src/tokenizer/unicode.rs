@@ -24,13 +24,6 @@ pub fn is_whitespace(c: char) -> bool {
     )
 }
 
-pub fn is_letter(c: char) -> bool {
-    flags(c) == LETTER
-}
-pub fn is_number(c: char) -> bool {
-    flags(c) == NUMBER
-}
-
 /// GPT-2's reversible byte-to-character map: printable bytes map to themselves; the 68
 /// others (0x00-0x20, 0x7F-0xA0, 0xAD), in order, to U+0100 upwards.
 pub fn byte_to_char(b: u8) -> char {

@@ -137,8 +137,6 @@ pub fn tune(args: &[String]) -> Result<(), String> {
     if super::help(args, "usage: tmac tune MODEL [-r ROUNDS] [--int8-tables]\ntimes the kernel knobs on this machine and saves the fastest exact setting as the tuning\nprofile (TMAC_PROFILE, else ~/.config/tmac/profile); --int8-tables may choose int8 lookup\ntables (faster, lossy)\n") {
         return Ok(());
     }
-    use tmac::kernel;
-    use tmac::kernel::lut::Tables;
     let (mut model, mut rounds, mut int8) = (None, 30, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -164,7 +162,7 @@ pub fn tune(args: &[String]) -> Result<(), String> {
         tmac::settings::cpu_id()
     );
     let results = tmac::tools::tune::tune(&m, isa, rounds);
-    let default = kernel::Knobs::default_for(isa);
+    let default = tmac::Knobs::default_for(isa);
     let base = results
         .iter()
         .find(|(k, _)| *k == default)
@@ -183,7 +181,7 @@ pub fn tune(args: &[String]) -> Result<(), String> {
     // int8 tables change the results, so they are chosen only when asked for
     let (best, t) = results
         .iter()
-        .filter(|(k, _)| int8 || k.tables == Tables::Exact)
+        .filter(|(k, _)| int8 || k.tables == tmac::Tables::Exact)
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .ok_or("no candidates")?;
     let path = tmac::settings::profile_path()
