@@ -55,7 +55,7 @@ impl Blob {
 
 /// Refuse, before opening it, a path that is not a regular file or a block device: opening a
 /// FIFO for reading would wait forever for a writer, and a character device never ends.
-pub fn check_readable(path: &Path) -> Result<()> {
+pub(crate) fn check_readable(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).map_err(|e| {
         Error::new(
             ErrorKind::Io,
@@ -80,7 +80,7 @@ pub fn check_readable(path: &Path) -> Result<()> {
 }
 
 /// Map `path` read-only. The map is shared: several models may hold it.
-pub fn map_file(path: &Path) -> Result<Arc<Bytes>> {
+pub(crate) fn map_file(path: &Path) -> Result<Arc<Bytes>> {
     check_readable(path)?;
     let file = File::open(path).map_err(|e| {
         Error::new(

@@ -765,7 +765,7 @@ pub extern "C" fn tmac_model_info(t: *mut tmac, info: *mut tmac_info) -> tmac_st
             n_ctx: h.session.n_ctx() as u32,
             n_ctx_train: c.n_ctx_train as u32,
             bits_per_weight: m.bits_per_weight() as f32,
-            file_size: m.file_size as u64,
+            file_size: m.file_size() as u64,
             architecture: h.info_strings[0].as_ptr(),
             kernel: h.info_strings[1].as_ptr(),
         };

@@ -14,17 +14,21 @@
 //! # Ok::<(), tmac::Error>(())
 //! ```
 
+#![cfg_attr(feature = "tools", warn(unreachable_pub))]
+// Without `tools`, helpers only conversion and measurement call are unused, not dead.
+#![cfg_attr(not(feature = "tools"), allow(dead_code))]
+
 // The layers, bottom to top (ARCHITECTURE.md; tools/check_layers.py holds the code to them).
 mod bytes;
 mod error;
-mod math;
-mod layout;
 mod format;
 mod kernel;
-mod sampler;
-mod tokenizer;
+mod layout;
+mod math;
 mod model;
+mod sampler;
 mod session;
+mod tokenizer;
 // The edges: the C API, configuration from the environment, and (feature `tools`) conversion
 // and measurement for the `tmac` tool.
 /// The C API (cbindgen reads this file alone to write include/tmac.h).
@@ -33,16 +37,18 @@ pub mod capi;
 #[cfg(feature = "tools")]
 pub mod convert;
 pub mod settings;
-#[cfg(feature = "tools")]
-pub mod tools;
 /// Internals for tmac's own tests, examples and fuzz targets: not an API.
 #[doc(hidden)]
 pub mod testing;
+#[cfg(feature = "tools")]
+pub mod tools;
 
 pub use bytes::Bytes;
 pub use error::{Error, ErrorKind, Result};
+pub use format::Kind as FileKind;
 pub use kernel::lut::Tables;
 pub use kernel::{Isa, Knobs};
+pub use model::config::Config;
 pub use model::{Compute, LoadOptions, Model};
 pub use sampler::SamplerParams;
 pub use session::{AbortCheck, Session, SessionOptions, Step, StopReason};

@@ -12,13 +12,13 @@ fn exp2i(k: i64) -> f64 {
 
 /// Round to the nearest integer, ties to even, for |x| < 2^51, without a libm call: adding
 /// and subtracting 1.5 * 2^52 leaves exactly the rounded value in IEEE double arithmetic.
-pub fn round_even64(x: f64) -> f64 {
+pub(crate) fn round_even64(x: f64) -> f64 {
     const MAGIC: f64 = 6_755_399_441_055_744.0;
     (x + MAGIC) - MAGIC
 }
 
 /// The same for f32 and |x| < 2^22.
-pub fn round_even32(x: f32) -> f32 {
+pub(crate) fn round_even32(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
     (x + MAGIC) - MAGIC
 }
@@ -52,7 +52,7 @@ fn exp_reduced(r: f64, n: usize) -> f64 {
 }
 
 /// e^x in f64: x = k ln2 + r, |r| <= ln2/2, Taylor series of e^r to degree 14.
-pub fn exp64(x: f64) -> f64 {
+pub(crate) fn exp64(x: f64) -> f64 {
     if x.is_nan() {
         return x;
     }
@@ -67,7 +67,7 @@ pub fn exp64(x: f64) -> f64 {
 }
 
 /// e^x for f32 (the degree-10 series leaves an error near 1e-11, far below f32 rounding).
-pub fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     if x.is_nan() {
         return x;
     }
@@ -83,7 +83,7 @@ pub fn exp(x: f32) -> f32 {
 }
 
 /// tanh for f32, through e^2x in f64 (series near 0, where e^2x - 1 would cancel).
-pub fn tanh(x: f32) -> f32 {
+pub(crate) fn tanh(x: f32) -> f32 {
     let x = x as f64;
     if x.abs() < 1e-4 {
         return (x - x * x * x / 3.0) as f32;
@@ -97,7 +97,7 @@ pub fn tanh(x: f32) -> f32 {
 
 /// GELU with the tanh approximation as ggml's CPU backend computes it: the input rounded to
 /// f16 looks up a table of f16 results (built once), 0 below -10 and x above 10.
-pub fn gelu_tanh(x: f32) -> f32 {
+pub(crate) fn gelu_tanh(x: f32) -> f32 {
     use half::f16;
     use std::sync::LazyLock;
     static TABLE: LazyLock<Vec<f16>> = LazyLock::new(|| {
@@ -123,7 +123,7 @@ pub fn gelu_tanh(x: f32) -> f32 {
 
 /// Natural log in f64 for x > 0: x = m 2^e with m in [sqrt(1/2), sqrt(2)),
 /// ln m = 2 atanh((m-1)/(m+1)) summed as an odd series.
-pub fn ln64(x: f64) -> f64 {
+pub(crate) fn ln64(x: f64) -> f64 {
     if x.is_nan() || x < 0.0 {
         return f64::NAN;
     }
@@ -164,13 +164,13 @@ pub fn ln64(x: f64) -> f64 {
 }
 
 /// base^e in f64 for base > 0.
-pub fn pow64(base: f64, e: f64) -> f64 {
+pub(crate) fn pow64(base: f64, e: f64) -> f64 {
     exp64(e * ln64(base))
 }
 
 /// (sin x, cos x) for f32 x, computed in f64: reduce by pi/2, then Taylor series on
 /// |r| <= pi/4.
-pub fn sin_cos(x: f32) -> (f32, f32) {
+pub(crate) fn sin_cos(x: f32) -> (f32, f32) {
     let x = x as f64;
     if !x.is_finite() {
         return (f32::NAN, f32::NAN);

@@ -50,7 +50,7 @@ pub fn format_profile(isa: Isa, k: &Knobs) -> String {
 }
 
 /// Parse a profile; Err says why it does not apply here.
-pub fn parse_profile(text: &str, isa: Isa) -> Result<Knobs, String> {
+fn parse_profile(text: &str, isa: Isa) -> Result<Knobs, String> {
     let mut k = Knobs::default_for(isa);
     let (mut cpu, mut pisa) = (None, None);
     for line in text
@@ -97,7 +97,7 @@ pub fn parse_profile(text: &str, isa: Isa) -> Result<Knobs, String> {
 
 /// The saved profile for this CPU and where it is, if there is a usable one; why one is not
 /// usable goes to `warn`.
-pub fn load_profile(isa: Isa, warn: &mut dyn FnMut(String)) -> Option<(Knobs, PathBuf)> {
+fn load_profile(isa: Isa, warn: &mut dyn FnMut(String)) -> Option<(Knobs, PathBuf)> {
     let path = profile_path()?;
     let text = std::fs::read_to_string(&path).ok()?;
     match parse_profile(&text, isa) {

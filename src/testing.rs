@@ -271,6 +271,11 @@ pub mod fuzz {
     }
 }
 
+/// A model's weights, for tests that check how they are held.
+pub fn weights(m: &crate::Model) -> &crate::model::weights::Weights {
+    &m.weights
+}
+
 // The internals the integration tests reach, under their paths in the crate.
 pub mod bytes {
     pub use crate::bytes::Blob;

@@ -41,7 +41,7 @@ fn every_architecture_matches_llama_cpp() {
         let (seq, want) = common::logits_fixture(&fx(&format!("{name}.logits.txt")));
         let m = Model::load(fx(&format!("{name}.gguf")), &LoadOptions::default())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(m.cfg.arch_name, arch);
+        assert_eq!(m.config().arch_name, arch);
         let got = teacher_forced(m, &seq);
         assert_eq!(got.len(), want.len());
         let (mut max, mut agree) = (0f32, 0);
@@ -49,7 +49,8 @@ fn every_architecture_matches_llama_cpp() {
             for (a, b) in g.iter().zip(w) {
                 max = max.max((a - b).abs());
             }
-            agree += (tmac::testing::sampler::argmax(g) == tmac::testing::sampler::argmax(w)) as usize;
+            agree +=
+                (tmac::testing::sampler::argmax(g) == tmac::testing::sampler::argmax(w)) as usize;
         }
         eprintln!(
             "{name:14} max |logit - llama.cpp| {max:.2e}, argmax {agree}/{}",

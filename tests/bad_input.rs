@@ -3,9 +3,9 @@
 
 mod common;
 use std::sync::Arc;
-use tmac::Bytes;
 use tmac::testing::format::gguf::{Array, Value};
 use tmac::testing::{tiny_llama, tiny_llama_writer, TinySpec};
+use tmac::Bytes;
 use tmac::{ErrorKind, LoadOptions, Model};
 
 fn load(bytes: Vec<u8>) -> Result<Arc<Model>, tmac::Error> {
@@ -226,7 +226,7 @@ fn quantized_tiny_models_load() {
         }))
         .unwrap();
         assert_eq!(
-            m.tensor_types
+            m.tensor_types()
                 .iter()
                 .find(|(n, _)| n != "F32")
                 .map(|(_, c)| *c),

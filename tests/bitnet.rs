@@ -109,7 +109,7 @@ fn logits_match_llama_cpp() {
     let (seq, want) = llama_logits();
     let m = load(&fx("tiny.tq2_0.gguf"), Compute::Kernels);
     // exactly ternary: codes with one scale group per row, so activations go per token
-    for l in &m.weights.layers {
+    for l in &tmac::testing::weights(&m).layers {
         for (mat, s) in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
             .iter()
             .zip(l.scales)
@@ -194,7 +194,7 @@ fn tokens_match_llama_cpp() {
             let (hex, want) = l.split_once('\t').unwrap();
             let s = unhex(hex);
             assert_eq!(
-                m.vocab.encode(&s, true, true),
+                m.vocab().encode(&s, true, true),
                 ids(want),
                 "tokenizing {s:?}"
             );
@@ -748,7 +748,7 @@ fn ternary_llama_matches_llama_cpp_and_its_hugging_face_form() {
         .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
         .collect();
     let m = load(&fx("llama.tq2_0.gguf"), Compute::Kernels);
-    assert_eq!(m.cfg.arch, tmac::testing::model::config::Arch::Llama);
+    assert_eq!(m.config().arch, tmac::testing::model::config::Arch::Llama);
     let got = teacher_forced(m, &seq);
     let (max, agree) = compare(&got, &want);
     eprintln!(
@@ -804,12 +804,15 @@ fn bitnet_cpp_style_i2s_file_loads_as_the_model_was_trained() {
     let p = scratch("bitnet-25.i2_s.gguf");
     std::fs::write(&p, w.to_bytes()).unwrap();
     let m = load(&p, Compute::Kernels);
-    assert_eq!(m.cfg.act, tmac::testing::model::config::Activation::Relu2);
+    assert_eq!(
+        m.config().act,
+        tmac::testing::model::config::Activation::Relu2
+    );
     for l in lines(&fixture("tokens.tsv")) {
         let (hex, want) = l.split_once('\t').unwrap();
         let s = unhex(hex);
         assert_eq!(
-            m.vocab.encode(&s, true, true),
+            m.vocab().encode(&s, true, true),
             ids(want),
             "tokenizing {s:?}"
         );

@@ -34,7 +34,7 @@ fn logits(m: &Arc<Model>, text: &str) -> Vec<u32> {
         },
     )
     .unwrap();
-    let toks = m.vocab.encode(text, true, true);
+    let toks = m.vocab().encode(text, true, true);
     let mut bits = Vec::new();
     s.eval(&toks, |_, l| bits.extend(l.iter().map(|v| v.to_bits())))
         .unwrap();
@@ -66,7 +66,7 @@ fn every_kernel_gives_the_same_logits_and_so_does_every_cpu() {
         .zip(lines(&hashes))
     {
         let m = load_with(&path, Isa::SCALAR, kind);
-        n_vocab = m.cfg.n_vocab;
+        n_vocab = m.config().n_vocab;
         let scalar = logits(&m, TEXT);
         if let Some(isa) = simd() {
             assert!(
@@ -158,11 +158,7 @@ fn tiny() -> Arc<Model> {
         ..Default::default()
     };
     let bytes = tmac::testing::tiny_llama(&spec);
-    Model::from_bytes(
-        Arc::new(tmac::Bytes::Owned(bytes)),
-        &LoadOptions::default(),
-    )
-    .unwrap()
+    Model::from_bytes(Arc::new(tmac::Bytes::Owned(bytes)), &LoadOptions::default()).unwrap()
 }
 
 #[test]

@@ -30,7 +30,7 @@ fn gemma_token_ids_match_llama_cpp() {
         let (hex, want) = line.split_once('\t').unwrap();
         let s = unhex(hex);
         assert_eq!(
-            m.vocab.encode(&s, true, true),
+            m.vocab().encode(&s, true, true),
             ids(want),
             "tokenizing {s:?}"
         );

@@ -335,7 +335,11 @@ fn q8_kernels_agree() {
                 rows,
                 cols,
                 Blob::Owned(
-                    tmac::testing::layout::ggml::quantize(tmac::testing::layout::ggml::GgmlType::Q8_0, &w).unwrap(),
+                    tmac::testing::layout::ggml::quantize(
+                        tmac::testing::layout::ggml::GgmlType::Q8_0,
+                        &w,
+                    )
+                    .unwrap(),
                 ),
                 None,
             )

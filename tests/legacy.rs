@@ -12,10 +12,10 @@ use half::f16;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use tmac::Bytes;
 use tmac::convert::legacy::{legacy_to_tmac, write_legacy, LegacyType};
 use tmac::convert::quantize::{QuantizeOptions, Scope, Target};
 use tmac::testing::sampler::Rng;
+use tmac::Bytes;
 use tmac::{Compute, ErrorKind, LoadOptions, Model, Session, SessionOptions};
 
 fn scratch(name: &str) -> PathBuf {
@@ -432,12 +432,16 @@ fn legacy_files_load_decode_and_run() {
     for (s, name) in [(ALIGNED, "run-aligned"), (ODD, "run-odd")] {
         let (ckpt, tok) = files(&s, name);
         let f32_model = load(&ckpt, &tok, Compute::Kernels);
-        assert_eq!(f32_model.format, tmac::testing::format::Kind::Llama2c);
+        assert_eq!(f32_model.file_kind(), tmac::testing::format::Kind::Llama2c);
         assert_eq!(
-            f32_model.cfg.rope_base, s.rope_base as f32,
+            f32_model.config().rope_base,
+            s.rope_base as f32,
             "RoPE base from freq_cis"
         );
-        assert_eq!(f32_model.weights.layers[0].wq.kind(), "f32");
+        assert_eq!(
+            tmac::testing::weights(&f32_model).layers[0].wq.kind(),
+            "f32"
+        );
         let tokens: Vec<u32> = (0..s.seq_len.min(12) as u32)
             .map(|i| (i * 7 + 1) % s.vocab as u32)
             .collect();
@@ -451,7 +455,7 @@ fn legacy_files_load_decode_and_run() {
                 (LegacyType::Q4V1, _) => "f32", // blocks across rows: dequantized
                 _ => "lut-ternary",
             };
-            let layer1 = &m.weights.layers[1];
+            let layer1 = &tmac::testing::weights(&m).layers[1];
             assert_eq!(layer1.wq.kind(), want_kind, "{name} {t:?}");
             // every loaded weight of layer 1's wq and w2, and the embedding, is what the bytes say
             let mut row = vec![0f32; s.hidden.max(s.dim)];
@@ -468,7 +472,7 @@ fn legacy_files_load_decode_and_run() {
                 }
             }
             for id in [0, s.vocab - 1] {
-                m.weights
+                tmac::testing::weights(&m)
                     .tok_embd
                     .row(m.file(), id, &mut row[..s.dim])
                     .unwrap();
@@ -524,9 +528,9 @@ fn legacy_files_convert_exactly_to_tmac_files() {
         .unwrap();
         let a = logits(load(&src, &tok, Compute::Kernels), &tokens);
         let converted = Model::load(&dst, &LoadOptions::default()).unwrap();
-        assert_eq!(converted.format, tmac::testing::format::Kind::Gguf);
-        assert_eq!(converted.cfg.rope_base, s.rope_base as f32);
-        assert_eq!(converted.vocab.len(), s.vocab);
+        assert_eq!(converted.file_kind(), tmac::testing::format::Kind::Gguf);
+        assert_eq!(converted.config().rope_base, s.rope_base as f32);
+        assert_eq!(converted.vocab().len(), s.vocab);
         let b = logits(converted, &tokens);
         assert_eq!(
             a,
@@ -702,10 +706,10 @@ fn smollm2_exported_to_llama2c_matches_the_gguf_path() {
     };
     let g = Model::load(&gguf, &f32_opts(None)).unwrap();
     let l = Model::load(&bin, &f32_opts(Some(tok.clone()))).unwrap();
-    assert_eq!(l.cfg.rope_base, g.cfg.rope_base);
-    assert_eq!(l.cfg.n_vocab, g.cfg.n_vocab);
+    assert_eq!(l.config().rope_base, g.config().rope_base);
+    assert_eq!(l.config().n_vocab, g.config().n_vocab);
     let text = "The quick brown fox jumps over the lazy dog. Once upon a time, in a land far away,";
-    let tokens = g.vocab.encode(text, false, false);
+    let tokens = g.vocab().encode(text, false, false);
     let (a, b) = (logits(g.clone(), &tokens), logits(l.clone(), &tokens));
     let d = max_diff(&a, &b);
     let argmax = |v: &[f32]| tmac::testing::sampler::argmax(v);
@@ -722,8 +726,8 @@ fn smollm2_exported_to_llama2c_matches_the_gguf_path() {
     for line in common::lines(&fixture) {
         let s = common::unhex(line.split('\t').next().unwrap());
         total += 1;
-        same += (l.vocab.encode(&s, false, false) == g.vocab.encode(&format!(" {s}"), false, false))
-            as usize;
+        same += (l.vocab().encode(&s, false, false)
+            == g.vocab().encode(&format!(" {s}"), false, false)) as usize;
     }
     eprintln!(
         "exported tokenizer.bin: {same} of {total} fixture strings tokenize as the GGUF's BPE does"

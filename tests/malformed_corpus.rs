@@ -7,10 +7,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tmac::Bytes;
 use tmac::testing::format::gguf::{Array, Gguf, Value};
 use tmac::testing::format::gguf_write::GgufWriter;
 use tmac::testing::{tiny_llama_writer, TinySpec};
+use tmac::Bytes;
 use tmac::{LoadOptions, Model};
 
 struct Counting;

@@ -219,11 +219,11 @@ fn tiny_models_in_every_type_match_llama_cpp() {
         let (seq, want) = common::logits_fixture(&fx(&format!("tiny.{file}.logits.txt")));
         let m = Model::load(fx(&format!("tiny.{file}.gguf")), &LoadOptions::default()).unwrap();
         assert!(
-            m.tensor_types.iter().any(|(t, _)| t == typ),
+            m.tensor_types().iter().any(|(t, _)| t == typ),
             "{file}: {:?}",
-            m.tensor_types
+            m.tensor_types()
         );
-        for l in &m.weights.layers {
+        for l in &tmac::testing::weights(&m).layers {
             for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
                 assert_ne!(w.kind(), "f32", "{file}: a matrix was expanded to f32");
             }
@@ -244,7 +244,8 @@ fn tiny_models_in_every_type_match_llama_cpp() {
                 max = max.max((a - c).abs());
                 max_ref = max_ref.max((b - c).abs());
             }
-            agree += (tmac::testing::sampler::argmax(g) == tmac::testing::sampler::argmax(w)) as usize;
+            agree +=
+                (tmac::testing::sampler::argmax(g) == tmac::testing::sampler::argmax(w)) as usize;
         }
         eprintln!(
             "{file:7} max |logit - llama.cpp| {max:.4} (f32 activations {max_ref:.4}), argmax {agree}/{}",

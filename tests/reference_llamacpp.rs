@@ -24,7 +24,7 @@ fn token_ids_match_llama_cpp() {
         let (hex, want) = line.split_once('\t').unwrap();
         let s = unhex(hex);
         assert_eq!(
-            m.vocab.encode(&s, true, true),
+            m.vocab().encode(&s, true, true),
             ids(want),
             "tokenizing {s:?}"
         );
@@ -85,7 +85,7 @@ fn greedy_generation_matches_llama_cpp() {
                     // llama.cpp's list ends with the end-of-text token tmac stops on
                     assert_eq!(reason, tmac::StopReason::EndOfText);
                     got.push(*want.last().unwrap());
-                    assert!(m.vocab.is_eog(got[got.len() - 1]));
+                    assert!(m.vocab().is_eog(got[got.len() - 1]));
                     break;
                 }
             }
@@ -111,7 +111,7 @@ fn cli_prints_llama_cpp_greedy_text() {
         );
         let text: Vec<u8> = want
             .iter()
-            .flat_map(|&t| m.vocab.piece(t).to_vec())
+            .flat_map(|&t| m.vocab().piece(t).to_vec())
             .collect();
         let mut expect = String::from_utf8(text).unwrap();
         expect.push('\n');

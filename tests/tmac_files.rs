@@ -5,12 +5,12 @@
 mod common;
 use common::*;
 use std::sync::Arc;
-use tmac::Bytes;
 use tmac::convert::quantize::{quantize_file, QuantizeOptions, Scope, Target};
 use tmac::testing::format::gguf::{Array, Value};
 use tmac::testing::layout::linear::Linear;
 use tmac::testing::layout::quantize::quantize_matrix;
 use tmac::testing::sampler::Rng;
+use tmac::Bytes;
 use tmac::{LoadOptions, Model, Session, SessionOptions};
 
 fn scratch(name: &str) -> std::path::PathBuf {
@@ -48,7 +48,7 @@ fn q4_tmac_file_is_mapped_and_matches_the_gguf_path_bit_for_bit() {
     let t0 = std::time::Instant::now();
     let tm = Model::load(&out, &LoadOptions::default()).unwrap();
     let load = t0.elapsed();
-    for l in &tm.weights.layers {
+    for l in &tmac::testing::weights(&tm).layers {
         for m in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
             assert!(
                 matches!(m, Linear::Lut(_)),
@@ -58,7 +58,7 @@ fn q4_tmac_file_is_mapped_and_matches_the_gguf_path_bit_for_bit() {
             assert!(m.is_mapped());
         }
     }
-    assert!(matches!(&tm.weights.output, m @ Linear::Q8(_) if m.is_mapped()));
+    assert!(matches!(&tmac::testing::weights(&tm).output, m @ Linear::Q8(_) if m.is_mapped()));
     let gg = Model::load(smollm2(), &LoadOptions::default()).unwrap();
     let text = "The quick brown fox jumps over the lazy dog";
     let (a, b) = (logits_after(tm, text), logits_after(gg, text));
@@ -116,7 +116,10 @@ fn every_type_quantizes_and_runs() {
             },
         )
         .unwrap();
-        assert!(matches!(f.weights.layers[0].wq, Linear::F32 { .. }));
+        assert!(matches!(
+            tmac::testing::weights(&f).layers[0].wq,
+            Linear::F32 { .. }
+        ));
         let lf = logits_after(f, "the cat sat");
         let diff = l
             .iter()
@@ -202,7 +205,10 @@ fn load_err(bytes: Vec<u8>) -> String {
 }
 
 /// Rewrite one metadata value of a GGUF file, through the parser and writer.
-fn rewrite(bytes: &[u8], f: impl FnOnce(&mut tmac::testing::format::gguf_write::GgufWriter)) -> Vec<u8> {
+fn rewrite(
+    bytes: &[u8],
+    f: impl FnOnce(&mut tmac::testing::format::gguf_write::GgufWriter),
+) -> Vec<u8> {
     let g = tmac::testing::format::gguf::Gguf::parse(bytes).unwrap();
     let mut w = tmac::testing::format::gguf_write::GgufWriter::new(64);
     for (k, v) in &g.metadata {

@@ -169,7 +169,7 @@ fn write_checkpoint(m: &Model, h: &Header, o: &mut Out) -> std::io::Result<()> {
 }
 
 /// freq_cis_real and freq_cis_imag: cos and sin of `pos * base^(-2i / head_size)`, `[pos][i]`.
-pub fn rope_tables(base: f64, seq_len: usize, head_size: usize) -> (Vec<f32>, Vec<f32>) {
+fn rope_tables(base: f64, seq_len: usize, head_size: usize) -> (Vec<f32>, Vec<f32>) {
     let half = head_size / 2;
     let (mut re, mut im) = (
         Vec::with_capacity(seq_len * half),

@@ -37,13 +37,13 @@ const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}
 const MAX_DIM: u64 = 1 << 20;
 
 /// Is `path` a Hugging Face model: a directory (with config.json), or a `.safetensors` file?
-pub fn is_hf(path: &Path) -> bool {
+pub(crate) fn is_hf(path: &Path) -> bool {
     path.is_dir() || path.extension().is_some_and(|e| e == "safetensors")
 }
 
 /// The Hugging Face model at `path` (a directory, or one of its `.safetensors` files) as GGUF
 /// bytes. Errors name the directory and the file or tensor at fault.
-pub fn to_gguf(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn to_gguf(path: &Path) -> Result<Vec<u8>> {
     let dir = if path.is_dir() {
         path.to_path_buf()
     } else {

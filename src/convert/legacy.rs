@@ -37,7 +37,7 @@ use std::path::Path;
 /// NumPy's `pairwise_sum` for float32: below 8 elements a plain loop; up to 128, eight
 /// accumulators combined as ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7)) then the tail; above, the two
 /// halves (split at a multiple of 8) summed recursively.
-pub fn pairwise_sum(a: &[f32]) -> f32 {
+fn pairwise_sum(a: &[f32]) -> f32 {
     let n = a.len();
     if n < 8 {
         let mut r = 0f32;
@@ -67,7 +67,7 @@ pub fn pairwise_sum(a: &[f32]) -> f32 {
 }
 
 /// `np.mean` of a float32 array (NaN when empty, as NumPy's).
-pub fn np_mean(a: &[f32]) -> f32 {
+fn np_mean(a: &[f32]) -> f32 {
     let s = 0f32 + pairwise_sum(a);
     (s as f64 / a.len() as f64) as f32
 }
@@ -88,7 +88,7 @@ fn code(w: f32, t: f32) -> u8 {
 }
 
 /// A whole stacked tensor in v1 layout: ceil(n/4) bytes.
-pub fn v1_tensor(w: &[f32]) -> Vec<u8> {
+fn v1_tensor(w: &[f32]) -> Vec<u8> {
     let t = 0.7f32 * np_mean(&abs_all(w));
     let mut out = vec![0u8; w.len().div_ceil(4)];
     for (e, &x) in w.iter().enumerate() {
@@ -98,7 +98,7 @@ pub fn v1_tensor(w: &[f32]) -> Vec<u8> {
 }
 
 /// The v2 threshold and scale of one row.
-pub fn v2_row_rule(row: &[f32]) -> (f32, f16) {
+fn v2_row_rule(row: &[f32]) -> (f32, f16) {
     let a = abs_all(row);
     let m = np_mean(&a);
     let t = 0.4f32 * m;
@@ -112,7 +112,7 @@ pub fn v2_row_rule(row: &[f32]) -> (f32, f16) {
 }
 
 /// A whole v2 quantized record: flag 1, rows, cols, then per row the f16 scale and the codes.
-pub fn v2_record(w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
+fn v2_record(w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
     let rb = legacy::v2_row_bytes(cols);
     let mut out = Vec::with_capacity(9 + rows * rb);
     out.push(1);
@@ -131,7 +131,7 @@ pub fn v2_record(w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
 }
 
 /// A whole stacked tensor in Q4V1 blocks (without the record flag).
-pub fn q4v1_tensor(w: &[f32]) -> Vec<u8> {
+fn q4v1_tensor(w: &[f32]) -> Vec<u8> {
     let nb = w.len().div_ceil(Q4_BLOCK);
     let mut out = vec![0u8; nb * Q4_BLOCK_BYTES];
     let mut x = [0f32; Q4_BLOCK];
@@ -181,7 +181,7 @@ impl LegacyType {
 }
 
 /// Quantize the llama2.c checkpoint `ckpt` (its bytes) into `out` as the original did.
-pub fn write_legacy_to(ckpt: &[u8], t: LegacyType, out: &mut impl Write) -> Result<u64> {
+fn write_legacy_to(ckpt: &[u8], t: LegacyType, out: &mut impl Write) -> Result<u64> {
     let kind = format::detect(ckpt)?;
     if kind != Kind::Llama2c {
         return Err(Error::invalid(format!(

@@ -180,12 +180,7 @@ pub fn quantize_file(
 
 /// For `tmac quantize`: a transformer-block matrix that is exactly ternary, as codes with
 /// scale 1, and the factor for its output (its tensor scale times any `<matrix>.scale`).
-pub fn exact_matrix(
-    l: &Loader,
-    name: &str,
-    rows: usize,
-    cols: usize,
-) -> Result<Option<(Linear, f32)>> {
+fn exact_matrix(l: &Loader, name: &str, rows: usize, cols: usize) -> Result<Option<(Linear, f32)>> {
     let t = match l.tmac_matrix(name, rows, cols)? {
         Some(m) => {
             // a tmac file as the source: ternary if its values are
@@ -208,7 +203,7 @@ pub fn exact_matrix(
 
 /// For `tmac quantize`: `exact_matrix`, with the scale written to `w` as `<matrix>.scale` (if
 /// not 1) and that name added to `folded` (the source's own `.scale` is not copied).
-pub fn carry_over(
+fn carry_over(
     l: &Loader,
     name: &str,
     rows: usize,

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::layout::ggml::GgmlType;
 use std::collections::HashMap;
 
-pub const MAGIC: &[u8; 4] = b"GGUF";
+pub(crate) const MAGIC: &[u8; 4] = b"GGUF";
 pub(crate) const DEFAULT_ALIGNMENT: u64 = 32;
 const MAX_DIMS: u32 = 4;
 const MAX_ARRAY_DEPTH: u32 = 4;

@@ -14,14 +14,14 @@ use super::Kind;
 use crate::error::{Error, Result};
 use half::f16;
 
-pub use super::{MAGIC_Q4, MAGIC_V1, MAGIC_V2};
+pub(crate) use super::{MAGIC_Q4, MAGIC_V1, MAGIC_V2};
 /// Q4V1: elements per block, bytes per block (f16 scale + 16 bytes of nibbles).
-pub const Q4_BLOCK: usize = 32;
-pub const Q4_BLOCK_BYTES: usize = 18;
+pub(crate) const Q4_BLOCK: usize = 32;
+pub(crate) const Q4_BLOCK_BYTES: usize = 18;
 
 /// How one tensor's data is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Storage {
+pub(crate) enum Storage {
     /// Raw little-endian f32.
     F32,
     /// v1: 2-bit codes of the whole stacked tensor, flat, 4 per byte, no scale.
@@ -35,7 +35,7 @@ pub enum Storage {
 /// A tensor located in the file: its shape and its data bytes `start..start + len` (after any
 /// record flag and dimensions).
 #[derive(Clone, Copy, Debug)]
-pub struct Tensor {
+pub(crate) struct Tensor {
     pub spec: TensorSpec,
     pub storage: Storage,
     pub start: usize,
@@ -43,24 +43,24 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    pub fn data<'a>(&self, file: &'a [u8]) -> &'a [u8] {
+    pub(crate) fn data<'a>(&self, file: &'a [u8]) -> &'a [u8] {
         &file[self.start..self.start + self.len]
     }
 }
 
-pub struct LegacyFile {
+pub(crate) struct LegacyFile {
     pub header: Header,
     pub tensors: Vec<Tensor>,
 }
 
 impl LegacyFile {
-    pub fn tensor(&self, name: &str) -> Option<&Tensor> {
+    pub(crate) fn tensor(&self, name: &str) -> Option<&Tensor> {
         self.tensors.iter().find(|t| t.spec.name == name)
     }
 }
 
 /// Bytes of a v2 row: f16 scale + packed codes.
-pub fn v2_row_bytes(cols: usize) -> usize {
+pub(crate) fn v2_row_bytes(cols: usize) -> usize {
     2 + cols.div_ceil(4)
 }
 
@@ -87,7 +87,7 @@ fn storage_of(kind: Kind, role: Role) -> Storage {
 }
 
 /// Locate every tensor of a legacy file of kind `kind` (as `format::detect` found it).
-pub fn parse(kind: Kind, buf: &[u8]) -> Result<LegacyFile> {
+pub(crate) fn parse(kind: Kind, buf: &[u8]) -> Result<LegacyFile> {
     let magic = match kind {
         Kind::Llama2c => 0,
         Kind::TmacV1 | Kind::TmacV2 | Kind::Q4V1 => 4,
@@ -182,7 +182,7 @@ pub fn parse(kind: Kind, buf: &[u8]) -> Result<LegacyFile> {
 }
 
 /// f32 number `i` of raw f32 data.
-pub fn f32_at(data: &[u8], i: usize) -> f32 {
+pub(crate) fn f32_at(data: &[u8], i: usize) -> f32 {
     f32::from_le_bytes([
         data[4 * i],
         data[4 * i + 1],
@@ -194,7 +194,7 @@ pub fn f32_at(data: &[u8], i: usize) -> f32 {
 /// The ternary value of element `e` of packed 2-bit codes, as the code q = w + 1 in {0, 1, 2}.
 /// Codes 00 = 0, 01 = +1, 11 = -1; 10 is never written and decodes as -1, as in every decoder
 /// of the original.
-pub fn ternary_q(packed: &[u8], e: usize) -> u8 {
+pub(crate) fn ternary_q(packed: &[u8], e: usize) -> u8 {
     match (packed[e / 4] >> (2 * (e % 4))) & 3 {
         0 => 1,
         1 => 2,
@@ -203,7 +203,7 @@ pub fn ternary_q(packed: &[u8], e: usize) -> u8 {
 }
 
 /// The f16 scale of v2 stacked row `row`, and that row's packed codes.
-pub fn v2_row(data: &[u8], cols: usize, row: usize) -> (f16, &[u8]) {
+pub(crate) fn v2_row(data: &[u8], cols: usize, row: usize) -> (f16, &[u8]) {
     let rb = v2_row_bytes(cols);
     let r = &data[row * rb..(row + 1) * rb];
     (f16::from_le_bytes([r[0], r[1]]), &r[2..])
@@ -211,7 +211,7 @@ pub fn v2_row(data: &[u8], cols: usize, row: usize) -> (f16, &[u8]) {
 
 /// Q4V1: (scale, nibble in 0..16) of element `e` of the flattened tensor. Byte i of a block
 /// holds element 2i in its low nibble and 2i + 1 in its high nibble.
-pub fn q4_at(blocks: &[u8], e: usize) -> (f16, u8) {
+pub(crate) fn q4_at(blocks: &[u8], e: usize) -> (f16, u8) {
     let b = &blocks[e / Q4_BLOCK * Q4_BLOCK_BYTES..][..Q4_BLOCK_BYTES];
     let j = e % Q4_BLOCK;
     let byte = b[2 + j / 2];

@@ -7,7 +7,7 @@ use super::reader::Reader;
 use crate::error::{Error, Result};
 
 /// Size of the header: dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len.
-pub const HEADER_BYTES: usize = 28;
+pub(crate) const HEADER_BYTES: usize = 28;
 
 /// Largest sizes accepted (as in model/config.rs); they keep every product far from overflow.
 const MAX_DIM: i64 = 1 << 20;
@@ -222,7 +222,7 @@ impl Header {
 }
 
 /// Element count of a tensor as u64 (no overflow for checked headers, but checked anyway).
-pub fn n_u64(t: &TensorSpec) -> Option<u64> {
+pub(crate) fn n_u64(t: &TensorSpec) -> Option<u64> {
     (t.layers as u64)
         .checked_mul(t.rows as u64)?
         .checked_mul(t.cols as u64)
@@ -230,7 +230,7 @@ pub fn n_u64(t: &TensorSpec) -> Option<u64> {
 
 /// Is `buf` a llama2.c checkpoint? It has no magic: it is one when its header is plausible and
 /// the sizes that header implies add up to exactly the file's length. Err says why not.
-pub fn detect(buf: &[u8]) -> std::result::Result<Header, String> {
+pub(crate) fn detect(buf: &[u8]) -> std::result::Result<Header, String> {
     let h = Header::parse(buf).map_err(|e| format!("not a llama2.c checkpoint either ({e})"))?;
     match h.checkpoint_bytes() {
         Some(n) if n == buf.len() as u64 => Ok(h),
@@ -245,13 +245,13 @@ pub fn detect(buf: &[u8]) -> std::result::Result<Header, String> {
 
 /// A tokenizer.bin: (bytes, score) per token. (Its max_token_length, with which llama2.c sizes
 /// a buffer, is read past: tmac does not need it.)
-pub struct TokenizerBin {
+pub(crate) struct TokenizerBin {
     pub tokens: Vec<(Vec<u8>, f32)>,
 }
 
 /// Read a tokenizer.bin for a model of `n_vocab` tokens (the file does not store the count).
 /// The file must hold exactly that many tokens.
-pub fn read_tokenizer(buf: &[u8], n_vocab: usize) -> Result<TokenizerBin> {
+pub(crate) fn read_tokenizer(buf: &[u8], n_vocab: usize) -> Result<TokenizerBin> {
     let mut r = Reader::new(buf);
     r.u32("max_token_length")?;
     // each token takes at least 8 bytes: never reserve more than the file can hold

@@ -1,19 +1,19 @@
 //! Model file formats: one reader per format parses a file's bytes (`crate::bytes`) without
 //! copying.
 
-pub mod gguf;
-pub mod gguf_write;
+pub(crate) mod gguf;
+pub(crate) mod gguf_write;
 #[cfg(feature = "tools")]
-pub mod json;
+pub(crate) mod json;
 #[cfg(feature = "tools")]
-pub mod legacy;
+pub(crate) mod legacy;
 #[cfg(feature = "tools")]
-pub mod llama2c;
-pub mod reader;
+pub(crate) mod llama2c;
+pub(crate) mod reader;
 #[cfg(feature = "tools")]
-pub mod safetensors;
-pub mod tensors;
-pub mod tmacfile;
+pub(crate) mod safetensors;
+pub(crate) mod tensors;
+pub(crate) mod tmacfile;
 
 use crate::error::{Error, Result};
 
@@ -39,11 +39,11 @@ impl Kind {
 }
 
 /// The magic numbers of the original T-MAC engine's files (legacy-formats.md).
-pub const MAGIC_V1: &[u8; 4] = b"TMAC";
-pub const MAGIC_V2: &[u8; 4] = b"TM2\0";
-pub const MAGIC_Q4: &[u8; 4] = b"Q4V1";
+pub(crate) const MAGIC_V1: &[u8; 4] = b"TMAC";
+pub(crate) const MAGIC_V2: &[u8; 4] = b"TM2\0";
+pub(crate) const MAGIC_Q4: &[u8; 4] = b"Q4V1";
 
-pub fn detect(bytes: &[u8]) -> Result<Kind> {
+pub(crate) fn detect(bytes: &[u8]) -> Result<Kind> {
     match bytes.get(..4) {
         Some(m) if m == gguf::MAGIC => Ok(Kind::Gguf),
         Some(m) if m == MAGIC_V1 => Ok(Kind::TmacV1),

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 const MAX_HEADER: u64 = 100 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dtype {
+pub(crate) enum Dtype {
     F64,
     F32,
     F16,
@@ -43,7 +43,7 @@ impl Dtype {
             _ => return None,
         })
     }
-    pub fn size(self) -> u64 {
+    pub(crate) fn size(self) -> u64 {
         match self {
             Dtype::F64 | Dtype::I64 => 8,
             Dtype::F32 | Dtype::I32 => 4,
@@ -51,13 +51,13 @@ impl Dtype {
             Dtype::I8 | Dtype::U8 | Dtype::Bool => 1,
         }
     }
-    pub fn is_float(self) -> bool {
+    pub(crate) fn is_float(self) -> bool {
         matches!(self, Dtype::F32 | Dtype::F16 | Dtype::BF16)
     }
 }
 
 #[derive(Clone, Debug)]
-pub struct Tensor {
+pub(crate) struct Tensor {
     pub name: String,
     pub dtype: Dtype,
     /// Outermost first (row-major): a weight is [rows, cols].
@@ -68,19 +68,19 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    pub fn n_elements(&self) -> u64 {
+    pub(crate) fn n_elements(&self) -> u64 {
         self.shape.iter().product()
     }
 }
 
-pub struct Safetensors {
+pub(crate) struct Safetensors {
     pub tensors: Vec<Tensor>,
     index: HashMap<String, usize>,
 }
 
 impl Safetensors {
     /// Parse the header of a safetensors file held in `buf`.
-    pub fn parse(buf: &[u8]) -> Result<Safetensors> {
+    pub(crate) fn parse(buf: &[u8]) -> Result<Safetensors> {
         let mut r = Reader::new(buf);
         let n = r.u64("header length")?;
         if n > r.remaining() as u64 || n > MAX_HEADER {
@@ -159,13 +159,13 @@ impl Safetensors {
         Ok(Safetensors { tensors, index })
     }
 
-    pub fn tensor(&self, name: &str) -> Option<&Tensor> {
+    pub(crate) fn tensor(&self, name: &str) -> Option<&Tensor> {
         self.index.get(name).map(|&i| &self.tensors[i])
     }
 }
 
 /// The values of a float tensor (F32, F16 or BF16) as f32.
-pub fn floats(t: &Tensor, data: &[u8]) -> Result<Vec<f32>> {
+pub(crate) fn floats(t: &Tensor, data: &[u8]) -> Result<Vec<f32>> {
     let d = &data[t.offset..t.offset + t.size];
     Ok(match t.dtype {
         Dtype::F32 => d

@@ -15,7 +15,7 @@ use std::sync::Arc;
 /// matrices (Phi-3's attn_qkv and gate+up ffn_up) are looked up as their parts, each a band of
 /// rows of the fused tensor; every tensor looked up is recorded, so a load can refuse a file
 /// with tensors it did not use.
-pub struct Loader<'a> {
+pub(crate) struct Loader<'a> {
     pub g: &'a Gguf,
     pub file: &'a [u8],
     pub bytes: &'a Arc<Bytes>,
@@ -25,7 +25,7 @@ pub struct Loader<'a> {
 }
 
 impl<'a> Loader<'a> {
-    pub fn new(g: &'a Gguf, file: &'a [u8], bytes: &'a Arc<Bytes>) -> Loader<'a> {
+    pub(crate) fn new(g: &'a Gguf, file: &'a [u8], bytes: &'a Arc<Bytes>) -> Loader<'a> {
         Loader {
             g,
             file,
@@ -37,7 +37,12 @@ impl<'a> Loader<'a> {
 
     /// Make `names` (each with its row count) the consecutive row bands of the matrix
     /// `fused` (cols wide), if the file has it. The parts replace tensors of the same name.
-    pub fn split(&mut self, fused: &str, cols: usize, names: &[(&str, usize)]) -> Result<()> {
+    pub(crate) fn split(
+        &mut self,
+        fused: &str,
+        cols: usize,
+        names: &[(&str, usize)],
+    ) -> Result<()> {
         let Some(t) = self.g.tensor(fused) else {
             return Ok(());
         };
@@ -69,7 +74,7 @@ impl<'a> Loader<'a> {
         Ok(())
     }
 
-    pub fn info(&self, name: &str) -> Result<&TensorInfo> {
+    pub(crate) fn info(&self, name: &str) -> Result<&TensorInfo> {
         let (t, source) = match self.parts.iter().find(|(p, _)| p.name == name) {
             Some((p, fused)) => (Some(p), fused.as_str()),
             None => (self.g.tensor(name), name),
@@ -80,22 +85,17 @@ impl<'a> Loader<'a> {
     }
 
     /// Is `name` a fused tensor that is read as parts?
-    pub fn is_fused(&self, name: &str) -> bool {
+    pub(crate) fn is_fused(&self, name: &str) -> bool {
         self.parts.iter().any(|(_, f)| f == name)
     }
 
     /// Is there a tensor `name` (a part of a fused one included)?
-    pub fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: &str) -> bool {
         self.parts.iter().any(|(p, _)| p.name == name) || self.g.tensor(name).is_some()
     }
 
-    /// `info` for a tensor the model may or may not have.
-    pub fn optional(&self, name: &str) -> Option<&TensorInfo> {
-        self.has(name).then(|| self.info(name).ok()).flatten()
-    }
-
     /// Tensors of the file that no lookup asked for.
-    pub fn unused(&self) -> Vec<&str> {
+    pub(crate) fn unused(&self) -> Vec<&str> {
         let used = self.used.borrow();
         self.g
             .tensors
@@ -106,7 +106,7 @@ impl<'a> Loader<'a> {
     }
 
     /// Check that `name` is a (rows, cols) matrix (or a vector when rows == 1).
-    pub fn shaped(&self, name: &str, rows: usize, cols: usize) -> Result<&TensorInfo> {
+    pub(crate) fn shaped(&self, name: &str, rows: usize, cols: usize) -> Result<&TensorInfo> {
         let t = self.info(name)?;
         let want: &[u64] = if rows == 1 {
             &[cols as u64]
@@ -125,12 +125,12 @@ impl<'a> Loader<'a> {
         Ok(t)
     }
 
-    pub fn data(&self, t: &TensorInfo) -> &'a [u8] {
+    pub(crate) fn data(&self, t: &TensorInfo) -> &'a [u8] {
         &self.file[t.offset..t.offset + t.size]
     }
 
     /// The tensor as f32, whatever its type.
-    pub fn f32s(&self, t: &TensorInfo) -> Result<Vec<f32>> {
+    pub(crate) fn f32s(&self, t: &TensorInfo) -> Result<Vec<f32>> {
         let mut out = vec![0f32; t.n_elements() as usize];
         dequantize(t.typ, self.data(t), &mut out)
             .map_err(|e| e.context(format!("tensor {}", t.name)))?;
@@ -138,7 +138,7 @@ impl<'a> Loader<'a> {
     }
 
     /// The factor in llama.cpp's optional `<matrix>.scale` tensor (1 element), or 1.
-    pub fn scale_factor(&self, matrix: &str) -> Result<f32> {
+    pub(crate) fn scale_factor(&self, matrix: &str) -> Result<f32> {
         let name = ternary::scale_name(matrix);
         if !self.has(&name) {
             return Ok(1.0);
@@ -146,7 +146,7 @@ impl<'a> Loader<'a> {
         Ok(self.vector(&name, 1)?[0])
     }
 
-    pub fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+    pub(crate) fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
         let v = self.f32s(self.shaped(name, 1, n)?)?;
         if let Some(i) = v.iter().position(|x| !x.is_finite()) {
             return Err(Error::format(format!(
@@ -160,7 +160,7 @@ impl<'a> Loader<'a> {
 
 impl<'a> Loader<'a> {
     /// The GGUF tensor `name` as a (rows, cols) matrix of a type tmac can read.
-    pub fn ggml_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<&TensorInfo> {
+    pub(crate) fn ggml_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<&TensorInfo> {
         let t = self.shaped(name, rows, cols)?;
         if !t.typ.can_dequantize() {
             return Err(Error::unsupported(format!(
@@ -172,7 +172,7 @@ impl<'a> Loader<'a> {
     }
 
     /// A tensor's bytes as a zero-copy view of the file.
-    pub fn mapped(&self, t: &TensorInfo) -> Blob {
+    pub(crate) fn mapped(&self, t: &TensorInfo) -> Blob {
         Blob::Mapped {
             bytes: self.bytes.clone(),
             start: t.offset,
@@ -181,7 +181,12 @@ impl<'a> Loader<'a> {
     }
 
     /// The matrix `name` if this is a tmac file that stores it in kernel layout (zero-copy).
-    pub fn tmac_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Option<Linear>> {
+    pub(crate) fn tmac_matrix(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Option<Linear>> {
         super::tmacfile::read_matrix(self, name, rows, cols)
     }
 }

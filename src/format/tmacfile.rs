@@ -19,8 +19,8 @@ use crate::layout::linear::Linear;
 use crate::layout::lut::{Form, LutMatrix, Zero};
 use crate::layout::q8::Q8Matrix;
 
-pub const ALIGNMENT: u64 = 64;
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const ALIGNMENT: u64 = 64;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 /// Read the description array `key` as u32 values, `n` of them (or one more if `optional`).
 fn desc(l: &Loader, key: &str, n: usize, optional: bool) -> Result<Option<Vec<u32>>> {
@@ -50,7 +50,12 @@ fn raw(l: &Loader, name: &str) -> Result<crate::bytes::Blob> {
 }
 
 /// The matrix `name` stored in kernel layout, if the file has it so.
-pub fn read_matrix(l: &Loader, name: &str, rows: usize, cols: usize) -> Result<Option<Linear>> {
+pub(crate) fn read_matrix(
+    l: &Loader,
+    name: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<Option<Linear>> {
     let ctx = |e: Error| e.context(format!("tensor {name}"));
     let shape_err = |r: u32, c: u32| {
         Error::format(format!(
@@ -112,7 +117,7 @@ pub fn read_matrix(l: &Loader, name: &str, rows: usize, cols: usize) -> Result<O
 /// load reads (scales, norms, other f32 tensors). Kept apart, the pages the kernel maps around
 /// what a load reads (fault-around, large page-cache folios) hold no weight data, so loading
 /// really does not pull the weights into memory.
-pub fn order_for_mapping(w: &mut GgufWriter) {
+pub(crate) fn order_for_mapping(w: &mut GgufWriter) {
     let is_weight_data = |t: &super::gguf_write::TensorData| {
         t.type_id == GgmlType::I8.id() && !t.name.ends_with(".scales")
     };
@@ -120,7 +125,7 @@ pub fn order_for_mapping(w: &mut GgufWriter) {
 }
 
 /// Add a matrix to a tmac file being written.
-pub fn add_matrix(w: &mut GgufWriter, name: &str, m: &Linear) {
+pub(crate) fn add_matrix(w: &mut GgufWriter, name: &str, m: &Linear) {
     let u = |v: &[usize]| Value::Array(Array::U32(v.iter().map(|&x| x as u32).collect()));
     match m {
         Linear::Lut(m) => {

@@ -168,7 +168,7 @@ unsafe fn ints<const BITS: usize, const RB: usize>(
 /// # Safety
 /// AVX2 must be available; `act` must have its tables built for this matrix's width.
 #[target_feature(enable = "avx2")]
-pub unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
+pub(crate) unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     let g = m.geometry();
     out.clear();
     for rb in 0..g.row_blocks {
@@ -365,7 +365,7 @@ unsafe fn lut_gemv_kind<const I8: bool, const SUB: bool>(
 /// # Safety
 /// AVX2 and F16C must be available; `act` must have its tables built for this matrix's width.
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn lut_gemv(
+pub(crate) unsafe fn lut_gemv(
     m: &LutMatrix,
     act: &Activations,
     y: &mut [f32],
@@ -437,7 +437,7 @@ unsafe fn q8_row(
 /// # Safety
 /// AVX2 and F16C must be available; `act` must cover the matrix's columns.
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: &super::Knobs) {
+pub(crate) unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: &super::Knobs) {
     let nb = m.cols / Q8_BLOCK;
     debug_assert!(
         m.parts().0.len() >= m.rows * nb * m.strides().q_stride
@@ -516,7 +516,12 @@ unsafe fn iq4_rows<const XS: bool>(
 /// # Safety
 /// AVX2 and F16C must be available; `act` must cover the matrix's columns.
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn iq4_gemv(m: &Iq4Matrix, act: &Activations, y: &mut [f32], knobs: &super::Knobs) {
+pub(crate) unsafe fn iq4_gemv(
+    m: &Iq4Matrix,
+    act: &Activations,
+    y: &mut [f32],
+    knobs: &super::Knobs,
+) {
     debug_assert!(act.a.len() >= m.cols && y.len() >= m.rows);
     let fs: Vec<f32> = (0..m.cols / m.block())
         .map(|b| act.scale_at(b * m.block()))

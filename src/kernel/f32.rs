@@ -45,7 +45,7 @@ fn axpy_lanes(a: f32, x: &[f32], y: &mut [f32]) {
 }
 
 /// y = W x for a row-major (rows, cols) matrix W.
-pub fn matvec(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+pub(crate) fn matvec(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: the CPU has AVX2 (checked above).
@@ -68,7 +68,7 @@ fn matvec_lanes(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
 }
 
 /// Softmax in place: max-subtracted, f64 sum, as ggml's soft_max.
-pub fn softmax(x: &mut [f32]) {
+pub(crate) fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f64;
     for v in x.iter_mut() {
@@ -88,7 +88,7 @@ pub fn softmax(x: &mut [f32]) {
 /// heads of `hd` floats back to back; row t of `k` and `v` starts at t * stride, the shared
 /// head's slice of it at `off` (`shape` = (hd, stride, off)). Each key and value row is read once
 /// for all g heads; one call per group keeps the work in one vectorized function.
-pub fn attend(
+pub(crate) fn attend(
     qs: &[f32],
     k: &[f32],
     v: &[f32],

@@ -15,9 +15,9 @@
 //!   lookup per table instead of two; the sums are about 7-bit accurate.
 
 /// Bytes per exact table: `lo[16] hi[16]`.
-pub const TABLE_BYTES: usize = 32;
+pub(crate) const TABLE_BYTES: usize = 32;
 /// Bytes per int8 table.
-pub const TABLE8_BYTES: usize = 16;
+pub(crate) const TABLE8_BYTES: usize = 16;
 
 /// Which lookup tables the LUT kernels read (a tuning knob, see `Knobs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -232,19 +232,19 @@ impl Default for Activations {
 
 /// Chunks of 8 columns whose low-byte table sums, weighted by 2^plane, fit in 16 bits:
 /// each chunk adds at most 2 * 255 * (2^bits - 1) per row.
-pub const fn flush_chunks(bits: usize) -> usize {
+pub(crate) const fn flush_chunks(bits: usize) -> usize {
     65535 / (2 * 255 * ((1 << bits) - 1))
 }
 
 /// Chunks of 8 columns whose int8-table sums, weighted by 2^plane, fit in signed 16 bits:
 /// each chunk adds at most 2 * 127 * (2^bits - 1) in magnitude per row.
-pub const fn flush_chunks8(bits: usize) -> usize {
+pub(crate) const fn flush_chunks8(bits: usize) -> usize {
     32767 / (2 * 127 * ((1 << bits) - 1))
 }
 
 /// Entry `i` of table `t` as int16 (for the scalar kernel and tests).
 #[inline]
-pub fn entry(tables: &[u8], t: usize, i: usize) -> i32 {
+pub(crate) fn entry(tables: &[u8], t: usize, i: usize) -> i32 {
     let b = &tables[t * TABLE_BYTES..];
     i16::from_le_bytes([b[i], b[16 + i]]) as i32
 }

@@ -5,13 +5,13 @@
 //! (`crate::settings` reads them from the environment for the `tmac` tool).
 
 #[cfg(target_arch = "x86_64")]
-pub mod avx2;
-pub mod f32;
-pub mod linear;
-pub mod lut;
+pub(crate) mod avx2;
+pub(crate) mod f32;
+pub(crate) mod linear;
+pub(crate) mod lut;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
-pub mod scalar;
+pub(crate) mod scalar;
 
 use crate::layout::iq4::Iq4Matrix;
 use crate::layout::lut::LutMatrix;
@@ -91,7 +91,7 @@ impl Isa {
 }
 
 /// The instruction set used when the caller asks for none: the best this CPU has.
-pub fn isa() -> Isa {
+pub(crate) fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(Isa::best)
 }
@@ -234,7 +234,7 @@ pub fn q8_gemv(isa: Isa, m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: 
 }
 
 /// y = W x for a 4-bit codebook matrix (IQ4_NL, IQ4_XS).
-pub fn iq4_gemv(isa: Isa, m: &Iq4Matrix, act: &Activations, y: &mut [f32], knobs: &Knobs) {
+pub(crate) fn iq4_gemv(isa: Isa, m: &Iq4Matrix, act: &Activations, y: &mut [f32], knobs: &Knobs) {
     assert!(
         act.a.len() >= m.cols,
         "the activations are shorter than the matrix"

@@ -10,7 +10,7 @@ use half::f16;
 
 /// Integer sums A = sum of q * a over one scale group, for the 16 rows of row block `rb`
 /// (with int8 tables, the same sum in table units).
-pub fn lut_group_ints(
+pub(crate) fn lut_group_ints(
     data: &[u8],
     g: &Geometry,
     tables: &[u8],
@@ -51,7 +51,7 @@ fn group_sums(
 /// What one scale group's integer sums are combined with: the activations' dequant factor f,
 /// their sum s, and with int8 tables the value of one table unit.
 #[derive(Clone, Copy)]
-pub struct GroupInput {
+pub(crate) struct GroupInput {
     pub f: f32,
     pub s: i32,
     /// With int8 tables the value of one table unit; 1 otherwise. Always a normal number: a
@@ -62,7 +62,7 @@ pub struct GroupInput {
 
 impl GroupInput {
     /// Those of every scale group of a matrix with `group` columns per group.
-    pub fn all(act: &Activations, group: usize, groups: usize) -> Vec<GroupInput> {
+    pub(crate) fn all(act: &Activations, group: usize, groups: usize) -> Vec<GroupInput> {
         let int8 = act.tables_built() == Some(Tables::Int8);
         (0..groups)
             .map(|grp| GroupInput {
@@ -82,14 +82,14 @@ impl GroupInput {
 /// b = sum of sc * o * S (offset codes) or of mn * S (affine), A being a group's `group_ints`
 /// and S its activation sum. Without sub-scales sc = mn = 1 and a super-block is one group.
 #[derive(Clone, Copy, Default)]
-pub struct SuperInts {
+pub(crate) struct SuperInts {
     pub a: [i32; 16],
     pub b: [i32; 16],
 }
 
 /// Add group `grp`'s integer sums `acc` (activation sum `s`) to its super-block's.
 #[allow(clippy::needless_range_loop)] // one row index reads several arrays
-pub fn add_group(
+pub(crate) fn add_group(
     si: &mut SuperInts,
     acc: &[i32; 16],
     m: &LutMatrix,
@@ -112,7 +112,7 @@ pub fn add_group(
 /// t = d * (a - b) (offset) or d * a + m * b (affine), in this order; with int8 tables a is in
 /// table units and becomes a * unit, and a - b is formed in floats.
 #[allow(clippy::needless_range_loop)] // one row index reads several arrays
-pub fn combine(
+pub(crate) fn combine(
     y: &mut [f32; 16],
     si: &SuperInts,
     m: &LutMatrix,
@@ -136,12 +136,12 @@ pub fn combine(
 }
 
 /// The groups of super-block `sb`.
-pub fn super_groups(g: &Geometry, sb: usize) -> std::ops::Range<usize> {
+pub(crate) fn super_groups(g: &Geometry, sb: usize) -> std::ops::Range<usize> {
     sb * g.sup..((sb + 1) * g.sup).min(g.groups)
 }
 
 /// All integer accumulators, laid out `[row block][group][16]`.
-pub fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
+pub(crate) fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     let g = m.geometry();
     let kind = act.tables_built().expect("tables built");
     out.clear();
@@ -154,7 +154,12 @@ pub fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
 }
 
 /// y (rows) = W x for a LUT matrix, row blocks `rbs` only; `act` must have its tables built.
-pub fn lut_gemv(m: &LutMatrix, act: &Activations, y: &mut [f32], rbs: std::ops::Range<usize>) {
+pub(crate) fn lut_gemv(
+    m: &LutMatrix,
+    act: &Activations,
+    y: &mut [f32],
+    rbs: std::ops::Range<usize>,
+) {
     let g = m.geometry();
     let data = m.data.as_slice();
     let kind = act.tables_built().expect("tables built");
@@ -176,14 +181,14 @@ pub fn lut_gemv(m: &LutMatrix, act: &Activations, y: &mut [f32], rbs: std::ops::
 
 /// Sum the 8 float lanes in the order the SIMD kernels do: (0+4, 1+5, 2+6, 3+7), then
 /// (x0 + x2, x1 + x3), then the two.
-pub fn reduce8(v: &[f32; 8]) -> f32 {
+pub(crate) fn reduce8(v: &[f32; 8]) -> f32 {
     let h = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
     (h[0] + h[2]) + (h[1] + h[3])
 }
 
 /// y = W x for an 8-bit matrix (Q8_0 blocks). Lane m of a block holds the products of
 /// elements 4m..4m+3; each lane accumulates s * (d * f) in float.
-pub fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32]) {
+pub(crate) fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32]) {
     let (q, d) = m.parts();
     let st = m.strides();
     let nb = m.cols / Q8_BLOCK;
@@ -208,7 +213,7 @@ pub fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32]) {
 /// y = W x for a 4-bit codebook matrix (IQ4_NL, IQ4_XS). Per row and block, the integer
 /// li = sum over the block's groups of sc * (sum of codebook value times activation), then
 /// y += li * (d * f) in float, block after block.
-pub fn iq4_gemv(m: &Iq4Matrix, act: &Activations, y: &mut [f32]) {
+pub(crate) fn iq4_gemv(m: &Iq4Matrix, act: &Activations, y: &mut [f32]) {
     let (bl, nb) = (m.block(), m.cols / m.block());
     for g in 0..m.row_groups() {
         let mut acc = [0f32; iq4::ROWS];

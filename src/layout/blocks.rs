@@ -9,7 +9,7 @@ use crate::layout::ggml::GgmlType;
 use half::f16;
 
 /// IQ4_NL / IQ4_XS: the value of each 4-bit code (ggml's kvalues_iq4nl).
-pub const IQ4_CODEBOOK: [i8; 16] = [
+pub(crate) const IQ4_CODEBOOK: [i8; 16] = [
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
 ];
 
@@ -74,7 +74,7 @@ pub fn form(t: GgmlType) -> Option<Form> {
 }
 
 /// One decoded block.
-pub struct Block {
+pub(crate) struct Block {
     /// Codes of the block's elements (the first `form.block`).
     pub codes: [u8; 256],
     pub d: f16,
@@ -162,7 +162,7 @@ fn tq1_codes(blk: &[u8], out: &mut [u8]) {
 
 /// Decode one block of type `t` (`blk` holds exactly its bytes). Panics for a type without a
 /// `form`.
-pub fn decode(t: GgmlType, blk: &[u8], out: &mut Block) {
+pub(crate) fn decode(t: GgmlType, blk: &[u8], out: &mut Block) {
     use GgmlType::*;
     let c = &mut out.codes;
     match t {
@@ -270,7 +270,7 @@ pub fn decode(t: GgmlType, blk: &[u8], out: &mut Block) {
 /// One weight from its code (or codebook value) q and its scales, as ggml-quants.c computes it:
 /// K-quants scale d by the group's integer first (dl = d * sc), then the code.
 #[inline]
-pub fn weight(zero: Zero, sub: bool, q: i32, d: f32, m: f32, sc: i32, mn: i32) -> f32 {
+pub(crate) fn weight(zero: Zero, sub: bool, q: i32, d: f32, m: f32, sc: i32, mn: i32) -> f32 {
     let dl = if sub { d * sc as f32 } else { d };
     match zero {
         Zero::Offset(o) => (q - o as i32) as f32 * dl,
@@ -280,7 +280,7 @@ pub fn weight(zero: Zero, sub: bool, q: i32, d: f32, m: f32, sc: i32, mn: i32) -
 }
 
 /// The weights of one decoded block.
-pub fn weights(f: &Form, b: &Block, out: &mut [f32]) {
+pub(crate) fn weights(f: &Form, b: &Block, out: &mut [f32]) {
     let (d, m) = (b.d.to_f32(), b.m.to_f32());
     for (e, w) in out.iter_mut().enumerate().take(f.block) {
         let g = e / f.group;
@@ -296,7 +296,7 @@ pub fn weights(f: &Form, b: &Block, out: &mut [f32]) {
 }
 
 /// Dequantize whole blocks of a type with a `form` into `dst`.
-pub fn dequantize(t: GgmlType, src: &[u8], dst: &mut [f32]) {
+pub(crate) fn dequantize(t: GgmlType, src: &[u8], dst: &mut [f32]) {
     let f = form(t).expect("a type with a block form");
     let bytes = t.block().1 as usize;
     let mut b = Block::default();

@@ -52,7 +52,7 @@ pub enum GgmlType {
 }
 
 /// Bytes after an I2_S tensor's packed codes: the f32 scale, padded to 32.
-pub const I2S_TAIL: u64 = 32;
+pub(crate) const I2S_TAIL: u64 = 32;
 
 /// ggml's type traits for every type: (type, id, name, elements per block, bytes per block).
 /// Id 36 is I2_S as bitnet.cpp writes it (mainline ggml retired the id).

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use half::f16;
 
 /// Rows per tile.
-pub const ROWS: usize = 8;
+pub(crate) const ROWS: usize = 8;
 
 /// 4-bit codebook weights in 8-row tiles. The fields are the crate's: from outside, an
 /// Iq4Matrix comes only from `new` (which checks the bytes against the shape) or `from_ggml`.
@@ -202,7 +202,7 @@ impl Iq4Matrix {
 }
 
 /// The group scales of an IQ4_XS block (ls - 32), or 1 for IQ4_NL.
-pub fn sub_scales(typ: GgmlType, blk: &[u8]) -> [i16; 8] {
+pub(crate) fn sub_scales(typ: GgmlType, blk: &[u8]) -> [i16; 8] {
     if typ != GgmlType::IQ4XS {
         return [1; 8];
     }
@@ -216,7 +216,7 @@ pub fn sub_scales(typ: GgmlType, blk: &[u8]) -> [i16; 8] {
 }
 
 /// Where a GGUF block keeps its codes: after d (IQ4_NL), after d and the scales (IQ4_XS).
-pub fn codes_at(typ: GgmlType) -> usize {
+pub(crate) fn codes_at(typ: GgmlType) -> usize {
     if typ == GgmlType::IQ4XS {
         8
     } else {

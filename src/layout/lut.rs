@@ -37,7 +37,7 @@ pub enum Zero {
 }
 
 /// Largest code width the layout holds.
-pub const MAX_BITS: u32 = 6;
+pub(crate) const MAX_BITS: u32 = 6;
 
 /// A matrix in T-MAC bit-plane layout. The fields are the crate's: from outside, a LutMatrix
 /// comes only from `new` (which checks the bytes against the shape), `pack`/`pack_with` or

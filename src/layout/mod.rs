@@ -2,11 +2,11 @@
 //! matrices tmac's kernels read (bit-plane LUT, 8-bit, 4-bit codebook) and the quantizers that
 //! produce them from f32.
 
-pub mod blocks;
-pub mod ggml;
-pub mod iq4;
-pub mod linear;
-pub mod lut;
-pub mod q8;
-pub mod quantize;
-pub mod ternary;
+pub(crate) mod blocks;
+pub(crate) mod ggml;
+pub(crate) mod iq4;
+pub(crate) mod linear;
+pub(crate) mod lut;
+pub(crate) mod q8;
+pub(crate) mod quantize;
+pub(crate) mod ternary;

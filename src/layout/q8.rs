@@ -7,8 +7,8 @@ use crate::bytes::Blob;
 use crate::error::{Error, Result};
 use half::f16;
 
-pub const Q8_BLOCK: usize = 32;
-pub const Q8_BYTES: usize = 34;
+pub(crate) const Q8_BLOCK: usize = 32;
+pub(crate) const Q8_BYTES: usize = 34;
 
 /// 8-bit weights. The fields are the crate's: from outside, a Q8Matrix comes only from `new`
 /// (which checks the bytes against the shape) or `quantize`.

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use half::{bf16, f16};
 
 /// Elements per I2_S block (x86 layout: 128 codes in 32 bytes).
-pub const I2S_BLOCK: usize = 128;
+pub(crate) const I2S_BLOCK: usize = 128;
 
 /// An exactly ternary matrix: `w[r][c] = (codes[r * cols + c] - 1) * scale`.
 pub struct Ternary {
@@ -58,7 +58,7 @@ impl Ternary {
 }
 
 /// The codes and scale of an I2_S tensor of `n` elements.
-pub fn i2s_codes(data: &[u8], n: usize) -> Result<(Vec<u8>, f32)> {
+pub(crate) fn i2s_codes(data: &[u8], n: usize) -> Result<(Vec<u8>, f32)> {
     if n % I2S_BLOCK != 0 {
         return Err(Error::format(format!(
             "I2_S tensor of {n} elements is not a whole number of {I2S_BLOCK}-element blocks"
@@ -97,7 +97,7 @@ pub fn i2s_codes(data: &[u8], n: usize) -> Result<(Vec<u8>, f32)> {
 }
 
 /// Dequantize a whole I2_S tensor.
-pub fn dequantize_i2s(src: &[u8], dst: &mut [f32]) -> Result<()> {
+pub(crate) fn dequantize_i2s(src: &[u8], dst: &mut [f32]) -> Result<()> {
     let (codes, scale) = i2s_codes(src, dst.len())?;
     for (d, q) in dst.iter_mut().zip(codes) {
         *d = (q as i32 - 1) as f32 * scale;
@@ -107,7 +107,7 @@ pub fn dequantize_i2s(src: &[u8], dst: &mut [f32]) -> Result<()> {
 
 /// Pack codes (row-major, a multiple of 128 of them) and a scale as I2_S, as bitnet.cpp's
 /// `quantize_i2_s` lays them out on x86.
-pub fn encode_i2s(codes: &[u8], scale: f32) -> Vec<u8> {
+pub(crate) fn encode_i2s(codes: &[u8], scale: f32) -> Vec<u8> {
     assert!(codes.len() % I2S_BLOCK == 0);
     let mut out = vec![0u8; codes.len() / 4 + I2S_TAIL as usize];
     for (blk, q) in out.chunks_exact_mut(32).zip(codes.chunks_exact(I2S_BLOCK)) {
@@ -124,7 +124,7 @@ pub fn encode_i2s(codes: &[u8], scale: f32) -> Vec<u8> {
 
 /// Codes of a Hugging Face BitNet weight: `packed` is (rows / 4, cols) uint8, and bit pair i of
 /// `packed[j][c]` is the code of row `i * rows / 4 + j` (transformers' `unpack_weights`).
-pub fn hf_codes(packed: &[u8], packed_rows: usize, cols: usize) -> Result<Vec<u8>> {
+pub(crate) fn hf_codes(packed: &[u8], packed_rows: usize, cols: usize) -> Result<Vec<u8>> {
     if packed.len() != packed_rows * cols {
         return Err(Error::format(format!(
             "packed ternary weight of {} bytes is not {packed_rows} x {cols}",
@@ -151,7 +151,7 @@ pub fn hf_codes(packed: &[u8], packed_rows: usize, cols: usize) -> Result<Vec<u8
 /// Ternarize full-precision weights as BitNet b1.58 does at inference (and llama.cpp's
 /// converter at conversion): s = mean |w| (at least 1e-5), q = clamp(round(w / s), -1, 1),
 /// with llama.cpp's float steps (w * (1/s), and the value q / (1/s)).
-pub fn absmean(w: &[f32], rows: usize, cols: usize) -> Ternary {
+pub(crate) fn absmean(w: &[f32], rows: usize, cols: usize) -> Ternary {
     let mean = (w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len().max(1) as f64) as f32;
     let iscale = 1.0 / mean.max(1e-5);
     let codes = w
@@ -168,12 +168,12 @@ pub fn absmean(w: &[f32], rows: usize, cols: usize) -> Ternary {
 
 /// The name of llama.cpp's output-scale tensor for `matrix` (`blk.0.attn_q.weight` ->
 /// `blk.0.attn_q.scale`).
-pub fn scale_name(matrix: &str) -> String {
+pub(crate) fn scale_name(matrix: &str) -> String {
     format!("{}.scale", matrix.strip_suffix(".weight").unwrap_or(matrix))
 }
 
 /// Floats as an exactly ternary matrix, if they are one (all -s, 0 or +s for one s).
-pub fn from_f32s(w: &[f32], rows: usize, cols: usize) -> Option<Ternary> {
+pub(crate) fn from_f32s(w: &[f32], rows: usize, cols: usize) -> Option<Ternary> {
     floats(w.len(), |i| w[i]).map(|(codes, scale)| Ternary {
         rows,
         cols,
@@ -184,7 +184,7 @@ pub fn from_f32s(w: &[f32], rows: usize, cols: usize) -> Option<Ternary> {
 
 /// The tensor as an exactly ternary matrix, if it is one (None when its values are not all
 /// -s, 0 or +s for one s, or its type cannot hold that). I2_S is always ternary.
-pub fn from_tensor(
+pub(crate) fn from_tensor(
     typ: GgmlType,
     data: &[u8],
     rows: usize,

@@ -27,7 +27,7 @@ pub enum Arch {
 }
 
 /// The architectures tmac runs, as `general.architecture` names them.
-pub const SUPPORTED: &str =
+pub(crate) const SUPPORTED: &str =
     "llama (also mistral), granite, bitnet (also bitnet-b1.58, bitnet-25), qwen2, qwen3, gemma, gemma2, gemma3, phi3";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use crate::layout::linear::Linear;
 use crate::math;
 
 /// Keys and values of every past position: `[layer][pos][kv_dim]`.
-pub struct KvCache {
+pub(crate) struct KvCache {
     k: Vec<f32>,
     v: Vec<f32>,
     kv_dim: usize,
@@ -17,7 +17,7 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(cfg: &Config, n_ctx: usize) -> KvCache {
+    pub(crate) fn new(cfg: &Config, n_ctx: usize) -> KvCache {
         let n = cfg.n_layer * n_ctx * cfg.kv_dim();
         KvCache {
             k: vec![0.0; n],
@@ -26,7 +26,7 @@ impl KvCache {
             n_ctx,
         }
     }
-    pub fn bytes(cfg: &Config, n_ctx: usize) -> usize {
+    pub(crate) fn bytes(cfg: &Config, n_ctx: usize) -> usize {
         2 * 4 * cfg.n_layer * n_ctx * cfg.kv_dim()
     }
     fn at(&self, layer: usize, pos: usize) -> usize {
@@ -36,11 +36,11 @@ impl KvCache {
 
 /// Tokens run through the layers together during prefill: each weight tile is read once per
 /// batch and reused from cache for every token of it.
-pub const MAX_BATCH: usize = 16;
+pub(crate) const MAX_BATCH: usize = 16;
 
 /// Activation buffers for up to MAX_BATCH tokens, allocated once per session. Vectors hold one
 /// row per token: `x` is (batch, n_embd) and so on.
-pub struct Scratch {
+pub(crate) struct Scratch {
     x: Vec<f32>,               // (batch, n_embd) residual stream
     xb: Vec<f32>,              // (batch, n_embd) normed input
     q: Vec<f32>,               // (batch, q_dim)
@@ -59,14 +59,14 @@ pub struct Scratch {
 
 impl Scratch {
     /// Bytes `new` allocates (activation tables excluded: they grow with the widest input).
-    pub fn bytes(cfg: &Config, n_ctx: usize) -> usize {
+    pub(crate) fn bytes(cfg: &Config, n_ctx: usize) -> usize {
         let per_token =
             3 * cfg.n_embd + 2 * cfg.q_dim() + 2 * cfg.kv_dim() + 2 * cfg.n_ff + 2 * cfg.rope_dim;
         4 * (MAX_BATCH * per_token + n_ctx * (cfg.n_head / cfg.n_head_kv) + cfg.n_vocab)
             + MAX_BATCH * cfg.n_embd.max(cfg.n_ff) * 17
     }
 
-    pub fn new(cfg: &Config, n_ctx: usize) -> Scratch {
+    pub(crate) fn new(cfg: &Config, n_ctx: usize) -> Scratch {
         let z = |n: usize| vec![0f32; MAX_BATCH * n];
         Scratch {
             x: z(cfg.n_embd),
@@ -88,7 +88,7 @@ impl Scratch {
 }
 
 /// out = x / sqrt(mean(x^2) + eps) * w, with ggml's f64 sum of squares.
-pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+pub(crate) fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     let ss: f64 = x.iter().map(|&v| (v * v) as f64).sum();
     let mean = (ss / x.len() as f64) as f32;
     let scale = 1.0 / (mean + eps).sqrt();
@@ -103,11 +103,10 @@ fn rmsnorm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
     rmsnorm(x, &src, w, eps);
 }
 
-
 /// RoPE angles for position `pos` as ggml computes them: pair i turns by
 /// `freq_scale * pos * base^(-2i/rope_dim)` (divided by `freqs[i]` if given), the angle stepped in
 /// f32 as ggml does. Fills (cos, sin) for the rope_dim/2 pairs; the same for every head.
-pub fn rope_angles(
+pub(crate) fn rope_angles(
     cs: &mut [(f32, f32)],
     pos: usize,
     theta_scale: f32,
@@ -125,7 +124,7 @@ pub fn rope_angles(
 }
 
 /// Rotate adjacent pairs `(x[2i], x[2i+1])` of each head by the angles in `cs`.
-pub fn rope(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
+pub(crate) fn rope(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
     for head in x.chunks_exact_mut(head_dim) {
         for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(cs) {
             let (a, b) = (pair[0], pair[1]);
@@ -137,7 +136,7 @@ pub fn rope(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
 
 /// Rotate pairs `(x[i], x[i + rope_dim/2])` of each head (ggml's NEOX mode, Hugging Face's
 /// rotate_half), used by BitNet: its converters do not permute Q and K as Llama's do.
-pub fn rope_neox(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
+pub(crate) fn rope_neox(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
     let half = cs.len();
     for head in x.chunks_exact_mut(head_dim) {
         for (i, &(cos, sin)) in cs.iter().enumerate() {
@@ -157,7 +156,7 @@ fn scale_by(y: &mut [f32], s: f32) {
     }
 }
 
-pub fn theta_scale(cfg: &Config) -> f32 {
+pub(crate) fn theta_scale(cfg: &Config) -> f32 {
     theta_scale_for(cfg.rope_base, cfg.rope_dim)
 }
 
@@ -199,7 +198,7 @@ fn residual(x: &mut [f32], y: &mut [f32], post: Option<&Vec<f32>>, scale: Option
 
 /// Run `tokens` (at most MAX_BATCH) at positions pos.. and write their keys and values to the
 /// cache. Afterwards `logits(.., b)` gives the logits after token b.
-pub fn forward(
+pub(crate) fn forward(
     m: &Model,
     kv: &mut KvCache,
     s: &mut Scratch,
@@ -378,7 +377,7 @@ pub fn forward(
 }
 
 /// Fill `s.logits` with the logits after token `b` of the last `forward` batch.
-pub fn logits(m: &Model, s: &mut Scratch, b: usize) {
+pub(crate) fn logits(m: &Model, s: &mut Scratch, b: usize) {
     let (cfg, w) = (&m.cfg, &m.weights);
     let d = cfg.n_embd;
     rmsnorm(

@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 /// The tokenizer.bin to use: the one given, else `tokenizer.bin` next to the model, else in the
 /// current directory (the original's default).
-pub fn tokenizer_path(given: Option<&Path>, model: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn tokenizer_path(given: Option<&Path>, model: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = given {
         return Ok(p.to_path_buf());
     }
@@ -119,7 +119,6 @@ pub(super) fn load(
         vocab,
         weights,
         format: kind,
-        file_size: file.len(),
         tensor_types,
         bytes,
     }))
@@ -154,7 +153,7 @@ fn tensor<'a>(lf: &'a LegacyFile, name: &str) -> Result<&'a Tensor> {
 }
 
 /// The RoPE base that the freq_cis tables (f32 [seq_len][head_size / 2] each) were made with.
-pub fn rope_base_from_tables(
+pub(crate) fn rope_base_from_tables(
     re: &[u8],
     im: &[u8],
     seq_len: usize,

@@ -1,11 +1,11 @@
 //! A loaded model: weights, config and vocabulary, shared by the sessions (`crate::session`)
 //! that run it.
 
-pub mod config;
-pub mod forward;
+pub(crate) mod config;
+pub(crate) mod forward;
 #[cfg(feature = "tools")]
-pub mod legacy;
-pub mod weights;
+pub(crate) mod legacy;
+pub(crate) mod weights;
 
 use crate::bytes::Bytes;
 use crate::error::{Error, ErrorKind, Result};
@@ -49,16 +49,15 @@ pub struct LoadOptions {
 
 pub struct Model {
     /// Instruction set and tuning knobs of the kernels this model runs on.
-    pub isa: Isa,
-    pub knobs: Knobs,
-    pub cfg: Config,
-    pub vocab: Vocab,
-    pub weights: Weights,
+    pub(crate) isa: Isa,
+    pub(crate) knobs: Knobs,
+    pub(crate) cfg: Config,
+    pub(crate) vocab: Vocab,
+    pub(crate) weights: Weights,
     bytes: Arc<Bytes>,
-    pub format: Kind,
-    pub file_size: usize,
+    pub(crate) format: Kind,
     /// Tensor types in the file and how many tensors of each.
-    pub tensor_types: Vec<(String, usize)>,
+    pub(crate) tensor_types: Vec<(String, usize)>,
 }
 
 impl Model {
@@ -200,7 +199,6 @@ impl Model {
             vocab,
             weights,
             format: kind,
-            file_size: file.len(),
             tensor_types,
             bytes,
         }))
@@ -208,6 +206,42 @@ impl Model {
 
     pub fn file(&self) -> &[u8] {
         self.bytes.as_slice()
+    }
+
+    pub fn file_size(&self) -> usize {
+        self.bytes.as_slice().len()
+    }
+
+    /// The model's shape and hyperparameters.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn vocab(&self) -> &Vocab {
+        &self.vocab
+    }
+
+    /// The instruction set and knobs of the kernels it runs on.
+    pub fn kernels(&self) -> (Isa, Knobs) {
+        (self.isa, self.knobs)
+    }
+
+    /// The file's format (GGUF, llama2.c, the original T-MAC engine's).
+    pub fn file_kind(&self) -> Kind {
+        self.format
+    }
+
+    /// Tensor types in the file and how many tensors of each.
+    pub fn tensor_types(&self) -> &[(String, usize)] {
+        &self.tensor_types
+    }
+
+    /// The weight formats of the transformer blocks' and the output head's matrices, e.g.
+    /// ("lut-q4", "q8").
+    pub fn matrix_kinds(&self) -> (String, String) {
+        let w = &self.weights;
+        let block = w.layers.first().map_or("none".into(), |l| l.wq.kind());
+        (block, w.output.kind())
     }
 
     fn matrices(&self) -> impl Iterator<Item = &Linear> {

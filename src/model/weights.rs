@@ -102,7 +102,7 @@ pub struct Weights {
 }
 
 /// How matrices are stored once loaded.
-pub trait MatrixBuilder {
+pub(crate) trait MatrixBuilder {
     fn build(&self, l: &Loader, name: &str, rows: usize, cols: usize) -> Result<Linear>;
 
     /// A transformer-block matrix and a factor for its output. A builder that holds exactly
@@ -119,7 +119,7 @@ pub trait MatrixBuilder {
 }
 
 /// The reference: every matrix dequantized to f32.
-pub struct F32Builder;
+pub(crate) struct F32Builder;
 
 impl MatrixBuilder for F32Builder {
     fn build(&self, l: &Loader, name: &str, rows: usize, cols: usize) -> Result<Linear> {
@@ -145,7 +145,7 @@ impl MatrixBuilder for F32Builder {
 /// ternary weights (TQ1_0/TQ2_0 with one scale, I2_S, F32/F16/BF16 holding -s, 0, +s) become
 /// ternary codes with the scale applied to the output: activations are then quantized per
 /// token, as BitNet b1.58 defines it.
-pub struct KernelBuilder;
+pub(crate) struct KernelBuilder;
 
 impl MatrixBuilder for KernelBuilder {
     fn build_scaled(
@@ -190,7 +190,7 @@ impl MatrixBuilder for KernelBuilder {
     }
 }
 
-pub fn load(l: &Loader, cfg: &Config, mb: &dyn MatrixBuilder) -> Result<Weights> {
+pub(crate) fn load(l: &Loader, cfg: &Config, mb: &dyn MatrixBuilder) -> Result<Weights> {
     let (d, ff, q, kv) = (cfg.n_embd, cfg.n_ff, cfg.q_dim(), cfg.kv_dim());
     let n_vocab = cfg.n_vocab;
     let mat = |name: &str, rows: usize, cols: usize| -> Result<Linear> {
@@ -315,7 +315,7 @@ pub fn load(l: &Loader, cfg: &Config, mb: &dyn MatrixBuilder) -> Result<Weights>
 /// Cut the fused matrices of `cfg`'s architecture into the parts the forward pass reads:
 /// Phi-3's attn_qkv into attn_q, attn_k, attn_v, and its ffn_up (gate rows, then up rows)
 /// into ffn_gate and ffn_up.
-pub fn split_fused(l: &mut Loader, cfg: &Config) -> Result<()> {
+pub(crate) fn split_fused(l: &mut Loader, cfg: &Config) -> Result<()> {
     let (d, ff, q, kv) = (cfg.n_embd, cfg.n_ff, cfg.q_dim(), cfg.kv_dim());
     for i in 0..cfg.n_layer {
         let n = |s: &str| format!("blk.{i}.{s}.weight");
@@ -332,7 +332,7 @@ pub fn split_fused(l: &mut Loader, cfg: &Config) -> Result<()> {
 
 /// Refuse a GGUF with tensors of types tmac cannot read, naming each type and how many tensors
 /// have it (a tmac file's kernel data is I8 and read by its own rules).
-pub fn check_types(g: &Gguf) -> Result<()> {
+pub(crate) fn check_types(g: &Gguf) -> Result<()> {
     if g.get("tmac.format_version").is_some() {
         return Ok(());
     }

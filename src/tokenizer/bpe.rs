@@ -9,7 +9,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 /// Merge ranks keyed by "left\u{FF}right" bytes (0xFF never occurs in UTF-8 token text).
-pub fn merge_key(buf: &mut Vec<u8>, left: &[u8], right: &[u8]) {
+pub(super) fn merge_key(buf: &mut Vec<u8>, left: &[u8], right: &[u8]) {
     buf.clear();
     buf.extend_from_slice(left);
     buf.push(0xFF);
@@ -17,7 +17,7 @@ pub fn merge_key(buf: &mut Vec<u8>, left: &[u8], right: &[u8]) {
 }
 
 /// Tokenize one word (already split by the pre-tokenizer), appending ids to `out`.
-pub fn encode_word(vocab: &Vocab, word: &str, ignore_merges: bool, out: &mut Vec<u32>) {
+pub(super) fn encode_word(vocab: &Vocab, word: &str, ignore_merges: bool, out: &mut Vec<u32>) {
     let encoded: String = word.bytes().map(byte_to_char).collect();
     let text = encoded.as_bytes();
     if ignore_merges {

@@ -3,17 +3,17 @@
 //! them, matching llama.cpp token for token.
 
 mod bpe;
-pub mod chat;
-pub mod pretok;
+pub(crate) mod chat;
+pub(crate) mod pretok;
 mod spm;
-pub mod stream;
+pub(crate) mod stream;
 mod symbols;
-pub mod unicode;
+pub(crate) mod unicode;
 mod unicode_data;
 
 use crate::error::{Error, Result};
 use crate::format::gguf::{Array, Gguf};
-pub use chat::ChatTemplate;
+pub(crate) use chat::ChatTemplate;
 use pretok::PreTok;
 use std::collections::HashMap;
 use std::ops::Range;

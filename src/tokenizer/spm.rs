@@ -6,7 +6,7 @@ use super::symbols::{merge, split_chars, Symbol};
 use super::Vocab;
 use std::collections::BinaryHeap;
 
-pub const SPACE: &str = "\u{2581}";
+pub(super) const SPACE: &str = "\u{2581}";
 
 #[derive(PartialEq)]
 struct Bigram {
@@ -29,7 +29,7 @@ impl PartialOrd for Bigram {
 }
 
 /// Tokenize `text` (spaces already escaped to U+2581), appending ids to `out`.
-pub fn encode(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
+pub(super) fn encode(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
     let bytes = text.as_bytes();
     let mut syms = split_chars(text);
     let mut queue = BinaryHeap::new();

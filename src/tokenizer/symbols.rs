@@ -1,7 +1,7 @@
 //! The doubly linked list of symbols both BPE variants merge: each symbol is a byte range of the
 //! word; merging absorbs the right neighbour into the left one.
 
-pub struct Symbol {
+pub(super) struct Symbol {
     pub start: usize,
     pub len: usize,
     pub prev: Option<usize>,
@@ -9,7 +9,7 @@ pub struct Symbol {
 }
 
 /// One symbol per character of `text`.
-pub fn split_chars(text: &str) -> Vec<Symbol> {
+pub(super) fn split_chars(text: &str) -> Vec<Symbol> {
     let mut syms: Vec<Symbol> = text
         .char_indices()
         .enumerate()
@@ -28,7 +28,7 @@ pub fn split_chars(text: &str) -> Vec<Symbol> {
 
 /// Merge symbol `r` into its left neighbour `l`; returns the neighbours of the merged symbol
 /// (whose pairs with it are the new merge candidates).
-pub fn merge(syms: &mut [Symbol], l: usize, r: usize) -> (Option<usize>, Option<usize>) {
+pub(super) fn merge(syms: &mut [Symbol], l: usize, r: usize) -> (Option<usize>, Option<usize>) {
     syms[l].len += syms[r].len;
     syms[r].len = 0;
     let next = syms[r].next;

@@ -8,7 +8,7 @@ pub(crate) const NUMBER: u8 = 0x02;
 pub(crate) const LETTER: u8 = 0x04;
 
 /// The category flag of `c` (exactly one of the category bits).
-pub fn flags(c: char) -> u8 {
+pub(crate) fn flags(c: char) -> u8 {
     let cp = c as u32;
     let i = RANGES.partition_point(|&(start, _)| start <= cp);
     // RANGES starts at 0, so i >= 1.
@@ -16,7 +16,7 @@ pub fn flags(c: char) -> u8 {
 }
 
 /// Unicode White_Space, the set llama.cpp's `\s` means.
-pub fn is_whitespace(c: char) -> bool {
+pub(crate) fn is_whitespace(c: char) -> bool {
     matches!(
         c as u32,
         0x09..=0x0D | 0x20 | 0x85 | 0xA0 | 0x1680 | 0x2000..=0x200A | 0x2028 | 0x2029 | 0x202F
@@ -37,7 +37,7 @@ pub fn byte_to_char(b: u8) -> char {
 }
 
 /// The inverse of `byte_to_char`.
-pub fn char_to_byte(c: char) -> Option<u8> {
+pub(crate) fn char_to_byte(c: char) -> Option<u8> {
     match c as u32 {
         cp @ (0x21..=0x7E | 0xA1..=0xAC | 0xAE..=0xFF) => Some(cp as u8),
         cp @ 256..=288 => Some((cp - 256) as u8),

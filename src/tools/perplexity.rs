@@ -18,7 +18,7 @@ pub struct Perplexity {
 }
 
 /// -log p(target) under `logits`.
-pub fn nll(logits: &[f32], target: u32) -> f64 {
+fn nll(logits: &[f32], target: u32) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = logits.iter().map(|&l| exp64(l as f64 - max)).sum();
     -(logits[target as usize] as f64 - max - ln64(sum))

@@ -13,13 +13,13 @@ pub fn info(args: &[String]) -> Result<(), String> {
     }
     let m = load_for_inspection(args)?;
     let args = take_tokenizer(args)?.0;
-    let c = &m.cfg;
-    let v = &m.vocab;
+    let c = &m.config();
+    let v = &m.vocab();
     outln!(
         "file:          {} ({:.1} MiB, {:?})",
         args[0],
-        m.file_size as f64 / 1048576.0,
-        m.format
+        m.file_size() as f64 / 1048576.0,
+        m.file_kind()
     );
     outln!("architecture:  {}", c.arch_name);
     outln!(
@@ -42,16 +42,14 @@ pub fn info(args: &[String]) -> Result<(), String> {
         c.act
     );
     let types: Vec<String> = m
-        .tensor_types
+        .tensor_types()
         .iter()
         .map(|(t, n)| format!("{t} x{n}"))
         .collect();
     outln!("tensor types:  {}", types.join(", "));
-    let l0 = &m.weights.layers[0];
+    let (blocks, head) = m.matrix_kinds();
     outln!(
-        "weights:       blocks {}, head {} ({:.1} MiB read per token, {:.2} bits per weight)",
-        l0.wq.kind(),
-        m.weights.output.kind(),
+        "weights:       blocks {blocks}, head {head} ({:.1} MiB read per token, {:.2} bits per weight)",
         m.weight_bytes() as f64 / 1048576.0,
         m.bits_per_weight()
     );
@@ -63,10 +61,10 @@ pub fn info(args: &[String]) -> Result<(), String> {
         });
     outln!(
         "kernel:        {} | row_tile {} prefetch {} tables {} | {profile}",
-        m.isa.name(),
-        m.knobs.row_tile,
-        m.knobs.prefetch,
-        m.knobs.tables.name()
+        m.kernels().0.name(),
+        m.kernels().1.row_tile,
+        m.kernels().1.prefetch,
+        m.kernels().1.tables.name()
     );
     let tok = |id: Option<u32>| {
         id.map_or("none".to_string(), |i| {

@@ -91,9 +91,9 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         tmac::tools::bench::spread(&r.decode),
     );
     let (isa, tables, kind, wbytes, bpw) = (
-        m.isa.name(),
-        m.knobs.tables.name(),
-        m.weights.layers[0].wq.kind(),
+        m.kernels().0.name(),
+        m.kernels().1.tables.name(),
+        m.matrix_kinds().0,
         m.weight_bytes(),
         m.bits_per_weight(),
     );

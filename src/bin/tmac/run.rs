@@ -171,7 +171,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         Model::load(&a.model, &load_options(a.compute, &a.tokenizer)).map_err(|e| e.to_string())?;
     let load_s = t0.elapsed().as_secs_f64();
     // llama2.c and the original T-MAC engine: llama2.c's sampler (temperature and top-p only)
-    let legacy = model.format.is_legacy();
+    let legacy = model.file_kind().is_legacy();
     if legacy {
         let (given, p) = (|f: &str| a.given.contains(&f), &mut a.sampler);
         if !given("-t") {
@@ -218,7 +218,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         // an empty prompt without BOS: start from the BOS token if the vocabulary has one
         let bos = s
             .model
-            .vocab
+            .vocab()
             .bos
             .ok_or("empty prompt and the model has no BOS token")?;
         s.feed(&[bos]).map_err(|e| e.to_string())?;
