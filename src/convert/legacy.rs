@@ -265,12 +265,7 @@ fn convert(l: &Linear, t: Target) -> Result<Option<Linear>> {
     if carry {
         return Ok(None);
     }
-    let (rows, cols) = (l.rows(), l.cols());
-    let mut w = vec![0f32; rows * cols];
-    for (r, row) in w.chunks_exact_mut(cols).enumerate() {
-        l.dequantize_row(r, row);
-    }
-    quantize_matrix(t, rows, cols, &w).map(Some)
+    quantize_matrix(t, l.rows(), l.cols(), &l.to_f32s()).map(Some)
 }
 
 /// `tmac quantize` from a llama2.c checkpoint or an original T-MAC file (v1, v2, Q4V1) with

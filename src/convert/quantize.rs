@@ -129,13 +129,7 @@ pub fn quantize_file(
         let m = match (exact, l.tmac_matrix(name, *rows, *cols).map_err(ctx)?) {
             (Some(m), _) => m,
             // a tmac file as the source: dequantize, then quantize to the new type
-            (None, Some(m)) => {
-                let mut v = vec![0f32; rows * cols];
-                for (r, row) in v.chunks_exact_mut(*cols).enumerate() {
-                    m.dequantize_row(r, row);
-                }
-                quantize_matrix(t, *rows, *cols, &v)?
-            }
+            (None, Some(m)) => quantize_matrix(t, *rows, *cols, &m.to_f32s())?,
             (None, None) => convert(&l, name, *rows, *cols, t).map_err(ctx)?,
         };
         wbytes += m.weight_bytes();
@@ -182,14 +176,8 @@ pub fn quantize_file(
 /// scale 1, and the factor for its output (its tensor scale times any `<matrix>.scale`).
 fn exact_matrix(l: &Loader, name: &str, rows: usize, cols: usize) -> Result<Option<(Linear, f32)>> {
     let t = match l.tmac_matrix(name, rows, cols)? {
-        Some(m) => {
-            // a tmac file as the source: ternary if its values are
-            let mut v = vec![0f32; rows * cols];
-            for (r, row) in v.chunks_exact_mut(cols).enumerate() {
-                m.dequantize_row(r, row);
-            }
-            ternary::from_f32s(&v, rows, cols)
-        }
+        // a tmac file as the source: ternary if its values are
+        Some(m) => ternary::from_f32s(&m.to_f32s(), rows, cols),
         None => {
             let t = l.ggml_matrix(name, rows, cols)?;
             ternary::from_tensor(t.typ, l.data(t), rows, cols)?

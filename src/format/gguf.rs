@@ -115,22 +115,102 @@ impl Array {
     }
 }
 
+/// GGUF's metadata value types, by their ids in the file: the one table the reader and the
+/// writer share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ValueType {
+    U8 = 0,
+    I8 = 1,
+    U16 = 2,
+    I16 = 3,
+    U32 = 4,
+    I32 = 5,
+    F32 = 6,
+    Bool = 7,
+    Str = 8,
+    Array = 9,
+    U64 = 10,
+    I64 = 11,
+    F64 = 12,
+}
+
+/// (type, name, smallest encoded size of one value), in id order.
+const VALUE_TYPES: [(ValueType, &str, u64); 13] = {
+    use ValueType::*;
+    [
+        (U8, "u8", 1),
+        (I8, "i8", 1),
+        (U16, "u16", 2),
+        (I16, "i16", 2),
+        (U32, "u32", 4),
+        (I32, "i32", 4),
+        (F32, "f32", 4),
+        (Bool, "bool", 1),
+        (Str, "string", 8),
+        (Array, "array", 12),
+        (U64, "u64", 8),
+        (I64, "i64", 8),
+        (F64, "f64", 8),
+    ]
+};
+
+impl ValueType {
+    fn from_id(id: u32) -> Option<ValueType> {
+        VALUE_TYPES.get(id as usize).map(|t| t.0)
+    }
+    pub(crate) fn id(self) -> u32 {
+        self as u32
+    }
+    fn name(self) -> &'static str {
+        VALUE_TYPES[self as usize].1
+    }
+    fn min_size(self) -> u64 {
+        VALUE_TYPES[self as usize].2
+    }
+}
+
+impl Array {
+    pub(crate) fn element_type(&self) -> ValueType {
+        match self {
+            Array::U8(_) => ValueType::U8,
+            Array::I8(_) => ValueType::I8,
+            Array::U16(_) => ValueType::U16,
+            Array::I16(_) => ValueType::I16,
+            Array::U32(_) => ValueType::U32,
+            Array::I32(_) => ValueType::I32,
+            Array::F32(_) => ValueType::F32,
+            Array::Bool(_) => ValueType::Bool,
+            Array::Str(_) => ValueType::Str,
+            Array::Nested(_) => ValueType::Array,
+            Array::U64(_) => ValueType::U64,
+            Array::I64(_) => ValueType::I64,
+            Array::F64(_) => ValueType::F64,
+        }
+    }
+}
+
 impl Value {
+    pub(crate) fn value_type(&self) -> ValueType {
+        match self {
+            Value::U8(_) => ValueType::U8,
+            Value::I8(_) => ValueType::I8,
+            Value::U16(_) => ValueType::U16,
+            Value::I16(_) => ValueType::I16,
+            Value::U32(_) => ValueType::U32,
+            Value::I32(_) => ValueType::I32,
+            Value::F32(_) => ValueType::F32,
+            Value::Bool(_) => ValueType::Bool,
+            Value::Str(_) => ValueType::Str,
+            Value::Array(_) => ValueType::Array,
+            Value::U64(_) => ValueType::U64,
+            Value::I64(_) => ValueType::I64,
+            Value::F64(_) => ValueType::F64,
+        }
+    }
     pub fn type_name(&self) -> &'static str {
         match self {
-            Value::U8(_) => "u8",
-            Value::I8(_) => "i8",
-            Value::U16(_) => "u16",
-            Value::I16(_) => "i16",
-            Value::U32(_) => "u32",
-            Value::I32(_) => "i32",
-            Value::U64(_) => "u64",
-            Value::I64(_) => "i64",
-            Value::F32(_) => "f32",
-            Value::F64(_) => "f64",
-            Value::Bool(_) => "bool",
-            Value::Str(_) => "string",
             Value::Array(a) => a.type_name(),
+            v => v.value_type().name(),
         }
     }
     /// Any integer type, as u64 (negative values are None).
@@ -412,39 +492,27 @@ fn read_string(r: &mut Reader, what: &str) -> Result<Vec<u8>> {
     Ok(r.bytes(n as usize, what)?.to_vec())
 }
 
-/// Smallest encoded size of one element of GGUF value type `t`.
-fn min_size(t: u32) -> Option<u64> {
-    Some(match t {
-        0 | 1 | 7 => 1,
-        2 | 3 => 2,
-        4..=6 => 4,
-        8 => 8,
-        9 => 12,
-        10..=12 => 8,
-        _ => return None,
-    })
-}
-
 fn read_value(r: &mut Reader, t: u32, depth: u32) -> Result<Value> {
+    let t = ValueType::from_id(t)
+        .ok_or_else(|| Error::format(format!("unknown metadata value type {t}")))?;
     Ok(match t {
-        0 => Value::U8(r.u8("u8")?),
-        1 => Value::I8(r.u8("i8")? as i8),
-        2 => Value::U16(r.u16("u16")?),
-        3 => Value::I16(r.u16("i16")? as i16),
-        4 => Value::U32(r.u32("u32")?),
-        5 => Value::I32(r.i32("i32")?),
-        6 => Value::F32(r.f32("f32")?),
-        7 => match r.u8("bool")? {
+        ValueType::U8 => Value::U8(r.u8("u8")?),
+        ValueType::I8 => Value::I8(r.u8("i8")? as i8),
+        ValueType::U16 => Value::U16(r.u16("u16")?),
+        ValueType::I16 => Value::I16(r.u16("i16")? as i16),
+        ValueType::U32 => Value::U32(r.u32("u32")?),
+        ValueType::I32 => Value::I32(r.i32("i32")?),
+        ValueType::F32 => Value::F32(r.f32("f32")?),
+        ValueType::Bool => match r.u8("bool")? {
             0 => Value::Bool(false),
             1 => Value::Bool(true),
             b => return Err(Error::format(format!("bool value {b} is neither 0 nor 1"))),
         },
-        8 => Value::Str(read_string(r, "string")?),
-        9 => Value::Array(read_array(r, depth)?),
-        10 => Value::U64(r.u64("u64")?),
-        11 => Value::I64(r.u64("i64")? as i64),
-        12 => Value::F64(r.f64("f64")?),
-        _ => return Err(Error::format(format!("unknown metadata value type {t}"))),
+        ValueType::Str => Value::Str(read_string(r, "string")?),
+        ValueType::Array => Value::Array(read_array(r, depth)?),
+        ValueType::U64 => Value::U64(r.u64("u64")?),
+        ValueType::I64 => Value::I64(r.u64("i64")? as i64),
+        ValueType::F64 => Value::F64(r.f64("f64")?),
     })
 }
 
@@ -454,9 +522,9 @@ fn read_array(r: &mut Reader, depth: u32) -> Result<Array> {
     }
     let et = r.u32("array type")?;
     let n = r.u64("array length")?;
-    let min =
-        min_size(et).ok_or_else(|| Error::format(format!("unknown array element type {et}")))?;
-    if n > r.remaining() as u64 / min {
+    let et = ValueType::from_id(et)
+        .ok_or_else(|| Error::format(format!("unknown array element type {et}")))?;
+    if n > r.remaining() as u64 / et.min_size() {
         return Err(Error::format(format!(
             "array of {n} elements does not fit in the {} bytes left",
             r.remaining()
@@ -473,19 +541,18 @@ fn read_array(r: &mut Reader, depth: u32) -> Result<Array> {
         }};
     }
     Ok(match et {
-        0 => collect!(U8, r.u8("u8")?),
-        1 => collect!(I8, r.u8("i8")? as i8),
-        2 => collect!(U16, r.u16("u16")?),
-        3 => collect!(I16, r.u16("i16")? as i16),
-        4 => collect!(U32, r.u32("u32")?),
-        5 => collect!(I32, r.i32("i32")?),
-        6 => collect!(F32, r.f32("f32")?),
-        7 => collect!(Bool, r.u8("bool")? != 0),
-        8 => collect!(Str, read_string(r, "string")?),
-        9 => collect!(Nested, read_array(r, depth + 1)?),
-        10 => collect!(U64, r.u64("u64")?),
-        11 => collect!(I64, r.u64("i64")? as i64),
-        12 => collect!(F64, r.f64("f64")?),
-        _ => return Err(Error::format(format!("unknown array element type {et}"))),
+        ValueType::U8 => collect!(U8, r.u8("u8")?),
+        ValueType::I8 => collect!(I8, r.u8("i8")? as i8),
+        ValueType::U16 => collect!(U16, r.u16("u16")?),
+        ValueType::I16 => collect!(I16, r.u16("i16")? as i16),
+        ValueType::U32 => collect!(U32, r.u32("u32")?),
+        ValueType::I32 => collect!(I32, r.i32("i32")?),
+        ValueType::F32 => collect!(F32, r.f32("f32")?),
+        ValueType::Bool => collect!(Bool, r.u8("bool")? != 0),
+        ValueType::Str => collect!(Str, read_string(r, "string")?),
+        ValueType::Array => collect!(Nested, read_array(r, depth + 1)?),
+        ValueType::U64 => collect!(U64, r.u64("u64")?),
+        ValueType::I64 => collect!(I64, r.u64("i64")? as i64),
+        ValueType::F64 => collect!(F64, r.f64("f64")?),
     })
 }

@@ -92,7 +92,7 @@ impl GgufWriter {
         head.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
         for (k, v) in &self.metadata {
             put_str(&mut head, k.as_bytes());
-            head.extend_from_slice(&type_id(v).to_le_bytes());
+            head.extend_from_slice(&v.value_type().id().to_le_bytes());
             put_value(&mut head, v);
         }
         let mut offset = 0u64;
@@ -123,42 +123,6 @@ fn put_str(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
-fn type_id(v: &Value) -> u32 {
-    match v {
-        Value::U8(_) => 0,
-        Value::I8(_) => 1,
-        Value::U16(_) => 2,
-        Value::I16(_) => 3,
-        Value::U32(_) => 4,
-        Value::I32(_) => 5,
-        Value::F32(_) => 6,
-        Value::Bool(_) => 7,
-        Value::Str(_) => 8,
-        Value::Array(_) => 9,
-        Value::U64(_) => 10,
-        Value::I64(_) => 11,
-        Value::F64(_) => 12,
-    }
-}
-
-fn array_type(a: &Array) -> u32 {
-    match a {
-        Array::U8(_) => 0,
-        Array::I8(_) => 1,
-        Array::U16(_) => 2,
-        Array::I16(_) => 3,
-        Array::U32(_) => 4,
-        Array::I32(_) => 5,
-        Array::F32(_) => 6,
-        Array::Bool(_) => 7,
-        Array::Str(_) => 8,
-        Array::Nested(_) => 9,
-        Array::U64(_) => 10,
-        Array::I64(_) => 11,
-        Array::F64(_) => 12,
-    }
-}
-
 fn put_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::U8(x) => out.push(*x),
@@ -178,7 +142,7 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
 }
 
 fn put_array(out: &mut Vec<u8>, a: &Array) {
-    out.extend_from_slice(&array_type(a).to_le_bytes());
+    out.extend_from_slice(&a.element_type().id().to_le_bytes());
     out.extend_from_slice(&(a.len() as u64).to_le_bytes());
     macro_rules! each {
         ($v:expr, $f:expr) => {

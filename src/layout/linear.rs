@@ -58,6 +58,16 @@ impl Linear {
         }
     }
 
+    /// Every weight as f32, row-major (rows, cols).
+    pub(crate) fn to_f32s(&self) -> Vec<f32> {
+        let cols = self.cols();
+        let mut w = vec![0f32; self.rows() * cols];
+        for (r, row) in w.chunks_exact_mut(cols).enumerate() {
+            self.dequantize_row(r, row);
+        }
+        w
+    }
+
     /// Are the weights used in place in the model file (no copy)?
     pub fn is_mapped(&self) -> bool {
         match self {

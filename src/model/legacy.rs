@@ -382,14 +382,11 @@ fn shared_twice(m: LutMatrix) -> (LutMatrix, LutMatrix) {
 fn to_f32(m: Linear) -> Linear {
     match m {
         Linear::F32 { .. } => m,
-        other => {
-            let (rows, cols) = (other.rows(), other.cols());
-            let mut w = vec![0f32; rows * cols];
-            for (r, row) in w.chunks_exact_mut(cols).enumerate() {
-                other.dequantize_row(r, row);
-            }
-            Linear::F32 { rows, cols, w }
-        }
+        other => Linear::F32 {
+            rows: other.rows(),
+            cols: other.cols(),
+            w: other.to_f32s(),
+        },
     }
 }
 

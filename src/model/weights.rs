@@ -124,10 +124,7 @@ pub(crate) struct F32Builder;
 impl MatrixBuilder for F32Builder {
     fn build(&self, l: &Loader, name: &str, rows: usize, cols: usize) -> Result<Linear> {
         if let Some(m) = l.tmac_matrix(name, rows, cols)? {
-            let mut w = vec![0f32; rows * cols];
-            for (r, row) in w.chunks_exact_mut(cols).enumerate() {
-                m.dequantize_row(r, row);
-            }
+            let w = m.to_f32s();
             return Ok(Linear::F32 { rows, cols, w });
         }
         Ok(Linear::F32 {
