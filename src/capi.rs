@@ -697,16 +697,11 @@ pub extern "C" fn tmac_reset(t: *mut tmac) -> tmac_status {
     })
 }
 
-fn set_sampler(t: *mut tmac, reseed: bool, f: impl FnOnce(&mut SamplerParams)) -> tmac_status {
+fn set_sampler(t: *mut tmac, f: impl FnOnce(&mut SamplerParams)) -> tmac_status {
     with_handle(t, |h| {
         let mut p = h.session.sampler.params.clone();
         f(&mut p);
-        p.validate().map_err(|m| (TMAC_ERR_INVALID_ARG, m))?;
-        h.session.sampler.params = p;
-        if reseed {
-            let seed = h.session.sampler.params.seed;
-            h.session.sampler.reseed(seed);
-        }
+        h.session.set_sampler(p).map_err(err)?;
         Ok(TMAC_OK)
     })
 }
@@ -714,25 +709,28 @@ fn set_sampler(t: *mut tmac, reseed: bool, f: impl FnOnce(&mut SamplerParams)) -
 /// Temperature (>= 0; 0 = greedy).
 #[no_mangle]
 pub extern "C" fn tmac_set_temperature(t: *mut tmac, temperature: f32) -> tmac_status {
-    set_sampler(t, false, |p| p.temperature = temperature)
+    set_sampler(t, |p| p.temperature = temperature)
 }
 
 /// Top-k (0 = off).
 #[no_mangle]
 pub extern "C" fn tmac_set_top_k(t: *mut tmac, top_k: u32) -> tmac_status {
-    set_sampler(t, false, |p| p.top_k = top_k as usize)
+    set_sampler(t, |p| p.top_k = top_k as usize)
 }
 
 /// Top-p (0 < p <= 1; 1 = off).
 #[no_mangle]
 pub extern "C" fn tmac_set_top_p(t: *mut tmac, top_p: f32) -> tmac_status {
-    set_sampler(t, false, |p| p.top_p = top_p)
+    set_sampler(t, |p| p.top_p = top_p)
 }
 
 /// Seed of the sampler's random generator; restarts its sequence (also with the same seed).
 #[no_mangle]
 pub extern "C" fn tmac_set_seed(t: *mut tmac, seed: u64) -> tmac_status {
-    set_sampler(t, true, |p| p.seed = seed)
+    with_handle(t, |h| {
+        h.session.set_seed(seed);
+        Ok(TMAC_OK)
+    })
 }
 
 /// Describe the model. Set `info->struct_size = sizeof(tmac_info)` first; a caller compiled

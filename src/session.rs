@@ -183,6 +183,19 @@ impl Session {
         self.stop = stop.into_iter().filter(|s| !s.is_empty()).collect();
     }
 
+    /// Sampling settings from now on (checked first; the random sequence goes on).
+    pub fn set_sampler(&mut self, params: SamplerParams) -> Result<()> {
+        params.validate().map_err(Error::invalid)?;
+        self.sampler.params = params;
+        Ok(())
+    }
+
+    /// Restart the sampler's random sequence from `seed` (also when it is the same seed).
+    pub fn set_seed(&mut self, seed: u64) {
+        self.sampler.params.seed = seed;
+        self.sampler.reseed(seed);
+    }
+
     /// Tokens per generation; 0 = no limit.
     pub fn set_max_tokens(&mut self, n: usize) {
         self.max_tokens = n;
