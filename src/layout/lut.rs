@@ -153,7 +153,21 @@ impl LutMatrix {
     /// A matrix of `form` over stored bytes (a tmac file's): refused unless the layout is one
     /// the kernels handle and the bytes are exactly what the shape needs, with finite scales.
     pub fn new(rows: usize, cols: usize, form: Form, data: Blob, scales: Blob) -> Result<Self> {
-        let m = LutMatrix {
+        let m = LutMatrix::unchecked(rows, cols, form, data, scales);
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// For the packers, whose bytes are sized from the shape's `Geometry` (and a matrix's
+    /// bytes shared by two matrices of its shape).
+    pub(crate) fn unchecked(
+        rows: usize,
+        cols: usize,
+        form: Form,
+        data: Blob,
+        scales: Blob,
+    ) -> Self {
+        LutMatrix {
             rows,
             cols,
             bits: form.bits,
@@ -163,9 +177,7 @@ impl LutMatrix {
             sup: form.sup,
             data,
             scales,
-        };
-        m.validate()?;
-        Ok(m)
+        }
     }
 
     pub fn rows(&self) -> usize {
@@ -385,17 +397,7 @@ pub fn pack_with(
             }
         }
     }
-    LutMatrix {
-        rows,
-        cols,
-        bits: form.bits,
-        group: form.group,
-        zero: form.zero,
-        ternary: form.ternary,
-        sup: form.sup,
-        data: Blob::Owned(data),
-        scales: Blob::Owned(scales),
-    }
+    LutMatrix::unchecked(rows, cols, form, Blob::Owned(data), Blob::Owned(scales))
 }
 
 /// Repack a GGUF tensor (rows x cols) of a type whose codes are integers (Q4_0, Q4_1, Q5_0,

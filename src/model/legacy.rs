@@ -363,19 +363,10 @@ fn shared_twice(m: LutMatrix) -> (LutMatrix, LutMatrix) {
         };
         (mk(), mk())
     };
+    let (rows, cols, form) = (m.rows, m.cols, m.form());
     let (d1, d2) = arc(m.data);
     let (s1, s2) = arc(m.scales);
-    let mk = |data, scales| LutMatrix {
-        rows: m.rows,
-        cols: m.cols,
-        bits: m.bits,
-        group: m.group,
-        zero: m.zero,
-        ternary: m.ternary,
-        sup: m.sup,
-        data,
-        scales,
-    };
+    let mk = |data, scales| LutMatrix::unchecked(rows, cols, form, data, scales);
     (mk(d1, s1), mk(d2, s2))
 }
 
