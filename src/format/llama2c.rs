@@ -109,7 +109,7 @@ impl Header {
     }
 
     /// The 7 ints as written, the sign of vocab_size included.
-    pub fn to_bytes(&self) -> [u8; HEADER_BYTES] {
+    pub(crate) fn to_bytes(self) -> [u8; HEADER_BYTES] {
         let vocab = if self.shared_classifier {
             self.vocab_size as i32
         } else {

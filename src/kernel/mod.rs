@@ -10,7 +10,7 @@ pub(crate) mod f32;
 pub(crate) mod linear;
 pub(crate) mod lut;
 #[cfg(target_arch = "aarch64")]
-pub mod neon;
+pub(crate) mod neon;
 pub(crate) mod scalar;
 
 use crate::layout::iq4::Iq4Matrix;

@@ -184,7 +184,7 @@ unsafe fn f16x4_to_f32(p: *const u8) -> float32x4_t {
 /// # Safety
 /// NEON must be available; `act` must have its tables built for this matrix's width.
 #[target_feature(enable = "neon")]
-pub unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
+pub(crate) unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     let g = m.geometry();
     out.clear();
     for rb in 0..g.row_blocks {
@@ -352,7 +352,7 @@ unsafe fn lut_gemv_kind<const I8: bool, const SUB: bool>(
 /// # Safety
 /// NEON must be available; `act` must have its tables built for this matrix's width.
 #[target_feature(enable = "neon")]
-pub unsafe fn lut_gemv(
+pub(crate) unsafe fn lut_gemv(
     m: &LutMatrix,
     act: &Activations,
     y: &mut [f32],
@@ -432,7 +432,7 @@ unsafe fn q8_row(
 /// # Safety
 /// NEON must be available; `act` must cover the matrix's columns.
 #[target_feature(enable = "neon")]
-pub unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: &super::Knobs) {
+pub(crate) unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: &super::Knobs) {
     let (q, d) = m.parts();
     let st = m.strides();
     let nb = m.cols / Q8_BLOCK;
@@ -515,7 +515,12 @@ unsafe fn iq4_rows(
 /// # Safety
 /// NEON must be available; `act` must cover the matrix's columns.
 #[target_feature(enable = "neon")]
-pub unsafe fn iq4_gemv(m: &Iq4Matrix, act: &Activations, y: &mut [f32], knobs: &super::Knobs) {
+pub(crate) unsafe fn iq4_gemv(
+    m: &Iq4Matrix,
+    act: &Activations,
+    y: &mut [f32],
+    knobs: &super::Knobs,
+) {
     debug_assert!(act.a.len() >= m.cols && y.len() >= m.rows);
     let fs: Vec<f32> = (0..m.cols / m.block())
         .map(|b| act.scale_at(b * m.block()))
