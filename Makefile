@@ -296,6 +296,7 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) clippy --release --lib --no-default-features -- -D warnings  # the runtime alone
 
 # tmac against llama.cpp, one core, same models, same run: writes BENCHMARKS.md and docs/bench.png.
 # Long (it builds llama.cpp and multi-GB models under build/bench); not part of `make test`.
