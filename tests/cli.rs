@@ -94,6 +94,9 @@ fn prompt_from_a_pipe_a_file_or_dash() {
     let (ok, file, _) = run(&args(&["-f", f.to_str().unwrap()]), None);
     std::fs::remove_file(&f).ok();
     assert!(ok && file == direct, "-f: {file:?}");
+    // a chat message from an empty pipe is a mistake, not an empty message to answer
+    let (ok, _, err) = run(&["run", m, "--chat"], Some(""));
+    assert!(!ok && err.contains("empty message"), "{err}");
     // --stop ends the text before the stop sequence
     let at = direct.find("Paris").unwrap();
     let (ok, cut, err) = run(&args(&["-i", q, "--stop", "Paris"]), None);

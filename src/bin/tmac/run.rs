@@ -143,7 +143,11 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
         return Err("run: no model given (tmac run --help)".into());
     }
     if a.prompt.is_none() && !std::io::stdin().is_terminal() {
-        a.prompt = Some(read_stdin()?); // piped: `echo question | tmac run MODEL`
+        let text = read_stdin()?; // piped: `echo question | tmac run MODEL`
+        if text.is_empty() && a.chat {
+            return Err("run: standard input gave an empty message (give one with -i)".into());
+        }
+        a.prompt = Some(text);
     }
     if !a.seed_given {
         a.sampler.seed = std::time::SystemTime::now()
