@@ -24,7 +24,7 @@ pub(crate) fn round_even32(x: f32) -> f32 {
 }
 
 /// 1/n! for n = 0..=14
-const INV_FACT: [f64; 15] = [
+pub(crate) const INV_FACT: [f64; 15] = [
     1.0,
     1.0,
     0.5,

@@ -294,7 +294,9 @@ pub mod format {
     }
 }
 pub mod kernel {
-    pub use crate::kernel::{candidates, lut_gemm, lut_gemv, lut_ints, q8_gemv, Isa, Knobs};
+    pub use crate::kernel::{
+        candidates, lut_gemm, lut_gemv, lut_ints, q8_gemv, tile_ints, Isa, Knobs,
+    };
     pub mod linear {
         pub use crate::kernel::linear::act_group;
     }

@@ -104,7 +104,7 @@ fn factor(c: &Case, r: usize, grp: usize) -> f32 {
     d * sub_scale(s, &g, r / 16, grp, r % 16).0 as f32
 }
 
-fn random_activations(rng: &mut Rng, k: usize, group: usize, kind: Tables) -> Activations {
+fn random_x(rng: &mut Rng, k: usize) -> Vec<f32> {
     let mut x: Vec<f32> = (0..k)
         .map(|_| (rng.next_f64() as f32 - 0.5) * 4.0)
         .collect();
@@ -112,8 +112,12 @@ fn random_activations(rng: &mut Rng, k: usize, group: usize, kind: Tables) -> Ac
         x[k / 3] = 60.0; // an outlier, as real hidden states have
         x[k / 2] = 0.0;
     }
+    x
+}
+
+fn random_activations(rng: &mut Rng, k: usize, group: usize, kind: Tables) -> Activations {
     let mut a = Activations::new();
-    a.quantize(&x, group);
+    a.quantize(&random_x(rng, k), group);
     a.build_tables(kind);
     a
 }
@@ -245,7 +249,8 @@ fn lut_kernels_agree_with_each_other_and_the_naive_sum() {
 #[test]
 fn lut_kernels_hold_the_worst_case_sums() {
     let cols = 4096 + 8;
-    // exact: activations (-127, 126, 0, 0) repeated, all four together sum to -1;
+    // exact: activations (-127, 126, 0, 0) repeated, all four together sum to -1 (the LUT
+    // kernels' worst case: their low-byte sums are largest);
     // int8: all -127, all four sum to -508, the group's largest magnitude, so -127 in table units
     let cases = [
         (
@@ -255,6 +260,8 @@ fn lut_kernels_hold_the_worst_case_sums() {
             -1,
         ),
         (Tables::Int8, [-1.0; 4], [-127; 4], -127),
+        // the batched kernels' worst case: every product -127 times the top code
+        (Tables::Exact, [-1.0; 4], [-127; 4], -508),
     ];
     for (kind, pattern, quantized, entry) in cases {
         let x: Vec<f32> = (0..cols).map(|k| pattern[k % 4]).collect();
@@ -279,6 +286,10 @@ fn lut_kernels_hold_the_worst_case_sums() {
             let mut ints = Vec::new();
             for isa in [Isa::SCALAR].into_iter().chain(simd_isas()) {
                 kernel::lut_ints(isa, &m, &act, &mut ints);
+                let mut tiled = Vec::new();
+                if kind == Tables::Exact {
+                    kernel::tile_ints(isa, &m, &act, &mut tiled);
+                }
                 for r in 0..17 {
                     assert_eq!(
                         ints[(r / 16) * 16 + r % 16],
@@ -287,6 +298,14 @@ fn lut_kernels_hold_the_worst_case_sums() {
                         isa.name(),
                         kind.name()
                     );
+                    if kind == Tables::Exact {
+                        assert_eq!(
+                            tiled[(r / 16) * 16 + r % 16],
+                            want,
+                            "tile {} row {r}",
+                            isa.name()
+                        );
+                    }
                 }
             }
         }
@@ -388,33 +407,64 @@ fn q8_kernels_agree() {
     }
 }
 
+/// The batched kernels (code tiles and int8 dot products, for inputs quantized without tables
+/// or with exact ones) give the exact tables' integers and every output of one GEMV per input
+/// bit for bit; with int8 tables the batch runs the LUT GEMV itself.
 #[test]
 fn batched_gemm_equals_one_gemv_per_input() {
     let mut rng = Rng::new(31);
-    for case in 0..40 {
+    for case in 0..60 {
         let c = random_case(&mut rng);
-        let acts: Vec<Activations> = (0..1 + case % 7)
-            .map(|_| {
-                random_activations(
-                    &mut rng,
-                    c.cols,
-                    1 << 20,
-                    [Tables::Exact, Tables::Int8][case % 2],
-                )
-            })
+        let kind = [Tables::Exact, Tables::Int8][case % 3 / 2];
+        // one activation scale per vector, or per super-block (the finest the kernels allow)
+        let group = [1 << 20, c.int_group][case % 2];
+        let xs: Vec<Vec<f32>> = (0..1 + case % 7)
+            .map(|_| random_x(&mut rng, c.cols))
             .collect();
+        let quantize = |tables: Option<Tables>| -> Vec<Activations> {
+            xs.iter()
+                .map(|x| {
+                    let mut a = Activations::new();
+                    a.quantize(x, group);
+                    if let Some(t) = tables {
+                        a.build_tables(t);
+                    }
+                    a
+                })
+                .collect()
+        };
+        let (acts, bare) = (quantize(Some(kind)), quantize(None));
+        let mut want = Vec::new();
+        let mut got = Vec::new();
         for isa in std::iter::once(Isa::SCALAR).chain(simd_isas()) {
             let knobs = Knobs::default_for(isa);
-            let mut ys = vec![0f32; acts.len() * c.rows];
-            kernel::lut_gemm(isa, &c.m, &acts, &mut ys, &knobs);
-            for (a, y) in acts.iter().zip(ys.chunks_exact(c.rows)) {
-                let mut one = vec![0f32; c.rows];
-                kernel::lut_gemv(isa, &c.m, a, &mut one, &knobs);
-                assert!(
-                    one.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()),
-                    "case {case} {}",
-                    isa.name()
-                );
+            let batches = if kind == Tables::Exact {
+                vec![&acts, &bare]
+            } else {
+                vec![&acts]
+            };
+            for batch in batches {
+                let mut ys = vec![0f32; batch.len() * c.rows];
+                kernel::lut_gemm(isa, &c.m, batch, &mut ys, &knobs);
+                for (a, y) in acts.iter().zip(ys.chunks_exact(c.rows)) {
+                    let mut one = vec![0f32; c.rows];
+                    kernel::lut_gemv(Isa::SCALAR, &c.m, a, &mut one, &knobs);
+                    assert!(
+                        one.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()),
+                        "case {case} {} {} bits {} group {}",
+                        isa.name(),
+                        kind.name(),
+                        c.bits,
+                        c.group
+                    );
+                }
+            }
+            if kind == Tables::Exact {
+                for (a, b) in acts.iter().zip(&bare) {
+                    kernel::lut_ints(Isa::SCALAR, &c.m, a, &mut want);
+                    kernel::tile_ints(isa, &c.m, b, &mut got);
+                    assert_eq!(want, got, "case {case} {} ints", isa.name());
+                }
             }
         }
     }

@@ -287,7 +287,28 @@ unsafe fn lut_tile<const BITS: usize, const RB: usize, const I8: bool, const SUB
     prefetch: usize,
     y: &mut [f32],
 ) {
-    let (data, scales) = (m.data.as_slice(), m.scales.as_slice());
+    let data = m.data.as_slice();
+    let rbs = std::array::from_fn(|r| rb0 + r);
+    let ys = tile_outputs::<RB, I8, SUB>(m, g, rbs, [gis; RB], |grp| {
+        group_ints::<BITS, RB, I8>(data, g, &act.tables, rb0, grp, prefetch)
+    });
+    for (r, y16) in ys.iter().enumerate() {
+        store_row_block(m, rb0 + r, y16, y);
+    }
+}
+
+/// The 16 outputs of each of RB row blocks `rbs[r]`, each with its inputs' group values
+/// `gis[r]`, given every group's integer sums (`ints`): the super-block sums and the scales.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn tile_outputs<const RB: usize, const I8: bool, const SUB: bool>(
+    m: &LutMatrix,
+    g: &Geometry,
+    rbs: [usize; RB],
+    gis: [&[GroupInput]; RB],
+    mut ints: impl FnMut(usize) -> [[__m256i; 2]; RB],
+) -> [[f32; 16]; RB] {
+    let scales = m.scales.as_slice();
     let zero_si = SuperInts {
         a: [_mm256_setzero_si256(); 2],
         b: [_mm256_setzero_si256(); 2],
@@ -298,27 +319,241 @@ unsafe fn lut_tile<const BITS: usize, const RB: usize, const I8: bool, const SUB
         let groups = super::scalar::super_groups(g, sb);
         let first = groups.start;
         for grp in groups {
-            let acc = group_ints::<BITS, RB, I8>(data, g, &act.tables, rb0, grp, prefetch);
+            let acc = ints(grp);
             for r in 0..RB {
-                // SAFETY: the sub-scales of (rb0 + r, grp) are in bounds (scales_len checked at
+                // SAFETY: the sub-scales of (rbs[r], grp) are in bounds (scales_len checked at
                 // validation); without SUB the pointer is not read.
-                let sp = scales.as_ptr().wrapping_add(g.sub_at(rb0 + r, grp));
-                add_group::<SUB>(&mut si[r], acc[r], sp, m.zero, gis[grp].s);
+                let sp = scales.as_ptr().wrapping_add(g.sub_at(rbs[r], grp));
+                add_group::<SUB>(&mut si[r], acc[r], sp, m.zero, gis[r][grp].s);
             }
         }
         for r in 0..RB {
-            // SAFETY: the scales of (rb0 + r, sb) are in bounds (checked at validation).
-            let hp = scales.as_ptr().add(g.head(rb0 + r, sb));
-            combine::<I8>(&mut yv[r], &si[r], hp, m.zero, gis[first]);
+            // SAFETY: the scales of (rbs[r], sb) are in bounds (checked at validation).
+            let hp = scales.as_ptr().add(g.head(rbs[r], sb));
+            combine::<I8>(&mut yv[r], &si[r], hp, m.zero, gis[r][first]);
         }
     }
-    for (r, v) in yv.iter().enumerate() {
-        let mut y16 = [0f32; 16];
-        _mm256_storeu_ps(y16.as_mut_ptr(), v[0]);
-        _mm256_storeu_ps(y16.as_mut_ptr().add(8), v[1]);
-        let rb = rb0 + r;
-        let n = (m.rows - rb * 16).min(16);
-        y[rb * 16..rb * 16 + n].copy_from_slice(&y16[..n]);
+    let mut out = [[0f32; 16]; RB];
+    for (o, v) in out.iter_mut().zip(&yv) {
+        _mm256_storeu_ps(o.as_mut_ptr(), v[0]);
+        _mm256_storeu_ps(o.as_mut_ptr().add(8), v[1]);
+    }
+    out
+}
+
+fn store_row_block(m: &LutMatrix, rb: usize, y16: &[f32; 16], y: &mut [f32]) {
+    let n = (m.rows - rb * 16).min(16);
+    y[rb * 16..rb * 16 + n].copy_from_slice(&y16[..n]);
+}
+
+/// Unpack row block `rb` of a BITS-bit matrix into a code tile (scalar::unpack_tile). Per plane
+/// byte of 8 rows, vpshufb repeats each row's byte 4 times, a mask picks column l's bit, and
+/// the planes, highest first, are folded in as code = 2 code + bit.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn unpack_tile<const BITS: usize>(data: &[u8], g: &Geometry, rb: usize, tile: &mut [u8]) {
+    let quads = 2 * g.chunks;
+    let pairs = BITS / 2;
+    debug_assert!(BITS == g.bits);
+    debug_assert!(data.len() >= (rb + 1) * g.chunks * g.chunk_bytes);
+    debug_assert!(tile.len() >= super::scalar::tile_len(g));
+    // byte 4 r + l of lane L (row 4 L + r of the half) <- plane byte `from(row)`
+    let spread = |from: &dyn Fn(i8) -> i8| {
+        let b: [i8; 32] = std::array::from_fn(|i| from((i / 4) as i8));
+        _mm256_loadu_si256(b.as_ptr() as *const __m256i)
+    };
+    // a plane pair's half holds (row, plane) at byte 2 row + plane
+    let (even, odd) = (spread(&|r| 2 * r), spread(&|r| 2 * r + 1));
+    // the lone plane holds row j of the block at byte j
+    let lone = [spread(&|r| r), spread(&|r| 8 + r)];
+    // quad 2c + n: column l's bit is bit l + 4 n of the plane byte
+    let masks = [
+        _mm256_set1_epi32(0x0804_0201),
+        _mm256_set1_epi32(0x8040_2010_u32 as i32),
+    ];
+    for c in 0..g.chunks {
+        // SAFETY: chunk (rb, c) and the tile's quads 2c, 2c+1 are in bounds (debug-asserted
+        // above; the dispatch checks the matrix, the caller sizes the tile).
+        let blk = data.as_ptr().add((rb * g.chunks + c) * 16 * BITS);
+        for (h, lone) in lone.iter().enumerate() {
+            let mut code = [_mm256_setzero_si256(); 2];
+            let mut fold = |bytes: __m256i| {
+                for (code, mask) in code.iter_mut().zip(masks) {
+                    let bit = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, mask), mask);
+                    *code = _mm256_sub_epi8(_mm256_add_epi8(*code, *code), bit);
+                }
+            };
+            let half = |o: usize| _mm256_broadcastsi128_si256(_mm_loadu_si128(blk.add(o) as _));
+            if BITS % 2 == 1 {
+                fold(_mm256_shuffle_epi8(half(pairs * 32), *lone));
+            }
+            for pp in (0..pairs).rev() {
+                let v = half(pp * 32 + 16 * h);
+                fold(_mm256_shuffle_epi8(v, odd));
+                fold(_mm256_shuffle_epi8(v, even));
+            }
+            for (n, code) in code.iter().enumerate() {
+                let at = (h * quads + 2 * c + n) * 32;
+                _mm256_storeu_si256(tile.as_mut_ptr().add(at) as *mut __m256i, *code);
+            }
+        }
+    }
+}
+
+/// Sums of q * a over quads k0..k1 of a code tile for NT inputs at once (`a[t]`: input t's
+/// int8 activations), each weight vector loaded once for all of them: vpmaddubsw of 8 rows x
+/// 4 codes with 4 broadcast activations, summed in 16 bits while that is exact, then widened.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_group_ints<const BITS: usize, const NT: usize>(
+    tile: &[u8],
+    quads: usize,
+    a: [&[i8]; NT],
+    (k0, k1): (usize, usize),
+) -> [[__m256i; 2]; NT] {
+    // each vpmaddubsw lane is at most 2 * (2^BITS - 1) * 128 in magnitude
+    let flush = 32767 / (256 * ((1 << BITS) - 1));
+    debug_assert!(tile.len() >= (quads + k1) * 32 && a.iter().all(|a| a.len() >= 4 * k1));
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_si256(); 2]; NT];
+    let mut k = k0;
+    while k < k1 {
+        let kend = (k + flush).min(k1);
+        let mut s16 = [[_mm256_setzero_si256(); 2]; NT];
+        for kk in k..kend {
+            // SAFETY: quads kk of both halves and activations 4kk..4kk+3 are in bounds
+            // (debug-asserted above; the dispatch checks the widths).
+            let w0 = _mm256_loadu_si256(tile.as_ptr().add(kk * 32) as *const __m256i);
+            let w1 = _mm256_loadu_si256(tile.as_ptr().add((quads + kk) * 32) as *const __m256i);
+            for (s, a) in s16.iter_mut().zip(a) {
+                let x = _mm256_set1_epi32((a.as_ptr().add(4 * kk) as *const i32).read_unaligned());
+                s[0] = _mm256_add_epi16(s[0], _mm256_maddubs_epi16(w0, x));
+                s[1] = _mm256_add_epi16(s[1], _mm256_maddubs_epi16(w1, x));
+            }
+        }
+        for (acc, s) in acc.iter_mut().zip(s16) {
+            acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(s[0], ones));
+            acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(s[1], ones));
+        }
+        k = kend;
+    }
+    acc
+}
+
+/// The quads of group `grp`.
+fn group_quads(g: &Geometry, grp: usize) -> (usize, usize) {
+    let k0 = 2 * grp * g.group_chunks;
+    (k0, (k0 + 2 * g.group_chunks).min(2 * g.chunks))
+}
+
+/// Inputs t0..t0 + NT over the code tile of row block `rb`.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_inputs<const BITS: usize, const NT: usize, const SUB: bool>(
+    m: &LutMatrix,
+    g: &Geometry,
+    tile: &[u8],
+    rb: usize,
+    acts: &[Activations],
+    gis: &[Vec<GroupInput>],
+    t0: usize,
+    ys: &mut [f32],
+) {
+    let a = std::array::from_fn(|t| acts[t0 + t].a.as_slice());
+    let gs = std::array::from_fn(|t| gis[t0 + t].as_slice());
+    let quads = 2 * g.chunks;
+    let out = tile_outputs::<NT, false, SUB>(m, g, [rb; NT], gs, |grp| {
+        tile_group_ints::<BITS, NT>(tile, quads, a, group_quads(g, grp))
+    });
+    for (t, y16) in out.iter().enumerate() {
+        store_row_block(m, rb, y16, &mut ys[(t0 + t) * m.rows..][..m.rows]);
+    }
+}
+
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn gemm_bits<const BITS: usize, const SUB: bool>(
+    m: &LutMatrix,
+    acts: &[Activations],
+    ys: &mut [f32],
+) {
+    let g = m.geometry();
+    let gis: Vec<Vec<GroupInput>> = acts
+        .iter()
+        .map(|a| GroupInput::all(a, m.group, g.groups))
+        .collect();
+    let mut tile = vec![0u8; super::scalar::tile_len(&g)];
+    for rb in 0..g.row_blocks {
+        unpack_tile::<BITS>(m.data.as_slice(), &g, rb, &mut tile);
+        let mut t = 0;
+        while t + 2 <= acts.len() {
+            gemm_inputs::<BITS, 2, SUB>(m, &g, &tile, rb, acts, &gis, t, ys);
+            t += 2;
+        }
+        if t < acts.len() {
+            gemm_inputs::<BITS, 1, SUB>(m, &g, &tile, rb, acts, &gis, t, ys);
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn gemm_sub<const SUB: bool>(m: &LutMatrix, acts: &[Activations], ys: &mut [f32]) {
+    match m.bits {
+        1 => gemm_bits::<1, SUB>(m, acts, ys),
+        2 => gemm_bits::<2, SUB>(m, acts, ys),
+        3 => gemm_bits::<3, SUB>(m, acts, ys),
+        4 => gemm_bits::<4, SUB>(m, acts, ys),
+        5 => gemm_bits::<5, SUB>(m, acts, ys),
+        _ => gemm_bits::<6, SUB>(m, acts, ys),
+    }
+}
+
+/// Y = W X for inputs quantized without tables (scalar::lut_gemm): every row block unpacked
+/// once into a code tile, then int8 dot products with every input, two at a time.
+///
+/// # Safety
+/// AVX2 and F16C must be available; the matrix's bytes must match its shape, every input must
+/// be at least as wide as its padded columns and `ys` hold `m.rows` outputs per input.
+#[target_feature(enable = "avx2,f16c")]
+pub(crate) unsafe fn lut_gemm(m: &LutMatrix, acts: &[Activations], ys: &mut [f32]) {
+    match m.sup.is_some() {
+        false => gemm_sub::<false>(m, acts, ys),
+        true => gemm_sub::<true>(m, acts, ys),
+    }
+}
+
+/// The batched kernel's integer sums for one input, `[row block][group][16]` (for tests).
+///
+/// # Safety
+/// As `lut_gemm`.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn tile_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
+    match m.bits {
+        1 => tile_ints_bits::<1>(m, act, out),
+        2 => tile_ints_bits::<2>(m, act, out),
+        3 => tile_ints_bits::<3>(m, act, out),
+        4 => tile_ints_bits::<4>(m, act, out),
+        5 => tile_ints_bits::<5>(m, act, out),
+        _ => tile_ints_bits::<6>(m, act, out),
+    }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn tile_ints_bits<const BITS: usize>(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
+    let g = m.geometry();
+    let mut tile = vec![0u8; super::scalar::tile_len(&g)];
+    out.clear();
+    for rb in 0..g.row_blocks {
+        unpack_tile::<BITS>(m.data.as_slice(), &g, rb, &mut tile);
+        for grp in 0..g.groups {
+            let quads = group_quads(&g, grp);
+            let [[a, b]] = tile_group_ints::<BITS, 1>(&tile, 2 * g.chunks, [&act.a], quads);
+            let mut v = [0i32; 16];
+            // SAFETY: v has room for 16 i32.
+            _mm256_storeu_si256(v.as_mut_ptr() as *mut __m256i, a);
+            _mm256_storeu_si256(v.as_mut_ptr().add(8) as *mut __m256i, b);
+            out.extend_from_slice(&v);
+        }
     }
 }
 

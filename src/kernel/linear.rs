@@ -45,12 +45,36 @@ pub fn act_group(users: &[&Linear], k: usize) -> usize {
 impl Linear {
     /// Quantize `x` into `act` (and build its tables of `kind`) as the layers in `users` need it.
     pub fn prepare(act: &mut Activations, x: &[f32], users: &[&Linear], kind: Tables) {
+        Linear::prepare_inputs(act, x, users, Some(kind));
+    }
+
+    /// `prepare` for a batch: `xs` holds one input per element of `acts`. A batch of several
+    /// inputs builds tables only where `forward_batch` reads them (int8 tables, or an
+    /// instruction set without batched kernels).
+    pub fn prepare_batch(
+        acts: &mut [Activations],
+        xs: &[f32],
+        users: &[&Linear],
+        kind: Tables,
+        isa: Isa,
+    ) {
+        let tables = acts.len() == 1 || super::gemm_reads_tables(isa, kind);
+        let k = xs.len() / acts.len().max(1);
+        for (act, x) in acts.iter_mut().zip(xs.chunks_exact(k)) {
+            Linear::prepare_inputs(act, x, users, tables.then_some(kind));
+        }
+    }
+
+    fn prepare_inputs(act: &mut Activations, x: &[f32], users: &[&Linear], kind: Option<Tables>) {
         if users.iter().all(|l| matches!(l, Linear::F32 { .. })) {
             return;
         }
         act.quantize(x, act_group(users, x.len()));
-        if users.iter().any(|l| matches!(l, Linear::Lut(_))) {
-            act.build_tables(kind);
+        match kind {
+            Some(kind) if users.iter().any(|l| matches!(l, Linear::Lut(_))) => {
+                act.build_tables(kind)
+            }
+            _ => {}
         }
     }
 

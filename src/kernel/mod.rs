@@ -159,23 +159,60 @@ fn lut_rows(
 
 /// The SIMD LUT kernels read through raw pointers: every size they rely on is checked here.
 fn check_lut(m: &LutMatrix, act: &Activations) -> crate::layout::lut::Geometry {
+    let g = check_matrix(m);
+    assert!(
+        act.tables_built().is_some(),
+        "the activations have no lookup tables"
+    );
+    check_width(&g, act, m.cols);
+    g
+}
+
+fn check_matrix(m: &LutMatrix) -> crate::layout::lut::Geometry {
     let g = m.geometry();
     assert!(
         m.data.len() == g.data_len() && m.scales.len() == g.scales_len(),
         "LUT matrix bytes do not match its shape"
     );
-    assert!(
-        act.tables_built().is_some() && act.a.len() >= g.chunks * 8,
-        "the activations are not prepared for a matrix of {} columns",
-        m.cols
-    );
     g
 }
 
+fn check_width(g: &crate::layout::lut::Geometry, act: &Activations, cols: usize) {
+    assert!(
+        act.a.len() >= g.chunks * 8,
+        "the activations are not prepared for a matrix of {cols} columns"
+    );
+}
+
 /// Y = W X for several inputs at once (prefill): ys holds one output row of m.rows per input.
-/// Rows are taken a tile at a time and every input is run over the tile while its weights are
-/// still in cache, so the weights are read from memory once per batch instead of per token.
+/// Inputs without tables, or with exact ones, take the batched kernels: each row block's codes
+/// are unpacked once into bytes (a code tile) and every input is multiplied with it by int8 dot
+/// products. Those sums are the exact tables' integers, so the outputs equal `lut_gemv`'s bit
+/// for bit. With int8 tables (a different, lossy sum) each input runs the LUT GEMV over a tile
+/// of rows while its weights are in cache.
 pub fn lut_gemm(isa: Isa, m: &LutMatrix, acts: &[Activations], ys: &mut [f32], knobs: &Knobs) {
+    assert!(
+        ys.len() >= acts.len() * m.rows,
+        "output shorter than the batch"
+    );
+    let int8 = acts.iter().any(|a| a.tables_built() == Some(Tables::Int8));
+    if gemm_reads_tables(isa, [Tables::Exact, Tables::Int8][int8 as usize]) {
+        return lut_gemm_tables(isa, m, acts, ys, knobs);
+    }
+    let g = check_matrix(m);
+    for act in acts {
+        check_width(&g, act, m.cols);
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
+        Isa(Kind::Avx2) => unsafe { avx2::lut_gemm(m, acts, ys) },
+        _ => scalar::lut_gemm(m, acts, ys),
+    }
+}
+
+/// `lut_gemm` through the lookup tables: rows a tile at a time, every input over the tile.
+fn lut_gemm_tables(isa: Isa, m: &LutMatrix, acts: &[Activations], ys: &mut [f32], knobs: &Knobs) {
     const TILE_ROWS: usize = 64;
     let nrb = m.rows.div_ceil(16);
     let mut rb = 0;
@@ -185,6 +222,25 @@ pub fn lut_gemm(isa: Isa, m: &LutMatrix, acts: &[Activations], ys: &mut [f32], k
             lut_rows(isa, m, act, y, rb..end, knobs);
         }
         rb = end;
+    }
+}
+
+/// Whether `lut_gemm` on `isa` reads lookup tables for inputs of `kind`: if not, a batch's
+/// inputs need only be quantized. NEON has no batched kernel yet.
+pub(crate) fn gemm_reads_tables(isa: Isa, kind: Tables) -> bool {
+    kind == Tables::Int8 || isa.0 == Kind::Neon
+}
+
+/// The integer accumulators of `lut_gemm`'s batched kernels for one input, laid out as
+/// `lut_ints` (for tests).
+pub fn tile_ints(isa: Isa, m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
+    let g = check_matrix(m);
+    check_width(&g, act, m.cols);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
+        Isa(Kind::Avx2) => unsafe { avx2::tile_ints(m, act, out) },
+        _ => scalar::tile_ints(m, act, out),
     }
 }
 

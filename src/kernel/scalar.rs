@@ -165,17 +165,111 @@ pub(crate) fn lut_gemv(
     let kind = act.tables_built().expect("tables built");
     let gis = GroupInput::all(act, m.group, g.groups);
     for rb in rbs {
-        let mut y16 = [0f32; 16];
-        for sb in 0..g.supers {
-            let mut si = SuperInts::default();
-            for grp in super_groups(&g, sb) {
-                let acc = lut_group_ints(data, &g, &act.tables, kind, rb, grp);
-                add_group(&mut si, &acc, m, &g, (rb, grp), gis[grp].s);
-            }
-            combine(&mut y16, &si, m, &g, (rb, sb), gis[sb * g.sup], kind);
+        let y16 = row_block(m, &g, &gis, kind, rb, |grp| {
+            lut_group_ints(data, &g, &act.tables, kind, rb, grp)
+        });
+        store_row_block(m, rb, &y16, y);
+    }
+}
+
+/// The 16 outputs of row block `rb`, given each group's integer sums (`ints`).
+fn row_block(
+    m: &LutMatrix,
+    g: &Geometry,
+    gis: &[GroupInput],
+    kind: Tables,
+    rb: usize,
+    mut ints: impl FnMut(usize) -> [i32; 16],
+) -> [f32; 16] {
+    let mut y16 = [0f32; 16];
+    for sb in 0..g.supers {
+        let mut si = SuperInts::default();
+        for grp in super_groups(g, sb) {
+            add_group(&mut si, &ints(grp), m, g, (rb, grp), gis[grp].s);
         }
-        let n = (m.rows - rb * 16).min(16);
-        y[rb * 16..rb * 16 + n].copy_from_slice(&y16[..n]);
+        combine(&mut y16, &si, m, g, (rb, sb), gis[sb * g.sup], kind);
+    }
+    y16
+}
+
+fn store_row_block(m: &LutMatrix, rb: usize, y16: &[f32; 16], y: &mut [f32]) {
+    let n = (m.rows - rb * 16).min(16);
+    y[rb * 16..rb * 16 + n].copy_from_slice(&y16[..n]);
+}
+
+/// Bytes of a row block's code tile: one byte per code, 16 rows by the padded columns.
+pub(crate) fn tile_len(g: &Geometry) -> usize {
+    16 * 8 * g.chunks
+}
+
+/// Unpack the codes of row block `rb` from bit-planes into a code tile, the layout the batched
+/// kernels feed to int8 dot products: `[half h][quad k][row r][column l]`, the code of row
+/// 16 rb + 8 h + r, column 4 k + l. One 32-byte vector of it holds 8 rows by 4 columns, so a
+/// product with 4 broadcast activations sums each row in its own 32-bit lane.
+pub(crate) fn unpack_tile(data: &[u8], g: &Geometry, rb: usize, tile: &mut [u8]) {
+    let quads = 2 * g.chunks;
+    tile[..tile_len(g)].fill(0);
+    for c in 0..g.chunks {
+        let blk = &data[(rb * g.chunks + c) * g.chunk_bytes..][..g.chunk_bytes];
+        for (i, &b) in blk.iter().enumerate() {
+            let (row, plane) = g.slot(i);
+            for l in 0..8 {
+                let k = 2 * c + l / 4; // bit l of a plane byte is column 8c + l
+                tile[((row / 8) * quads + k) * 32 + (row % 8) * 4 + l % 4] |= (b >> l & 1) << plane;
+            }
+        }
+    }
+}
+
+/// The integer sums of group `grp` for the 16 rows of a code tile: sum of q * a, the same
+/// integers the exact tables give.
+pub(crate) fn tile_group_ints(tile: &[u8], g: &Geometry, a: &[i8], grp: usize) -> [i32; 16] {
+    let quads = 2 * g.chunks;
+    let k0 = 2 * grp * g.group_chunks;
+    let k1 = (k0 + 2 * g.group_chunks).min(quads);
+    let mut acc = [0i32; 16];
+    for (row, acc) in acc.iter_mut().enumerate() {
+        for k in k0..k1 {
+            let q = &tile[((row / 8) * quads + k) * 32 + (row % 8) * 4..][..4];
+            *acc += (0..4)
+                .map(|l| q[l] as i32 * a[4 * k + l] as i32)
+                .sum::<i32>();
+        }
+    }
+    acc
+}
+
+/// Y = W X for several inputs quantized without tables (see `kernel::lut_gemm`): each row block
+/// is unpacked once into `tile`, then every input is multiplied with it.
+pub(crate) fn lut_gemm(m: &LutMatrix, acts: &[Activations], ys: &mut [f32]) {
+    let g = m.geometry();
+    let gis: Vec<Vec<GroupInput>> = acts
+        .iter()
+        .map(|a| GroupInput::all(a, m.group, g.groups))
+        .collect();
+    let mut tile = vec![0u8; tile_len(&g)];
+    for rb in 0..g.row_blocks {
+        unpack_tile(m.data.as_slice(), &g, rb, &mut tile);
+        for ((act, gis), y) in acts.iter().zip(&gis).zip(ys.chunks_exact_mut(m.rows)) {
+            let y16 = row_block(m, &g, gis, Tables::Exact, rb, |grp| {
+                tile_group_ints(&tile, &g, &act.a, grp)
+            });
+            store_row_block(m, rb, &y16, y);
+        }
+    }
+}
+
+/// The integer accumulators of the batched kernel for one input, `[row block][group][16]`, as
+/// `lut_ints` lays them out (for tests).
+pub(crate) fn tile_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
+    let g = m.geometry();
+    let mut tile = vec![0u8; tile_len(&g)];
+    out.clear();
+    for rb in 0..g.row_blocks {
+        unpack_tile(m.data.as_slice(), &g, rb, &mut tile);
+        for grp in 0..g.groups {
+            out.extend_from_slice(&tile_group_ints(&tile, &g, &act.a, grp));
+        }
     }
 }
 

@@ -36,7 +36,7 @@ impl KvCache {
 
 /// Tokens run through the layers together during prefill: each weight tile is read once per
 /// batch and reused from cache for every token of it.
-pub(crate) const MAX_BATCH: usize = 16;
+pub(crate) const MAX_BATCH: usize = 64;
 
 /// Activation buffers for up to MAX_BATCH tokens, allocated once per session. Vectors hold one
 /// row per token: `x` is (batch, n_embd) and so on.
@@ -258,9 +258,7 @@ pub(crate) fn forward(
     macro_rules! matmul {
         ($x:expr, $cols:expr, [$(($mat:expr, $y:expr, $rows:expr)),+]) => {{
             let users = [$(&$mat),+];
-            for b in 0..n {
-                Linear::prepare(&mut s.acts[b], &$x[b * $cols..(b + 1) * $cols], &users, knobs.tables);
-            }
+            Linear::prepare_batch(&mut s.acts[..n], &$x[..n * $cols], &users, knobs.tables, isa);
             $( $mat.forward_batch(&$x[..n * $cols], &s.acts[..n], &mut $y[..n * $rows], isa, knobs); )+
         }};
     }
@@ -353,15 +351,19 @@ pub(crate) fn forward(
         matmul!(s.xb, d, [(layer.w_gate, s.hb, ff), (layer.w_up, s.hb2, ff)]);
         scale_by(&mut s.hb[..n * ff], sg);
         scale_by(&mut s.hb2[..n * ff], su);
-        for (g, &u) in s.hb[..n * ff].iter_mut().zip(&s.hb2) {
-            *g = match cfg.act {
-                Activation::Silu => *g / (1.0 + math::exp(-*g)) * u,
-                Activation::Relu2 => {
+        match cfg.act {
+            Activation::Silu => kf32::silu_mul(&mut s.hb[..n * ff], &s.hb2[..n * ff]),
+            Activation::Relu2 => {
+                for (g, &u) in s.hb[..n * ff].iter_mut().zip(&s.hb2) {
                     let r = g.max(0.0);
-                    r * r * u
+                    *g = r * r * u;
                 }
-                Activation::GeluTanh => math::gelu_tanh(*g) * u,
-            };
+            }
+            Activation::GeluTanh => {
+                for (g, &u) in s.hb[..n * ff].iter_mut().zip(&s.hb2) {
+                    *g = math::gelu_tanh(*g) * u;
+                }
+            }
         }
         if let Some(sub) = &layer.ffn_sub_norm {
             for b in 0..n {
