@@ -36,6 +36,45 @@ fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     acc[0]
 }
 
+/// `dot_lanes` with explicit AVX2: lanes 0-7 and 8-15 in two registers, multiply then add
+/// (no FMA), the tail and the pairwise reduction in the same order, so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    debug_assert_eq!(a.len(), b.len());
+    let n = a.len().min(b.len());
+    let main = n - n % LANES;
+    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut i = 0;
+    while i < main {
+        // SAFETY: i + 16 <= main <= n, within both slices.
+        let m0 = _mm256_mul_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
+        let m1 = _mm256_mul_ps(
+            _mm256_loadu_ps(pa.add(i + 8)),
+            _mm256_loadu_ps(pb.add(i + 8)),
+        );
+        lo = _mm256_add_ps(lo, m0);
+        hi = _mm256_add_ps(hi, m1);
+        i += LANES;
+    }
+    let mut acc = [0f32; LANES];
+    _mm256_storeu_ps(acc.as_mut_ptr(), lo);
+    _mm256_storeu_ps(acc.as_mut_ptr().add(8), hi);
+    for (l, (x, y)) in a[main..n].iter().zip(&b[main..n]).enumerate() {
+        acc[l] += x * y;
+    }
+    let v = _mm256_add_ps(
+        _mm256_loadu_ps(acc.as_ptr()),
+        _mm256_loadu_ps(acc.as_ptr().add(8)),
+    );
+    let u = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let u = _mm_add_ps(u, _mm_movehl_ps(u, u));
+    _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps(u, u, 1)))
+}
+
 /// y += a * x (the attention's weighted sum of values).
 #[inline(always)]
 fn axpy_lanes(a: f32, x: &[f32], y: &mut [f32]) {
@@ -51,19 +90,26 @@ pub(crate) fn matvec(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
         // SAFETY: the CPU has AVX2 (checked above).
         return unsafe { matvec_avx2(w, cols, x, y) };
     }
-    matvec_lanes(w, cols, x, y)
+    matvec_lanes(w, cols, x, y, dot_lanes)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn matvec_avx2(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
-    matvec_lanes(w, cols, x, y)
+    // SAFETY: this function runs only where AVX2 is (its caller checked).
+    matvec_lanes(w, cols, x, y, |a, b| unsafe { dot_avx2(a, b) })
 }
 
 #[inline(always)]
-fn matvec_lanes(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+fn matvec_lanes(
+    w: &[f32],
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+) {
     for (yi, row) in y.iter_mut().zip(w.chunks_exact(cols)) {
-        *yi = dot_lanes(row, x);
+        *yi = dot(row, x);
     }
 }
 
@@ -181,7 +227,17 @@ pub(crate) fn attend(
         // SAFETY: the CPU has AVX2 (checked above).
         return unsafe { attend_avx2(qs, k, v, shape, (scale, softcap), att, outs) };
     }
-    attend_lanes(qs, k, v, shape, (scale, softcap), att, outs)
+    attend_lanes(
+        qs,
+        k,
+        v,
+        shape,
+        (scale, softcap),
+        att,
+        outs,
+        dot_lanes,
+        weighted_sum_lanes,
+    )
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -195,10 +251,60 @@ unsafe fn attend_avx2(
     att: &mut [f32],
     outs: &mut [f32],
 ) {
-    attend_lanes(qs, k, v, shape, scaling, att, outs)
+    // SAFETY: this function runs only where AVX2 is (its caller checked).
+    let dot = |a: &[f32], b: &[f32]| unsafe { dot_avx2(a, b) };
+    // SAFETY: as above.
+    let sum = |att: &[f32], v: &[f32], shape, outs: &mut [f32]| unsafe {
+        weighted_sum_avx2(att, v, shape, outs)
+    };
+    attend_lanes(qs, k, v, shape, scaling, att, outs, dot, sum)
+}
+
+/// `weighted_sum_lanes` with each head's output kept in registers, 64 floats at a time, while
+/// t runs: the same multiply and add per element in the same order.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn weighted_sum_avx2(
+    att: &[f32],
+    v: &[f32],
+    (hd, stride, off): (usize, usize, usize),
+    outs: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    if hd % 8 != 0 {
+        return weighted_sum_lanes(att, v, (hd, stride, off), outs);
+    }
+    let n = att.len() / (outs.len() / hd);
+    assert!(
+        n == 0 || v.len() >= (n - 1) * stride + off + hd,
+        "value rows out of range"
+    );
+    for (h, out) in outs.chunks_exact_mut(hd).enumerate() {
+        let a = &att[h * n..][..n];
+        for p0 in (0..hd).step_by(64) {
+            let w = (hd - p0).min(64) / 8;
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (j, acc) in acc.iter_mut().enumerate().take(w) {
+                *acc = _mm256_loadu_ps(out.as_ptr().add(p0 + 8 * j));
+            }
+            for (t, &at) in a.iter().enumerate() {
+                let s = _mm256_set1_ps(at);
+                // SAFETY: row t's slice off + p0 .. off + p0 + 8w lies in v (asserted above).
+                let vr = v.as_ptr().add(t * stride + off + p0);
+                for (j, acc) in acc.iter_mut().enumerate().take(w) {
+                    *acc = _mm256_add_ps(*acc, _mm256_mul_ps(s, _mm256_loadu_ps(vr.add(8 * j))));
+                }
+            }
+            for (j, acc) in acc.iter().enumerate().take(w) {
+                _mm256_storeu_ps(out.as_mut_ptr().add(p0 + 8 * j), *acc);
+            }
+        }
+    }
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn attend_lanes(
     qs: &[f32],
     k: &[f32],
@@ -207,13 +313,15 @@ fn attend_lanes(
     (scale, softcap): (f32, Option<f32>),
     att: &mut [f32],
     outs: &mut [f32],
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+    weighted_sum: impl Fn(&[f32], &[f32], (usize, usize, usize), &mut [f32]),
 ) {
     let g = qs.len() / hd;
     let n = att.len() / g;
     for t in 0..n {
         let kr = &k[t * stride + off..][..hd];
         for (h, q) in qs.chunks_exact(hd).enumerate() {
-            let s = dot_lanes(q, kr);
+            let s = dot(q, kr);
             let s = softcap.map_or(s, |c| c * crate::math::tanh(s * (1.0 / c)));
             att[h * n + t] = s * scale;
         }
@@ -222,6 +330,19 @@ fn attend_lanes(
         softmax(a);
     }
     outs.fill(0.0);
+    weighted_sum(att, v, (hd, stride, off), outs);
+}
+
+/// `outs[h] = sum over t of att[h][t] * v_t`, t in order (each element one multiply and one
+/// add per t), for the portable kernel: every value row read once for all heads.
+#[inline(always)]
+fn weighted_sum_lanes(
+    att: &[f32],
+    v: &[f32],
+    (hd, stride, off): (usize, usize, usize),
+    outs: &mut [f32],
+) {
+    let n = att.len() / (outs.len() / hd);
     for t in 0..n {
         let vr = &v[t * stride + off..][..hd];
         for (h, out) in outs.chunks_exact_mut(hd).enumerate() {
@@ -261,6 +382,57 @@ mod tests {
         super::exp_in_place(&mut got);
         for ((w, g), v) in want.iter().zip(&got).zip(&x) {
             assert_eq!(*w, g.to_bits(), "exp({v})");
+        }
+    }
+
+    /// The explicit AVX2 dot product gives `dot_lanes`'s bits, tails included.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_dot_is_dot_lanes() {
+        if !super::avx2() {
+            return;
+        }
+        let mut state = 7u32;
+        let mut next = || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        for n in [0, 1, 7, 15, 16, 17, 31, 64, 100, 577] {
+            for _ in 0..20 {
+                let a: Vec<f32> = (0..n).map(|_| next() * 1e3).collect();
+                let b: Vec<f32> = (0..n).map(|_| next()).collect();
+                // SAFETY: AVX2 was detected above.
+                let v = unsafe { super::dot_avx2(&a, &b) };
+                assert_eq!(v.to_bits(), super::dot_lanes(&a, &b).to_bits(), "n={n}");
+            }
+        }
+    }
+
+    /// The AVX2 weighted sum of value rows gives the portable one's bits (head sizes of one,
+    /// several and a partial 64-float block, and one not a multiple of 8).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_weighted_sum_is_portable() {
+        if !super::avx2() {
+            return;
+        }
+        let mut state = 3u32;
+        let mut next = || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        for (hd, heads, n) in [(64, 3, 37), (256, 2, 5), (72, 4, 9), (12, 1, 3), (8, 2, 0)] {
+            let stride = hd * 3 + 8;
+            let off = hd + 8;
+            let v: Vec<f32> = (0..n * stride).map(|_| next()).collect();
+            let att: Vec<f32> = (0..heads * n).map(|_| next()).collect();
+            let mut want = vec![0f32; heads * hd];
+            let mut got = vec![0f32; heads * hd];
+            super::weighted_sum_lanes(&att, &v, (hd, stride, off), &mut want);
+            // SAFETY: AVX2 was detected above.
+            unsafe { super::weighted_sum_avx2(&att, &v, (hd, stride, off), &mut got) };
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&want), bits(&got), "hd {hd}");
         }
     }
 
