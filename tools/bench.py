@@ -5,7 +5,7 @@ Builds tmac and llama.cpp (tools/llama_cpp.sh), makes every model it measures, r
 llama.cpp alternately (so drift in the machine's speed hits both), and writes BENCHMARKS.md and
 docs/bench.png from the measurements. Nothing in those files is typed by hand.
 
-  python3 tools/bench.py [--reps N] [--only smollm2,ggml-types,gemma3-270m,bitnet-2b,llama-7b]
+  python3 tools/bench.py [--reps N] [--only smollm2,ggml-types,gemma3-270m,bitnet-2b,llama-7b,context]
 """
 import argparse
 import glob
@@ -24,6 +24,10 @@ OUT = os.path.join(ROOT, "build", "bench")
 TMAC = os.path.join(ROOT, "target", "release", "tmac")
 N_PROMPT, N_GEN = 128, 64
 FAMILIES = ["smollm2", "ggml-types", "gemma3-270m", "bitnet-2b", "llama-7b"]
+# long prompts and long contexts (SmolLM2): time to first token for a LONG_PROMPT-token prompt,
+# decode speed with DEPTH tokens already in the cache
+LONG_PROMPT, DEPTH = 512, 2048
+CONTEXT_PAIRS = [("q4", "Q4_0"), ("Q4_K_M", "Q4_K_M"), ("tq", "TQ2_0")]
 # the GGUF types people download, made from SmolLM2's F32 weights by llama-quantize; tmac runs
 # the very files llama.cpp runs
 GGML_TYPES = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q3_K_M", "Q2_K", "IQ4_XS"]
@@ -186,6 +190,26 @@ def measure_llama(runner, bin_dir, path):
             "rss": rss, "n_params": pp["model_n_params"], "size": pp["model_size"], "commit": pp["build_commit"]}
 
 
+def measure_context(runner, bin_dir, engine, name, path):
+    """Prefill of a LONG_PROMPT-token prompt and decode at depth DEPTH, one engine and file."""
+    if engine == "tmac":
+        out, _, _ = runner([TMAC, "bench", path, "-p", str(LONG_PROMPT), "-n", "1", "-r", "1", "--json"],
+                           tmac_env(name))
+        prompt = json.loads(out.strip().splitlines()[-1])["prefill_tps"][0]
+        out, _, _ = runner([TMAC, "bench", path, "-p", "1", "-n", str(N_GEN), "-d", str(DEPTH), "-r", "1",
+                            "--json"], tmac_env(name))
+        deep = json.loads(out.strip().splitlines()[-1])["decode_tps"][0]
+    else:
+        bench = os.path.join(bin_dir, "llama-bench")
+        out, _, _ = runner([bench, "-m", path, "-t", "1", "-p", str(LONG_PROMPT), "-n", "0", "-r", "1",
+                            "-o", "json"])
+        prompt = json.loads(out)[0]["avg_ts"]
+        out, _, _ = runner([bench, "-m", path, "-t", "1", "-p", "0", "-n", str(N_GEN), "-d", str(DEPTH),
+                            "-r", "1", "-o", "json"])
+        deep = json.loads(out)[0]["avg_ts"]
+    return {"prompt": prompt, "ttft": LONG_PROMPT / prompt, "deep": deep}
+
+
 PPL_TEXT = os.path.join(ROOT, "tests", "data", "gpl-3.0.txt")
 
 
@@ -229,7 +253,7 @@ def spread(v):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--only", default=",".join(FAMILIES))
+    ap.add_argument("--only", default=",".join(FAMILIES + ["context"]))
     ap.add_argument("--render", action="store_true",
                     help="only rewrite BENCHMARKS.md and the plot from the last run's results.json")
     args = ap.parse_args()
@@ -239,7 +263,8 @@ def main():
         write_markdown(report)
         plot(report)
         return
-    families = [f for f in args.only.split(",") if f]
+    families = [f for f in args.only.split(",") if f and f != "context"]
+    context = "context" in args.only.split(",")
     os.makedirs(OUT, exist_ok=True)
     sh(["cargo", "build", "--quiet", "--release", "--bin", "tmac", "--example", "synth_model"], cwd=ROOT)
     commit = git_rev()  # the code measured: HEAD when it was built, not when the report is written
@@ -297,9 +322,28 @@ def main():
                     r = measure_llama(runner, bin_dir, llama[name])
                 results[fam][engine].setdefault(name, []).append(r)
 
+    ctx = None
+    if context:
+        llama_s, tmac_s, _, _ = models["smollm2"] if "smollm2" in models else smollm2_models(bin_dir, env)
+        typed, _ = requantized(bin_dir, env, ["Q4_K_M"])
+        files = {"tmac": dict(tmac_s, **typed), "llama": dict(llama_s, **typed)}
+        runs = {}
+        for rep in range(args.reps):
+            for t, l in CONTEXT_PAIRS:
+                for engine, name in (("tmac", t), ("llama", l)):
+                    log("rep %d: context %s %s" % (rep + 1, engine, name))
+                    r = measure_context(runner, bin_dir, engine, name, files[engine][name])
+                    runs.setdefault((engine, name), []).append(r)
+        ctx = {"rows": [{"engine": e, "name": n, **{k: spread([r[k] for r in rs]) for k in ("prompt", "ttft", "deep")}}
+                        for (e, n), rs in runs.items()],
+               "ratios": [{"tmac": t, "llama": l,
+                           **{k: spread([a[k] / b[k] for a, b in zip(runs[("tmac", t)], runs[("llama", l)])])
+                              for k in ("prompt", "deep")}} for t, l in CONTEXT_PAIRS]}
+
     report = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "cpu": cpu_name(), "bandwidth": bandwidth, "reps": args.reps, "llc_mib": llc_mib(),
-              "tmac_commit": commit, "families": {}, "legacy": legacy}
+              "cpu": cpu_name(), "avx512": has_avx512(), "bandwidth": bandwidth, "reps": args.reps,
+              "llc_mib": llc_mib(), "tmac_commit": commit, "families": {}, "legacy": legacy,
+              "context": ctx}
     for fam in families:
         llama, tmac, pairs, fallbacks = models[fam]
         fr = results[fam]
@@ -335,6 +379,14 @@ def main():
         json.dump(report, f, indent=1)
     write_markdown(report)
     plot(report)
+
+
+def has_avx512():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx512f" in f.read()
+    except OSError:
+        return None
 
 
 def cpu_name():
@@ -388,9 +440,11 @@ def write_markdown(rep):
     for fam in rep["families"].values():
         for r in fam["rows"]:
             llama_commit = llama_commit or r.get("commit")
+    isa = {True: "AVX-512 included, while tmac's x86 kernels are AVX2",
+           False: "here AVX2, no AVX-512, the same as tmac's x86 kernels"}.get(rep.get("avx512"), "")
     L.append("- tmac commit %s; llama.cpp commit %s (from llama-cpp-python 0.3.36 on PyPI, built with "
-             "cmake, Release, GGML_NATIVE=ON: it uses every instruction set this CPU has, AVX-512 "
-             "included, while tmac's x86 kernels are AVX2)." % (rep["tmac_commit"], llama_commit))
+             "cmake, Release, GGML_NATIVE=ON: it uses every instruction set this CPU has, %s)."
+             % (rep["tmac_commit"], llama_commit, isa))
     L.append("- Each configuration ran %d times, tmac and llama.cpp alternating; figures are the median "
              "with (min-max). Prefill: a %d-token prompt; decode: %d new tokens. tmac: `tmac bench MODEL "
              "-p %d -n %d -r 1 --json`; llama.cpp: `llama-bench -m MODEL -t 1 -p %d -n %d -r 1 -o json`, "
@@ -446,6 +500,26 @@ def write_markdown(rep):
                      "the type's block):")
             for t, counts in fam["fallbacks"].items():
                 L.append("- %s: %s" % (t, ", ".join("%d tensors fell back to %s" % (n, f) for f, n in counts.items())))
+        L.append("")
+    if rep.get("context"):
+        c = rep["context"]
+        L.append("## Long prompts and long contexts (SmolLM2-135M)\n")
+        L.append("Time to first token for a %d-token prompt (its prefill time), and decode speed with %d "
+                 "tokens already in the KV cache. tmac: `tmac bench MODEL -p %d -n 1` and `tmac bench MODEL "
+                 "-p 1 -n %d -d %d`; llama.cpp: `llama-bench -p %d -n 0` and `llama-bench -p 0 -n %d -d %d`. "
+                 "Q4_K_M: both engines run the same GGUF file.\n"
+                 % (LONG_PROMPT, DEPTH, LONG_PROMPT, N_GEN, DEPTH, LONG_PROMPT, N_GEN, DEPTH))
+        L.append("| engine | weights | prompt %d tok/s | time to first token s | decode at depth %d tok/s |"
+                 % (LONG_PROMPT, DEPTH))
+        L.append("|---|---|---:|---:|---:|")
+        for r in c["rows"]:
+            L.append("| %s | %s | %s | %s | %s |" % ("tmac" if r["engine"] == "tmac" else "llama.cpp", r["name"],
+                                                    fmt(r["prompt"]), fmt(r["ttft"], 2), fmt(r["deep"])))
+        L.append("")
+        L.append("| tmac / llama.cpp | prompt %d ratio | decode at depth %d ratio |" % (LONG_PROMPT, DEPTH))
+        L.append("|---|---:|---:|")
+        for q in c["ratios"]:
+            L.append("| %s / %s | %s | %s |" % (q["tmac"], q["llama"], fmt(q["prompt"], 2), fmt(q["deep"], 2)))
         L.append("")
     if rep.get("legacy"):
         L.append("## The original T-MAC engine's comparison, on SmolLM2\n")

@@ -486,12 +486,15 @@ unsafe fn gemm_bits<const BITS: usize, const SUB: bool>(
     for rb in 0..g.row_blocks {
         unpack_tile::<BITS>(m.data.as_slice(), &g, rb, &mut tile);
         let mut t = 0;
-        while t + 2 <= acts.len() {
-            gemm_inputs::<BITS, 2, SUB>(m, &g, &tile, rb, acts, &gis, t, ys);
-            t += 2;
+        while t + 4 <= acts.len() {
+            gemm_inputs::<BITS, 4, SUB>(m, &g, &tile, rb, acts, &gis, t, ys);
+            t += 4;
         }
-        if t < acts.len() {
-            gemm_inputs::<BITS, 1, SUB>(m, &g, &tile, rb, acts, &gis, t, ys);
+        match acts.len() - t {
+            3 => gemm_inputs::<BITS, 3, SUB>(m, &g, &tile, rb, acts, &gis, t, ys),
+            2 => gemm_inputs::<BITS, 2, SUB>(m, &g, &tile, rb, acts, &gis, t, ys),
+            1 => gemm_inputs::<BITS, 1, SUB>(m, &g, &tile, rb, acts, &gis, t, ys),
+            _ => {}
         }
     }
 }

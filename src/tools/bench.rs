@@ -20,15 +20,23 @@ pub fn spread(v: &[f64]) -> (f64, f64, f64) {
     (s[0], s[s.len() / 2], s[s.len() - 1])
 }
 
-/// Prefill `n_prompt` tokens, then decode `n_gen` tokens greedily, `reps` times.
-pub fn run(model: &Arc<Model>, n_prompt: usize, n_gen: usize, reps: usize) -> Result<BenchResult> {
+/// Prefill `n_prompt` tokens, then, from a fresh context holding `depth` tokens (at least one),
+/// decode `n_gen` tokens greedily; `reps` times. `depth` is llama-bench's `-d`.
+pub fn run(
+    model: &Arc<Model>,
+    n_prompt: usize,
+    n_gen: usize,
+    depth: usize,
+    reps: usize,
+) -> Result<BenchResult> {
+    let depth = depth.max(1);
     // a deterministic prompt: token ids spread over the vocabulary (as llama-bench uses random ids)
     let n_vocab = model.cfg.n_vocab as u64;
-    let prompt: Vec<u32> = (0..n_prompt as u64)
+    let prompt: Vec<u32> = (0..n_prompt.max(depth) as u64)
         .map(|i| ((i * 7919 + 13) % n_vocab) as u32)
         .collect();
     let opts = SessionOptions {
-        n_ctx: (n_prompt + n_gen + 1).max(16),
+        n_ctx: (n_prompt.max(depth) + n_gen + 1).max(16),
         sampler: SamplerParams::greedy(),
         ..Default::default()
     };
@@ -40,10 +48,10 @@ pub fn run(model: &Arc<Model>, n_prompt: usize, n_gen: usize, reps: usize) -> Re
     for _ in 0..reps {
         s.reset();
         let t = Instant::now();
-        s.feed(&prompt)?;
+        s.feed(&prompt[..n_prompt])?;
         r.prefill.push(n_prompt as f64 / t.elapsed().as_secs_f64());
         s.reset();
-        s.feed(&prompt[..1])?;
+        s.feed(&prompt[..depth])?;
         let t = Instant::now();
         let mut n = 0;
         while n < n_gen {

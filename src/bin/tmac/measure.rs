@@ -48,13 +48,13 @@ pub fn perplexity(args: &[String]) -> Result<(), String> {
 }
 
 pub fn bench(args: &[String]) -> Result<(), String> {
-    if super::help(args, "usage: tmac bench MODEL [-p N] [-n N] [-r N] [--f32] [--json] [--bandwidth] [-z TOKENIZER]\nprefill (-p tokens, default 64) and decode (-n tokens, default 64) speed on one thread, -r\nrepetitions (default 3); --bandwidth also measures one core's read bandwidth (no model\nneeded); --json prints one line of JSON\n") {
+    if super::help(args, "usage: tmac bench MODEL [-p N] [-n N] [-d N] [-r N] [--f32] [--json] [--bandwidth] [-z TOKENIZER]\nprefill (-p tokens, default 64) and decode (-n tokens, default 64) speed on one thread, decode\nwith -d tokens already in the context (default 1; llama-bench's -d), -r repetitions (default 3); --bandwidth also measures one core's read bandwidth (no model\nneeded); --json prints one line of JSON\n") {
         return Ok(());
     }
     let (args, z) = take_tokenizer(args)?;
     let (mut model, mut n_prompt, mut n_gen, mut reps, mut compute) =
         (None, 64, 64, 3, Compute::default());
-    let (mut json, mut bandwidth) = (false, false);
+    let (mut json, mut bandwidth, mut depth) = (false, false, 1);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
@@ -62,6 +62,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             "-p" => n_prompt = parse_num(a, val()?)?,
             "-n" => n_gen = parse_num(a, val()?)?,
             "-r" => reps = parse_num(a, val()?)?,
+            "-d" => depth = parse_num(a, val()?)?,
             "--f32" => compute = Compute::F32,
             "--json" => json = true,
             "--bandwidth" => bandwidth = true,
@@ -84,7 +85,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     let m = Model::load(&model, &load_options(compute, &z)).map_err(|e| e.to_string())?;
     let load = t0.elapsed().as_secs_f64();
     let rss_load = rss_mib();
-    let r = tmac::tools::bench::run(&m, n_prompt.max(1), n_gen.max(1), reps.max(1))
+    let r = tmac::tools::bench::run(&m, n_prompt.max(1), n_gen.max(1), depth, reps.max(1))
         .map_err(|e| e.to_string())?;
     let (p, d) = (
         tmac::tools::bench::spread(&r.prefill),
