@@ -60,6 +60,11 @@
 // cannot be applied is reported to the log callback (`tmac_set_log`).
 #define TMAC_FLAG_READ_ENV 32
 
+// `tmac_params.flags`: keep the KV cache in f16, as llama.cpp does by default: half its memory,
+// faster attention on long contexts, slightly different logits (the same on every CPU).
+// Default: f32.
+#define TMAC_FLAG_KV_F16 64
+
 // `tmac_log_fn` level: something the app asked for could not be applied.
 #define TMAC_LOG_WARN 1
 
@@ -272,8 +277,8 @@ tmac_status tmac_model_info(struct tmac *t, struct tmac_info *info);
 void tmac_set_log(tmac_log_fn f, void *user_data);
 
 // Install an abort callback on `t` (NULL to remove it). A prompt (`tmac_prompt`,
-// `tmac_prompt_chat`, `tmac_eval`) asks it before each batch of up to 16 tokens; nonzero
-// stops the call with `TMAC_ERR_ABORTED`, leaving the handle as it was before the call.
+// `tmac_prompt_chat`, `tmac_eval`) asks it before each layer of each batch of up to 64 tokens;
+// nonzero stops the call with `TMAC_ERR_ABORTED`, leaving the handle as it was before the call.
 tmac_status tmac_set_abort(struct tmac *t, tmac_abort_fn f, void *user_data);
 
 // Why the last generation ended (`TMAC_STOP_NONE` while one goes on or before any), or, after

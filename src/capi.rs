@@ -52,12 +52,18 @@ pub const TMAC_FLAG_PARSE_SPECIAL: u32 = 16;
 /// cannot be applied is reported to the log callback (`tmac_set_log`).
 pub const TMAC_FLAG_READ_ENV: u32 = 32;
 
+/// `tmac_params.flags`: keep the KV cache in f16, as llama.cpp does by default: half its memory,
+/// faster attention on long contexts, slightly different logits (the same on every CPU).
+/// Default: f32.
+pub const TMAC_FLAG_KV_F16: u32 = 64;
+
 const KNOWN_FLAGS: u32 = TMAC_FLAG_F32
     | TMAC_FLAG_SLIDING_WINDOW
     | TMAC_FLAG_INT8_TABLES
     | TMAC_FLAG_EXACT_TABLES
     | TMAC_FLAG_PARSE_SPECIAL
-    | TMAC_FLAG_READ_ENV;
+    | TMAC_FLAG_READ_ENV
+    | TMAC_FLAG_KV_F16;
 
 /// Status codes. Fixed width (`int32_t`) and append-only: values are never reused.
 /// Negative values are errors; `TMAC_OK` and `TMAC_DONE` are not.
@@ -391,6 +397,7 @@ fn new_handle(model: Arc<Model>, p: &tmac_params) -> Result<Box<tmac>, Error> {
         n_ctx: p.n_ctx as usize,
         sampler: sampler_params(p),
         max_tokens: p.max_tokens as usize,
+        kv_f16: p.flags & TMAC_FLAG_KV_F16 != 0,
     };
     let session = Session::new(model, &opts)?;
     let kernel = session.model.kernel_desc();
@@ -796,8 +803,8 @@ struct CAbort {
 }
 
 /// Install an abort callback on `t` (NULL to remove it). A prompt (`tmac_prompt`,
-/// `tmac_prompt_chat`, `tmac_eval`) asks it before each batch of up to 16 tokens; nonzero
-/// stops the call with `TMAC_ERR_ABORTED`, leaving the handle as it was before the call.
+/// `tmac_prompt_chat`, `tmac_eval`) asks it before each layer of each batch of up to 64 tokens;
+/// nonzero stops the call with `TMAC_ERR_ABORTED`, leaving the handle as it was before the call.
 #[no_mangle]
 pub extern "C" fn tmac_set_abort(
     t: *mut tmac,

@@ -58,6 +58,10 @@ pub struct SessionOptions {
     pub sliding_window: bool,
     /// Tokens per generation (each prompt starts one); 0 = no limit.
     pub max_tokens: usize,
+    /// Keep keys and values in f16 (llama.cpp's default KV type) instead of f32: half the
+    /// cache's memory and attention's reads on long contexts; slightly different logits, the
+    /// same on every CPU.
+    pub kv_f16: bool,
 }
 
 /// One conversation: KV cache, position, sampler and output stream.
@@ -105,7 +109,7 @@ impl Session {
             )));
         }
         let (kv, buf) = (
-            KvCache::bytes(&model.cfg, n_ctx),
+            KvCache::bytes(&model.cfg, n_ctx, opts.kv_f16),
             Scratch::bytes(&model.cfg, n_ctx),
         );
         if opts.memory_budget > 0 && kv + buf > opts.memory_budget {
@@ -124,7 +128,7 @@ impl Session {
         }
         Ok(Session {
             sliding_window: opts.sliding_window,
-            kv: KvCache::new(&model.cfg, n_ctx),
+            kv: KvCache::new(&model.cfg, n_ctx, opts.kv_f16),
             scratch: Scratch::new(&model.cfg, n_ctx),
             tokens: Vec::new(),
             have_logits: false,
@@ -275,7 +279,7 @@ impl Session {
                 &mut self.kv,
                 &mut self.scratch,
                 batch,
-                self.tokens.len(),
+                (self.tokens.len(), &|| false),
             )?;
             self.tokens.extend_from_slice(batch);
             for b in 0..batch.len() {
@@ -289,19 +293,19 @@ impl Session {
     }
 
     /// Run `tokens` through the model in batches; logits of the last one when `want_logits`.
-    /// The abort check is asked before each batch.
+    /// The abort check is asked before each layer of each batch (a batch of 64 tokens can take
+    /// seconds on a small CPU).
     fn run(&mut self, tokens: &[u32], want_logits: bool) -> Result<()> {
         self.have_logits = false;
+        let abort = &self.abort;
+        let stop = || abort.as_ref().is_some_and(|a| a());
         for batch in tokens.chunks(forward::MAX_BATCH) {
-            if self.abort.as_ref().is_some_and(|a| a()) {
-                return Err(Error::new(ErrorKind::Aborted, "aborted by the caller"));
-            }
             forward::forward(
                 &self.model,
                 &mut self.kv,
                 &mut self.scratch,
                 batch,
-                self.tokens.len(),
+                (self.tokens.len(), &stop),
             )?;
             self.tokens.extend_from_slice(batch);
         }

@@ -26,10 +26,16 @@ fn load_with(path: &std::path::Path, kernel: Isa, tables: Tables) -> Arc<Model> 
 
 /// Logits after each token of `text`.
 fn logits(m: &Arc<Model>, text: &str) -> Vec<u32> {
+    logits_kv(m, text, false)
+}
+
+/// Logits after each token of `text`, the KV cache in f16 if `kv_f16`.
+fn logits_kv(m: &Arc<Model>, text: &str, kv_f16: bool) -> Vec<u32> {
     let mut s = Session::new(
         m.clone(),
         &SessionOptions {
             n_ctx: 64,
+            kv_f16,
             ..Default::default()
         },
     )
@@ -103,6 +109,48 @@ fn every_kernel_gives_the_same_logits_and_so_does_every_cpu() {
     assert!(
         same * 10 >= a.len() * 8,
         "int8 tables change the greedy token at {} of {} positions",
+        a.len() - same,
+        a.len()
+    );
+}
+
+/// A KV cache in f16 changes the logits (keys and values are rounded), the same way with every
+/// kernel and on every CPU: its own committed hash. Its greedy tokens are nearly all f32's.
+#[test]
+fn kv_cache_in_f16_has_its_own_logits_everywhere() {
+    let path = smollm2();
+    let m = load_with(&path, Isa::SCALAR, Tables::Exact);
+    let half = logits_kv(&m, TEXT, true);
+    if let Some(isa) = simd() {
+        let v = logits_kv(&load_with(&path, isa, Tables::Exact), TEXT, true);
+        assert!(
+            v == half,
+            "{} logits differ from scalar with a KV cache in f16",
+            isa.name()
+        );
+    }
+    let full = logits(&m, TEXT);
+    assert_ne!(half, full, "an f16 KV cache changed nothing");
+    let want = fixture("logits_hash_kv_f16.txt");
+    assert_eq!(
+        format!("{:016x}", fnv(&half)),
+        lines(&want).next().unwrap_or("").trim(),
+        "SmolLM2 logits hash with a KV cache in f16"
+    );
+    let n = m.config().n_vocab;
+    let argmax = |l: &[u32]| -> Vec<usize> {
+        l.chunks(n)
+            .map(|row| {
+                let v = row.iter().map(|&b| f32::from_bits(b));
+                v.enumerate().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0
+            })
+            .collect()
+    };
+    let (a, b) = (argmax(&half), argmax(&full));
+    let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+    assert!(
+        same * 10 >= a.len() * 8,
+        "f16 keys and values change the greedy token at {} of {} positions",
         a.len() - same,
         a.len()
     );

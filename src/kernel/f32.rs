@@ -6,12 +6,61 @@
 const LANES: usize = 16;
 
 #[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::__m256;
+
+#[cfg(target_arch = "x86_64")]
 fn avx2() -> bool {
-    std::is_x86_feature_detected!("avx2")
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("f16c")
+}
+
+/// An element of a key or value row: f32, or the bits of an f16 (a KV cache in f16). Reading
+/// one as f32 is exact, so a kernel computes the same on either once the element is read.
+pub(crate) trait Elem: Copy {
+    fn get(self) -> f32;
+    /// Elements p..p+8 as f32.
+    ///
+    /// # Safety
+    /// AVX2 and F16C must be available and p..p+8 readable.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> __m256;
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    fn get(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn load8(p: *const f32) -> __m256 {
+        std::arch::x86_64::_mm256_loadu_ps(p)
+    }
+}
+
+impl Elem for u16 {
+    #[inline(always)]
+    fn get(self) -> f32 {
+        half::f16::from_bits(self).to_f32()
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn load8(p: *const u16) -> __m256 {
+        use std::arch::x86_64::*;
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+}
+
+/// f32 to f16 bits, rounded to nearest even (the KV cache in f16).
+pub(crate) fn to_f16(x: &[f32], out: &mut [u16]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = half::f16::from_f32(v).to_bits();
+    }
 }
 
 #[inline(always)]
-fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+fn dot_lanes<E: Elem>(a: &[f32], b: &[E]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let n = a.len().min(b.len());
     let mut acc = [0f32; LANES];
@@ -19,11 +68,11 @@ fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     let (b_main, b_tail) = b[..n].split_at(n - n % LANES);
     for (x, y) in a_main.chunks_exact(LANES).zip(b_main.chunks_exact(LANES)) {
         for l in 0..LANES {
-            acc[l] += x[l] * y[l];
+            acc[l] += x[l] * y[l].get();
         }
     }
     for (l, (x, y)) in a_tail.iter().zip(b_tail).enumerate() {
-        acc[l] += x * y;
+        acc[l] += x * y.get();
     }
     // pairwise reduction in a fixed order
     let mut w = LANES;
@@ -40,8 +89,8 @@ fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
 /// (no FMA), the tail and the pairwise reduction in the same order, so the same bits.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn dot_avx2<E: Elem>(a: &[f32], b: &[E]) -> f32 {
     use std::arch::x86_64::*;
     debug_assert_eq!(a.len(), b.len());
     let n = a.len().min(b.len());
@@ -51,11 +100,8 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     let mut i = 0;
     while i < main {
         // SAFETY: i + 16 <= main <= n, within both slices.
-        let m0 = _mm256_mul_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
-        let m1 = _mm256_mul_ps(
-            _mm256_loadu_ps(pa.add(i + 8)),
-            _mm256_loadu_ps(pb.add(i + 8)),
-        );
+        let m0 = _mm256_mul_ps(_mm256_loadu_ps(pa.add(i)), E::load8(pb.add(i)));
+        let m1 = _mm256_mul_ps(_mm256_loadu_ps(pa.add(i + 8)), E::load8(pb.add(i + 8)));
         lo = _mm256_add_ps(lo, m0);
         hi = _mm256_add_ps(hi, m1);
         i += LANES;
@@ -64,7 +110,7 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     _mm256_storeu_ps(acc.as_mut_ptr(), lo);
     _mm256_storeu_ps(acc.as_mut_ptr().add(8), hi);
     for (l, (x, y)) in a[main..n].iter().zip(&b[main..n]).enumerate() {
-        acc[l] += x * y;
+        acc[l] += x * y.get();
     }
     let v = _mm256_add_ps(
         _mm256_loadu_ps(acc.as_ptr()),
@@ -77,9 +123,9 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
 
 /// y += a * x (the attention's weighted sum of values).
 #[inline(always)]
-fn axpy_lanes(a: f32, x: &[f32], y: &mut [f32]) {
+fn axpy_lanes<E: Elem>(a: f32, x: &[E], y: &mut [f32]) {
     for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += a * xi;
+        *yi += a * xi.get();
     }
 }
 
@@ -90,14 +136,14 @@ pub(crate) fn matvec(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
         // SAFETY: the CPU has AVX2 (checked above).
         return unsafe { matvec_avx2(w, cols, x, y) };
     }
-    matvec_lanes(w, cols, x, y, dot_lanes)
+    matvec_lanes(w, cols, x, y, dot_lanes::<f32>)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn matvec_avx2(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
     // SAFETY: this function runs only where AVX2 is (its caller checked).
-    matvec_lanes(w, cols, x, y, |a, b| unsafe { dot_avx2(a, b) })
+    matvec_lanes(w, cols, x, y, |a, b| unsafe { dot_avx2::<f32>(a, b) })
 }
 
 #[inline(always)]
@@ -213,10 +259,10 @@ unsafe fn exp4(x: std::arch::x86_64::__m128) -> std::arch::x86_64::__m128 {
 /// heads of `hd` floats back to back; row t of `k` and `v` starts at t * stride, the shared
 /// head's slice of it at `off` (`shape` = (hd, stride, off)). Each key and value row is read once
 /// for all g heads; one call per group keeps the work in one vectorized function.
-pub(crate) fn attend(
+pub(crate) fn attend<E: Elem>(
     qs: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[E],
+    v: &[E],
     shape: (usize, usize, usize),
     (scale, softcap): (f32, Option<f32>),
     att: &mut [f32],
@@ -241,20 +287,20 @@ pub(crate) fn attend(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn attend_avx2(
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn attend_avx2<E: Elem>(
     qs: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[E],
+    v: &[E],
     shape: (usize, usize, usize),
     scaling: (f32, Option<f32>),
     att: &mut [f32],
     outs: &mut [f32],
 ) {
     // SAFETY: this function runs only where AVX2 is (its caller checked).
-    let dot = |a: &[f32], b: &[f32]| unsafe { dot_avx2(a, b) };
+    let dot = |a: &[f32], b: &[E]| unsafe { dot_avx2(a, b) };
     // SAFETY: as above.
-    let sum = |att: &[f32], v: &[f32], shape, outs: &mut [f32]| unsafe {
+    let sum = |att: &[f32], v: &[E], shape, outs: &mut [f32]| unsafe {
         weighted_sum_avx2(att, v, shape, outs)
     };
     attend_lanes(qs, k, v, shape, scaling, att, outs, dot, sum)
@@ -264,10 +310,10 @@ unsafe fn attend_avx2(
 /// t runs: the same multiply and add per element in the same order.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn weighted_sum_avx2(
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn weighted_sum_avx2<E: Elem>(
     att: &[f32],
-    v: &[f32],
+    v: &[E],
     (hd, stride, off): (usize, usize, usize),
     outs: &mut [f32],
 ) {
@@ -293,7 +339,7 @@ unsafe fn weighted_sum_avx2(
                 // SAFETY: row t's slice off + p0 .. off + p0 + 8w lies in v (asserted above).
                 let vr = v.as_ptr().add(t * stride + off + p0);
                 for (j, acc) in acc.iter_mut().enumerate().take(w) {
-                    *acc = _mm256_add_ps(*acc, _mm256_mul_ps(s, _mm256_loadu_ps(vr.add(8 * j))));
+                    *acc = _mm256_add_ps(*acc, _mm256_mul_ps(s, E::load8(vr.add(8 * j))));
                 }
             }
             for (j, acc) in acc.iter().enumerate().take(w) {
@@ -305,16 +351,16 @@ unsafe fn weighted_sum_avx2(
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn attend_lanes(
+fn attend_lanes<E: Elem>(
     qs: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[E],
+    v: &[E],
     (hd, stride, off): (usize, usize, usize),
     (scale, softcap): (f32, Option<f32>),
     att: &mut [f32],
     outs: &mut [f32],
-    dot: impl Fn(&[f32], &[f32]) -> f32,
-    weighted_sum: impl Fn(&[f32], &[f32], (usize, usize, usize), &mut [f32]),
+    dot: impl Fn(&[f32], &[E]) -> f32,
+    weighted_sum: impl Fn(&[f32], &[E], (usize, usize, usize), &mut [f32]),
 ) {
     let g = qs.len() / hd;
     let n = att.len() / g;
@@ -336,9 +382,9 @@ fn attend_lanes(
 /// `outs[h] = sum over t of att[h][t] * v_t`, t in order (each element one multiply and one
 /// add per t), for the portable kernel: every value row read once for all heads.
 #[inline(always)]
-fn weighted_sum_lanes(
+fn weighted_sum_lanes<E: Elem>(
     att: &[f32],
-    v: &[f32],
+    v: &[E],
     (hd, stride, off): (usize, usize, usize),
     outs: &mut [f32],
 ) {
@@ -404,6 +450,12 @@ mod tests {
                 // SAFETY: AVX2 was detected above.
                 let v = unsafe { super::dot_avx2(&a, &b) };
                 assert_eq!(v.to_bits(), super::dot_lanes(&a, &b).to_bits(), "n={n}");
+                // keys in f16, as a KV cache in f16 holds them
+                let mut h = vec![0u16; n];
+                super::to_f16(&b, &mut h);
+                // SAFETY: as above.
+                let v = unsafe { super::dot_avx2(&a, &h) };
+                assert_eq!(v.to_bits(), super::dot_lanes(&a, &h).to_bits(), "f16 n={n}");
             }
         }
     }
@@ -433,6 +485,14 @@ mod tests {
             unsafe { super::weighted_sum_avx2(&att, &v, (hd, stride, off), &mut got) };
             let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&want), bits(&got), "hd {hd}");
+            // values in f16
+            let mut h = vec![0u16; v.len()];
+            super::to_f16(&v, &mut h);
+            let (mut want, mut got) = (vec![0f32; heads * hd], vec![0f32; heads * hd]);
+            super::weighted_sum_lanes(&att, &h, (hd, stride, off), &mut want);
+            // SAFETY: as above.
+            unsafe { super::weighted_sum_avx2(&att, &h, (hd, stride, off), &mut got) };
+            assert_eq!(bits(&want), bits(&got), "f16 hd {hd}");
         }
     }
 

@@ -8,29 +8,86 @@ use crate::kernel::lut::Activations;
 use crate::layout::linear::Linear;
 use crate::math;
 
-/// Keys and values of every past position: `[layer][pos][kv_dim]`.
+/// Keys and values of every past position: `[layer][pos][kv_dim]`, in f32 or (optionally, as
+/// llama.cpp's default) f16, which halves attention's memory traffic on long contexts.
 pub(crate) struct KvCache {
-    k: Vec<f32>,
-    v: Vec<f32>,
+    data: KvData,
     kv_dim: usize,
     pub n_ctx: usize,
 }
 
+enum KvData {
+    F32 {
+        k: Vec<f32>,
+        v: Vec<f32>,
+    },
+    /// f16 bits, rounded to nearest even when written; read back exactly.
+    F16 {
+        k: Vec<u16>,
+        v: Vec<u16>,
+    },
+}
+
 impl KvCache {
-    pub(crate) fn new(cfg: &Config, n_ctx: usize) -> KvCache {
+    pub(crate) fn new(cfg: &Config, n_ctx: usize, f16: bool) -> KvCache {
         let n = cfg.n_layer * n_ctx * cfg.kv_dim();
+        let data = if f16 {
+            KvData::F16 {
+                k: vec![0; n],
+                v: vec![0; n],
+            }
+        } else {
+            KvData::F32 {
+                k: vec![0.0; n],
+                v: vec![0.0; n],
+            }
+        };
         KvCache {
-            k: vec![0.0; n],
-            v: vec![0.0; n],
+            data,
             kv_dim: cfg.kv_dim(),
             n_ctx,
         }
     }
-    pub(crate) fn bytes(cfg: &Config, n_ctx: usize) -> usize {
-        2 * 4 * cfg.n_layer * n_ctx * cfg.kv_dim()
+    pub(crate) fn bytes(cfg: &Config, n_ctx: usize, f16: bool) -> usize {
+        2 * (if f16 { 2 } else { 4 }) * cfg.n_layer * n_ctx * cfg.kv_dim()
     }
     fn at(&self, layer: usize, pos: usize) -> usize {
         (layer * self.n_ctx + pos) * self.kv_dim
+    }
+    /// Store the key and value rows of (layer, pos).
+    fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        let at = self.at(layer, pos);
+        let n = self.kv_dim;
+        match &mut self.data {
+            KvData::F32 { k: kc, v: vc } => {
+                kc[at..at + n].copy_from_slice(k);
+                vc[at..at + n].copy_from_slice(v);
+            }
+            KvData::F16 { k: kc, v: vc } => {
+                kf32::to_f16(k, &mut kc[at..at + n]);
+                kf32::to_f16(v, &mut vc[at..at + n]);
+            }
+        }
+    }
+    /// Attention of `qs` over the rows `rows` of layer `layer` (see `kf32::attend`).
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &self,
+        qs: &[f32],
+        rows: std::ops::Range<usize>,
+        shape: (usize, usize, usize),
+        scaling: (f32, Option<f32>),
+        att: &mut [f32],
+        outs: &mut [f32],
+    ) {
+        match &self.data {
+            KvData::F32 { k, v } => {
+                kf32::attend(qs, &k[rows.clone()], &v[rows], shape, scaling, att, outs)
+            }
+            KvData::F16 { k, v } => {
+                kf32::attend(qs, &k[rows.clone()], &v[rows], shape, scaling, att, outs)
+            }
+        }
     }
 }
 
@@ -197,13 +254,15 @@ fn residual(x: &mut [f32], y: &mut [f32], post: Option<&Vec<f32>>, scale: Option
 }
 
 /// Run `tokens` (at most MAX_BATCH) at positions pos.. and write their keys and values to the
-/// cache. Afterwards `logits(.., b)` gives the logits after token b.
+/// cache. Afterwards `logits(.., b)` gives the logits after token b. `stop` is asked before
+/// each layer: true abandons the batch (the cache rows it wrote lie past the caller's position
+/// and are written again before they are read).
 pub(crate) fn forward(
     m: &Model,
     kv: &mut KvCache,
     s: &mut Scratch,
     tokens: &[u32],
-    pos: usize,
+    (pos, stop): (usize, &dyn Fn() -> bool),
 ) -> Result<()> {
     let (cfg, w, file, isa, knobs) = (&m.cfg, &m.weights, m.file(), m.isa, &m.knobs);
     let n = tokens.len();
@@ -264,6 +323,12 @@ pub(crate) fn forward(
     }
 
     for (l, layer) in w.layers.iter().enumerate() {
+        if stop() {
+            return Err(Error::new(
+                crate::error::ErrorKind::Aborted,
+                "aborted by the caller",
+            ));
+        }
         let ex = &layer.extra;
         let window = gr.swa.as_ref().filter(|w| w.layers[l]).map(|w| w.window);
         // attention
@@ -302,9 +367,8 @@ pub(crate) fn forward(
             let cs = &angles[b * half..(b + 1) * half];
             rotate(&mut s.q[b * q_dim..(b + 1) * q_dim], hd, cs);
             rotate(&mut s.k[b * kvd..(b + 1) * kvd], hd, cs);
-            let at = kv.at(l, pos + b);
-            kv.k[at..at + kvd].copy_from_slice(&s.k[b * kvd..(b + 1) * kvd]);
-            kv.v[at..at + kvd].copy_from_slice(&s.v[b * kvd..(b + 1) * kvd]);
+            let (kr, vr) = (&s.k[b * kvd..(b + 1) * kvd], &s.v[b * kvd..(b + 1) * kvd]);
+            kv.write(l, pos + b, kr, vr);
         }
         if let Some(qs) = gr.q_scale {
             scale_by(&mut s.q[..n * q_dim], qs);
@@ -319,10 +383,9 @@ pub(crate) fn forward(
                 let qs = &s.q[b * q_dim + kvh * group..][..group];
                 let outs = &mut s.attn[b * q_dim + kvh * group..][..group];
                 let att = &mut s.att[..kv_mul * (p + 1 - first)];
-                kf32::attend(
+                kv.attend(
                     qs,
-                    &kv.k[rows.clone()],
-                    &kv.v[rows.clone()],
+                    rows.clone(),
                     (hd, kvd, kvh * hd),
                     (kq_scale, gr.attn_softcap),
                     att,

@@ -20,16 +20,21 @@ pub fn spread(v: &[f64]) -> (f64, f64, f64) {
     (s[0], s[s.len() / 2], s[s.len() - 1])
 }
 
-/// Prefill `n_prompt` tokens, then, from a fresh context holding `depth` tokens (at least one),
-/// decode `n_gen` tokens greedily; `reps` times. `depth` is llama-bench's `-d`.
-pub fn run(
-    model: &Arc<Model>,
-    n_prompt: usize,
-    n_gen: usize,
-    depth: usize,
-    reps: usize,
-) -> Result<BenchResult> {
-    let depth = depth.max(1);
+/// What `run` measures.
+pub struct BenchSpec {
+    pub n_prompt: usize,
+    pub n_gen: usize,
+    /// Tokens in the context when decoding starts (at least one; llama-bench's `-d`).
+    pub depth: usize,
+    pub reps: usize,
+    pub kv_f16: bool,
+}
+
+/// Prefill `n_prompt` tokens, then, from a fresh context holding `depth` tokens, decode `n_gen`
+/// tokens greedily; `reps` times.
+pub fn run(model: &Arc<Model>, spec: &BenchSpec) -> Result<BenchResult> {
+    let (n_prompt, n_gen, reps) = (spec.n_prompt, spec.n_gen, spec.reps);
+    let depth = spec.depth.max(1);
     // a deterministic prompt: token ids spread over the vocabulary (as llama-bench uses random ids)
     let n_vocab = model.cfg.n_vocab as u64;
     let prompt: Vec<u32> = (0..n_prompt.max(depth) as u64)
@@ -38,6 +43,7 @@ pub fn run(
     let opts = SessionOptions {
         n_ctx: (n_prompt.max(depth) + n_gen + 1).max(16),
         sampler: SamplerParams::greedy(),
+        kv_f16: spec.kv_f16,
         ..Default::default()
     };
     let mut s = Session::new(model.clone(), &opts)?;

@@ -24,12 +24,13 @@ fn nll(logits: &[f32], target: u32) -> f64 {
     -(logits[target as usize] as f64 - max - ln64(sum))
 }
 
-/// Perplexity of `text` with chunks of `n_ctx` tokens, at most `max_chunks` of them (0 = all).
-/// `progress` is called after each chunk with (chunk index, running perplexity).
+/// Perplexity of `text` with chunks of `n_ctx` tokens, at most `max_chunks` of them (0 = all),
+/// the KV cache in f16 if `kv_f16`. `progress` is called after each chunk with (chunk index,
+/// running perplexity).
 pub fn perplexity(
     model: &Arc<Model>,
     text: &str,
-    n_ctx: usize,
+    (n_ctx, kv_f16): (usize, bool),
     max_chunks: usize,
     mut progress: impl FnMut(usize, f64),
 ) -> Result<Perplexity> {
@@ -48,6 +49,7 @@ pub fn perplexity(
         model.clone(),
         &SessionOptions {
             n_ctx,
+            kv_f16,
             ..Default::default()
         },
     )?;

@@ -264,6 +264,27 @@ static void test_tables(void) {
     CHECK(strstr(tmac_last_error(NULL), "exclusive") != NULL, "message: %s", tmac_last_error(NULL));
 }
 
+/* TMAC_FLAG_KV_F16: a KV cache in f16 answers as f32 does on SmolLM2 ("Paris"); an unknown
+ * flag bit next to it is still refused. */
+static void test_kv_f16(void) {
+    tmac *t = NULL;
+    loaded_kernel(TMAC_FLAG_KV_F16, &t);
+    if (smollm2 && t) {
+        const char *q = "The capital of France is";
+        int empty = 0;
+        CHECK_STATUS(tmac_prompt(t, q, strlen(q)), TMAC_OK);
+        char *text = generate_all(t, 64, &empty);
+        CHECK(strstr(text, "Paris") != NULL, "f16 KV cache: '%s'", text);
+        free(text);
+    }
+    tmac_free(t);
+    tmac_params p = tmac_params_default();
+    p.flags = TMAC_FLAG_KV_F16 << 1;
+    t = NULL;
+    CHECK_STATUS(tmac_load(model_path, &p, &t), TMAC_ERR_INVALID_ARG);
+    CHECK(t == NULL, "handle on failure");
+}
+
 static void test_multibyte(void) {
     tmac_params p = tmac_params_default();
     p.n_ctx = 128;
@@ -305,6 +326,7 @@ int main(int argc, char **argv) {
     test_bad_files();
     test_session();
     test_tables();
+    test_kv_f16();
     if (smollm2) test_multibyte();
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);

@@ -230,7 +230,8 @@ static void test_paths(void) {
     unlink(odd);
 }
 
-/* 7. Abort between batches: a clear status, nothing consumed, the handle still works. */
+/* 7. Abort inside a prompt (asked before every layer): a clear status, nothing consumed, the
+ * handle still works. */
 static int abort_after(void *user) {
     int *left = user;
     return (*left)-- <= 0;
@@ -243,8 +244,8 @@ static void test_abort(void) {
     CHECK_STATUS(tmac_prompt(t, q, strlen(q)), TMAC_OK);
     size_t before = used(t);
     char longp[200] = "";
-    for (int i = 0; i < 10; i++) strcat(longp, "the cat "); /* more than one batch of 16 */
-    int left = 1; /* one batch runs, the second is stopped */
+    for (int i = 0; i < 10; i++) strcat(longp, "the cat ");
+    int left = 1; /* one layer runs, the second is stopped */
     CHECK_STATUS(tmac_set_abort(t, abort_after, &left), TMAC_OK);
     CHECK_STATUS(tmac_prompt(t, longp, strlen(longp)), TMAC_ERR_ABORTED);
     CHECK(tmac_stop_reason(t) == TMAC_STOP_ABORTED, "stop reason %d", (int)tmac_stop_reason(t));

@@ -22,10 +22,10 @@ commands:
   tune MODEL [-r ROUNDS] [--int8-tables]
                              time the kernel knobs on this machine, save the fastest
                              (int8 lookup tables: faster, lossy, only with the flag)
-  bench MODEL [-p N] [-n N] [-d N] [-r N] [--f32] [--json] [--bandwidth] [-z TOKENIZER]
+  bench MODEL [-p N] [-n N] [-d N] [-r N] [--f32] [--kv-f16] [--json] [--bandwidth] [-z TOKENIZER]
                              decode and prefill tok/s on this machine (1 thread);
                              --bandwidth also measures one core's read bandwidth
-  perplexity MODEL -f TEXT_FILE [-c N] [--chunks N] [--f32] [-z TOKENIZER]
+  perplexity MODEL -f TEXT_FILE [-c N] [--chunks N] [--f32] [--kv-f16] [-z TOKENIZER]
                              perplexity as llama-perplexity computes it (n_ctx 512 default)
 
 `tmac COMMAND --help` describes a command; `tmac --version` prints the version.

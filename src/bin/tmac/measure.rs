@@ -6,12 +6,13 @@ use std::time::Instant;
 use tmac::{Compute, LoadOptions, Model};
 
 pub fn perplexity(args: &[String]) -> Result<(), String> {
-    if super::help(args, "usage: tmac perplexity MODEL -f TEXT_FILE [-c N] [--chunks N] [--f32] [-z TOKENIZER]\nperplexity of TEXT_FILE as llama-perplexity computes it: chunks of N tokens (default 512),\nthe second half of each scored\n") {
+    if super::help(args, "usage: tmac perplexity MODEL -f TEXT_FILE [-c N] [--chunks N] [--f32] [--kv-f16] [-z TOKENIZER]\nperplexity of TEXT_FILE as llama-perplexity computes it: chunks of N tokens (default 512),\nthe second half of each scored; --kv-f16 keeps the KV cache in f16 (llama.cpp's default)\n") {
         return Ok(());
     }
     let (args, z) = take_tokenizer(args)?;
     let (mut model, mut file, mut n_ctx, mut chunks, mut compute) =
         (None, None, 512, 0, Compute::default());
+    let mut kv_f16 = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
@@ -20,6 +21,7 @@ pub fn perplexity(args: &[String]) -> Result<(), String> {
             "-c" => n_ctx = parse_num(a, val()?)?,
             "--chunks" => chunks = parse_num(a, val()?)?,
             "--f32" => compute = Compute::F32,
+            "--kv-f16" => kv_f16 = true,
             s if s.starts_with('-') => return Err(unknown_option("perplexity", s)),
             s => model = Some(s.to_string()),
         }
@@ -31,7 +33,7 @@ pub fn perplexity(args: &[String]) -> Result<(), String> {
     let text = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
     let m = Model::load(&model, &load_options(compute, &z)).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
-    let r = tmac::tools::perplexity::perplexity(&m, &text, n_ctx, chunks, |c, p| {
+    let r = tmac::tools::perplexity::perplexity(&m, &text, (n_ctx, kv_f16), chunks, |c, p| {
         eprint!("[{}]{p:.4} ", c + 1)
     })
     .map_err(|e| e.to_string())?;
@@ -48,13 +50,13 @@ pub fn perplexity(args: &[String]) -> Result<(), String> {
 }
 
 pub fn bench(args: &[String]) -> Result<(), String> {
-    if super::help(args, "usage: tmac bench MODEL [-p N] [-n N] [-d N] [-r N] [--f32] [--json] [--bandwidth] [-z TOKENIZER]\nprefill (-p tokens, default 64) and decode (-n tokens, default 64) speed on one thread, decode\nwith -d tokens already in the context (default 1; llama-bench's -d), -r repetitions (default 3); --bandwidth also measures one core's read bandwidth (no model\nneeded); --json prints one line of JSON\n") {
+    if super::help(args, "usage: tmac bench MODEL [-p N] [-n N] [-d N] [-r N] [--f32] [--kv-f16] [--json] [--bandwidth] [-z TOKENIZER]\nprefill (-p tokens, default 64) and decode (-n tokens, default 64) speed on one thread, decode\nwith -d tokens already in the context (default 1; llama-bench's -d), -r repetitions (default 3);\n--kv-f16 keeps the KV cache in f16; --bandwidth also measures one core's read bandwidth (no model\nneeded); --json prints one line of JSON\n") {
         return Ok(());
     }
     let (args, z) = take_tokenizer(args)?;
     let (mut model, mut n_prompt, mut n_gen, mut reps, mut compute) =
         (None, 64, 64, 3, Compute::default());
-    let (mut json, mut bandwidth, mut depth) = (false, false, 1);
+    let (mut json, mut bandwidth, mut depth, mut kv_f16) = (false, false, 1, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
@@ -64,6 +66,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             "-r" => reps = parse_num(a, val()?)?,
             "-d" => depth = parse_num(a, val()?)?,
             "--f32" => compute = Compute::F32,
+            "--kv-f16" => kv_f16 = true,
             "--json" => json = true,
             "--bandwidth" => bandwidth = true,
             s if s.starts_with('-') => return Err(unknown_option("bench", s)),
@@ -85,8 +88,14 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     let m = Model::load(&model, &load_options(compute, &z)).map_err(|e| e.to_string())?;
     let load = t0.elapsed().as_secs_f64();
     let rss_load = rss_mib();
-    let r = tmac::tools::bench::run(&m, n_prompt.max(1), n_gen.max(1), depth, reps.max(1))
-        .map_err(|e| e.to_string())?;
+    let spec = tmac::tools::bench::BenchSpec {
+        n_prompt: n_prompt.max(1),
+        n_gen: n_gen.max(1),
+        depth,
+        reps: reps.max(1),
+        kv_f16,
+    };
+    let r = tmac::tools::bench::run(&m, &spec).map_err(|e| e.to_string())?;
     let (p, d) = (
         tmac::tools::bench::spread(&r.prefill),
         tmac::tools::bench::spread(&r.decode),

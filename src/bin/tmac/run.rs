@@ -29,6 +29,7 @@ options (llama2.c style):
   --stop TEXT   stop when the output reaches TEXT (not printed); may be given several times
   --chat        wrap the prompt in the model's chat template (no prompt: chat in the terminal)
   --sliding-window     when the context fills, drop its older half and go on
+  --kv-f16      keep the KV cache in f16 (half the memory; llama.cpp's default)
   -y SYSTEM     system message for --chat
   --f32         reference path: all weights dequantized to f32
   -z FILE       tokenizer.bin of a llama2.c / original T-MAC model (default: the one next
@@ -52,6 +53,7 @@ struct RunArgs {
     stop: Vec<String>,
     compute: Compute,
     slide: bool,
+    kv_f16: bool,
     tokenizer: Option<String>,
     /// Sampling flags given on the command line (the others take the model's defaults).
     given: Vec<&'static str>,
@@ -89,6 +91,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
         stop: Vec::new(),
         compute: Compute::default(),
         slide: false,
+        kv_f16: false,
         tokenizer: None,
         given: Vec::new(),
     };
@@ -133,6 +136,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
             "-y" => a.system = Some(val()?.clone()),
             "--chat" => a.chat = true,
             "--sliding-window" => a.slide = true,
+            "--kv-f16" => a.kv_f16 = true,
             "--f32" => a.compute = Compute::F32,
             s if s.starts_with('-') => return Err(unknown_option("run", s)),
             s if a.model.is_empty() => a.model = s.to_string(),
@@ -196,6 +200,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         sampler: a.sampler.clone(),
         sliding_window: a.slide,
         max_tokens: a.steps,
+        kv_f16: a.kv_f16,
         ..Default::default()
     };
     let mut s = Session::new(model, &opts).map_err(|e| e.to_string())?;

@@ -31,6 +31,7 @@ const val TMAC_FLAG_INT8_TABLES = 4
 const val TMAC_FLAG_EXACT_TABLES = 8
 const val TMAC_FLAG_PARSE_SPECIAL = 16
 const val TMAC_FLAG_READ_ENV = 32
+const val TMAC_FLAG_KV_F16 = 64
 const val TMAC_ERR_ABORTED = -10
 
 /** size_t: 8 bytes on arm64-v8a and x86_64, 4 on armeabi-v7a. */
