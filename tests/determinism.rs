@@ -47,6 +47,17 @@ fn logits_kv(m: &Arc<Model>, text: &str, kv_f16: bool) -> Vec<u32> {
     bits
 }
 
+/// The greedy token at each position of logits (as bits) over `n_vocab`.
+fn greedy(logits: &[u32], n_vocab: usize) -> Vec<usize> {
+    logits
+        .chunks(n_vocab)
+        .map(|row| {
+            let v = row.iter().map(|&b| f32::from_bits(b));
+            v.enumerate().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0
+        })
+        .collect()
+}
+
 fn fnv(bits: &[u32]) -> u64 {
     bits.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
@@ -96,15 +107,7 @@ fn every_kernel_gives_the_same_logits_and_so_does_every_cpu() {
         panic!("logits_hash.txt needs a hash per kind of tables")
     };
     assert_ne!(exact, int8, "int8 tables changed nothing");
-    let argmax = |l: &[u32]| -> Vec<usize> {
-        l.chunks(n_vocab)
-            .map(|row| {
-                let v = row.iter().map(|&b| f32::from_bits(b));
-                v.enumerate().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0
-            })
-            .collect()
-    };
-    let (a, b) = (argmax(exact), argmax(int8));
+    let (a, b) = (greedy(exact, n_vocab), greedy(int8, n_vocab));
     let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
     assert!(
         same * 10 >= a.len() * 8,
@@ -138,15 +141,7 @@ fn kv_cache_in_f16_has_its_own_logits_everywhere() {
         "SmolLM2 logits hash with a KV cache in f16"
     );
     let n = m.config().n_vocab;
-    let argmax = |l: &[u32]| -> Vec<usize> {
-        l.chunks(n)
-            .map(|row| {
-                let v = row.iter().map(|&b| f32::from_bits(b));
-                v.enumerate().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0
-            })
-            .collect()
-    };
-    let (a, b) = (argmax(&half), argmax(&full));
+    let (a, b) = (greedy(&half, n), greedy(&full, n));
     let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
     assert!(
         same * 10 >= a.len() * 8,

@@ -231,6 +231,16 @@ static const char *loaded_kernel(uint32_t flags, tmac **out) {
     return d;
 }
 
+/* SmolLM2 through handle t completes "The capital of France is" with Paris. */
+static void expect_paris(tmac *t, const char *what) {
+    const char *q = "The capital of France is";
+    int empty = 0;
+    CHECK_STATUS(tmac_prompt(t, q, strlen(q)), TMAC_OK);
+    char *text = generate_all(t, 64, &empty);
+    CHECK(strstr(text, "Paris") != NULL, "%s: '%s'", what, text);
+    free(text);
+}
+
 /* The tables flags: each kind is honoured, both handles live at once on the same file (a
  * shared model must not hand one kind to a caller who asked for the other), both at once is
  * refused. Models without lookup-table matrices (f32, 8-bit) have no tables to choose. */
@@ -244,14 +254,7 @@ static void test_tables(void) {
     CHECK(!lut || strstr(exact, "exact tables") != NULL, "kernel '%s'", exact);
     CHECK(!lut || strstr(int8, "int8 tables") != NULL, "kernel '%s'", int8);
     CHECK(strcmp(f32, "f32") == 0, "kernel '%s'", f32);
-    if (smollm2 && ti) {
-        const char *q = "The capital of France is";
-        int empty = 0;
-        CHECK_STATUS(tmac_prompt(ti, q, strlen(q)), TMAC_OK);
-        char *text = generate_all(ti, 64, &empty);
-        CHECK(strstr(text, "Paris") != NULL, "int8 tables: '%s'", text);
-        free(text);
-    }
+    if (smollm2 && ti) expect_paris(ti, "int8 tables");
     tmac_free(ti);
     tmac_free(te);
     tmac_free(tf);
@@ -269,14 +272,7 @@ static void test_tables(void) {
 static void test_kv_f16(void) {
     tmac *t = NULL;
     loaded_kernel(TMAC_FLAG_KV_F16, &t);
-    if (smollm2 && t) {
-        const char *q = "The capital of France is";
-        int empty = 0;
-        CHECK_STATUS(tmac_prompt(t, q, strlen(q)), TMAC_OK);
-        char *text = generate_all(t, 64, &empty);
-        CHECK(strstr(text, "Paris") != NULL, "f16 KV cache: '%s'", text);
-        free(text);
-    }
+    if (smollm2 && t) expect_paris(t, "f16 KV cache");
     tmac_free(t);
     tmac_params p = tmac_params_default();
     p.flags = TMAC_FLAG_KV_F16 << 1;
