@@ -195,8 +195,11 @@ pub fn lut_gemm(isa: Isa, m: &LutMatrix, acts: &[Activations], ys: &mut [f32], k
         ys.len() >= acts.len() * m.rows,
         "output shorter than the batch"
     );
+    // int8 tables are a different sum: only the LUT kernels give it; exact tables are read where
+    // the instruction set has no batched kernel, and inputs without tables take the scalar one
     let int8 = acts.iter().any(|a| a.tables_built() == Some(Tables::Int8));
-    if gemm_reads_tables(isa, [Tables::Exact, Tables::Int8][int8 as usize]) {
+    let built = acts.iter().all(|a| a.tables_built().is_some());
+    if int8 || (built && gemm_reads_tables(isa, Tables::Exact)) {
         return lut_gemm_tables(isa, m, acts, ys, knobs);
     }
     let g = check_matrix(m);
@@ -207,6 +210,9 @@ pub fn lut_gemm(isa: Isa, m: &LutMatrix, acts: &[Activations], ys: &mut [f32], k
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
         Isa(Kind::Avx2) => unsafe { avx2::lut_gemm(m, acts, ys) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON was detected (Kind::Neon) and dotprod is checked here.
+        Isa(Kind::Neon) if neon_dotprod() => unsafe { neon::lut_gemm(m, acts, ys) },
         _ => scalar::lut_gemm(m, acts, ys),
     }
 }
@@ -226,9 +232,20 @@ fn lut_gemm_tables(isa: Isa, m: &LutMatrix, acts: &[Activations], ys: &mut [f32]
 }
 
 /// Whether `lut_gemm` on `isa` reads lookup tables for inputs of `kind`: if not, a batch's
-/// inputs need only be quantized. NEON has no batched kernel yet.
+/// inputs need only be quantized. NEON's batched kernel needs sdot (dotprod: Cortex-A76, Pi 5);
+/// without it (Cortex-A72, Pi 4) smull and pairwise adds would not beat its table lookups.
 pub(crate) fn gemm_reads_tables(isa: Isa, kind: Tables) -> bool {
-    kind == Tables::Int8 || isa.0 == Kind::Neon
+    kind == Tables::Int8 || (isa.0 == Kind::Neon && !neon_dotprod())
+}
+
+#[cfg(target_arch = "aarch64")]
+fn neon_dotprod() -> bool {
+    neon::has_dotprod()
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+fn neon_dotprod() -> bool {
+    false
 }
 
 /// The integer accumulators of `lut_gemm`'s batched kernels for one input, laid out as
@@ -240,6 +257,9 @@ pub fn tile_ints(isa: Isa, m: &LutMatrix, act: &Activations, out: &mut Vec<i32>)
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
         Isa(Kind::Avx2) => unsafe { avx2::tile_ints(m, act, out) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON was detected (Kind::Neon) and dotprod is checked here.
+        Isa(Kind::Neon) if neon_dotprod() => unsafe { neon::tile_ints(m, act, out) },
         _ => scalar::tile_ints(m, act, out),
     }
 }

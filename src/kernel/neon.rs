@@ -260,7 +260,6 @@ unsafe fn add_group<const SUB: bool>(
 /// y for the RB row blocks from `rb0`, with int8 tables if I8 and sub-scales if SUB (see
 /// scalar::lut_gemv for the semantics).
 #[inline(always)]
-#[allow(clippy::needless_range_loop)] // one row index reads several arrays
 unsafe fn lut_tile<const RB: usize, const I8: bool, const SUB: bool>(
     m: &LutMatrix,
     g: &Geometry,
@@ -270,7 +269,33 @@ unsafe fn lut_tile<const RB: usize, const I8: bool, const SUB: bool>(
     ahead: usize,
     y: &mut [f32],
 ) {
-    let (data, scales) = (m.data.as_slice(), m.scales.as_slice());
+    let data = m.data.as_slice();
+    let rbs = std::array::from_fn(|r| rb0 + r);
+    let out = tile_outputs::<RB, I8, SUB>(m, g, rbs, [gis; RB], |grp| {
+        group_ints::<RB, I8>(data, g, &act.tables, rb0, grp, ahead)
+    });
+    for (r, y16) in out.iter().enumerate() {
+        store_row_block(m, rb0 + r, y16, y);
+    }
+}
+
+fn store_row_block(m: &LutMatrix, rb: usize, y16: &[f32; 16], y: &mut [f32]) {
+    let n = (m.rows - rb * 16).min(16);
+    y[rb * 16..rb * 16 + n].copy_from_slice(&y16[..n]);
+}
+
+/// The 16 outputs of each of RB row blocks `rbs[r]`, with its inputs' group values `gis[r]`,
+/// given every group's integer sums (`ints`): the super-block sums, then the scales.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // one row index reads several arrays
+unsafe fn tile_outputs<const RB: usize, const I8: bool, const SUB: bool>(
+    m: &LutMatrix,
+    g: &Geometry,
+    rbs: [usize; RB],
+    gis: [&[GroupInput]; RB],
+    mut ints: impl FnMut(usize) -> [[int32x4_t; 4]; RB],
+) -> [[f32; 16]; RB] {
+    let scales = m.scales.as_slice();
     let zero_si = SuperInts {
         a: [vdupq_n_s32(0); 4],
         b: [vdupq_n_s32(0); 4],
@@ -281,19 +306,19 @@ unsafe fn lut_tile<const RB: usize, const I8: bool, const SUB: bool>(
         let groups = super::scalar::super_groups(g, sb);
         let first = groups.start;
         for grp in groups {
-            let accs = group_ints::<RB, I8>(data, g, &act.tables, rb0, grp, ahead);
+            let accs = ints(grp);
             for (r, acc) in accs.iter().enumerate() {
-                // SAFETY: the sub-scales of (rb0 + r, grp) are in bounds (scales_len checked at
+                // SAFETY: the sub-scales of (rbs[r], grp) are in bounds (scales_len checked at
                 // validation); without SUB the pointer is not read.
-                let sp = scales.as_ptr().wrapping_add(g.sub_at(rb0 + r, grp));
-                add_group::<SUB>(&mut si[r], acc, sp, m.zero, gis[grp].s);
+                let sp = scales.as_ptr().wrapping_add(g.sub_at(rbs[r], grp));
+                add_group::<SUB>(&mut si[r], acc, sp, m.zero, gis[r][grp].s);
             }
         }
-        let gi = gis[first];
-        let f = vdupq_n_f32(gi.f);
         for (r, si) in si.iter().enumerate() {
-            // SAFETY: the scales of (rb0 + r, sb) are in bounds (checked at validation).
-            let hp = scales.as_ptr().add(g.head(rb0 + r, sb));
+            let gi = gis[r][first];
+            let f = vdupq_n_f32(gi.f);
+            // SAFETY: the scales of (rbs[r], sb) are in bounds (checked at validation).
+            let hp = scales.as_ptr().add(g.head(rbs[r], sb));
             for i in 0..4 {
                 let d = f16x4_to_f32(hp.add(8 * i));
                 // a in floats: exact, or table units times the unit (see scalar::combine)
@@ -315,15 +340,13 @@ unsafe fn lut_tile<const RB: usize, const I8: bool, const SUB: bool>(
             }
         }
     }
-    for (r, v) in yv.iter().enumerate() {
-        let mut y16 = [0f32; 16];
+    let mut out = [[0f32; 16]; RB];
+    for (o, v) in out.iter_mut().zip(&yv) {
         for (i, v) in v.iter().enumerate() {
-            vst1q_f32(y16.as_mut_ptr().add(4 * i), *v);
+            vst1q_f32(o.as_mut_ptr().add(4 * i), *v);
         }
-        let rb = rb0 + r;
-        let n = (m.rows - rb * 16).min(16);
-        y[rb * 16..rb * 16 + n].copy_from_slice(&y16[..n]);
     }
+    out
 }
 
 /// `lut_gemv` with the kind of tables and of scales fixed, in tiles of `knobs.row_tile` row
@@ -367,6 +390,224 @@ pub(crate) unsafe fn lut_gemv(
     }
 }
 
+/// acc lane i += sum of a[4i..4i+4] * b[4i..4i+4] (sdot, accumulating).
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn sdot_acc(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut r = acc;
+    // SAFETY: sdot only reads and writes the registers given; dotprod is enabled for this fn.
+    asm!("sdot {r:v}.4s, {a:v}.16b, {b:v}.16b", r = inout(vreg) r, a = in(vreg) a, b = in(vreg) b,
+         options(pure, nomem, nostack));
+    r
+}
+
+/// Unpack row block `rb` of a BITS-bit matrix into a code tile (scalar::unpack_tile), as
+/// avx2::unpack_tile does: `tbl` repeats each row's plane byte 4 times, a mask picks column l's
+/// bit, and the planes, highest first, fold in as code = 2 code + bit.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn unpack_tile<const BITS: usize>(data: &[u8], g: &Geometry, rb: usize, tile: &mut [u8]) {
+    let quads = 2 * g.chunks;
+    let pairs = BITS / 2;
+    debug_assert!(BITS == g.bits);
+    debug_assert!(data.len() >= (rb + 1) * g.chunks * g.chunk_bytes);
+    debug_assert!(tile.len() >= super::scalar::tile_len(g));
+    // byte 4 r + l of quarter L (row 4 L + r of the half) <- plane byte `from(row)`
+    let spread = |from: &dyn Fn(u8) -> u8| {
+        [0u8, 1].map(|l4| {
+            let b: [u8; 16] = std::array::from_fn(|i| from(4 * l4 + (i / 4) as u8));
+            vld1q_u8(b.as_ptr())
+        })
+    };
+    let (even, odd) = (spread(&|r| 2 * r), spread(&|r| 2 * r + 1));
+    let lone = [spread(&|r| r), spread(&|r| 8 + r)];
+    let masks = [
+        vreinterpretq_u8_u32(vdupq_n_u32(0x0804_0201)),
+        vreinterpretq_u8_u32(vdupq_n_u32(0x8040_2010)),
+    ];
+    for c in 0..g.chunks {
+        // SAFETY: chunk (rb, c) and the tile's quads 2c, 2c+1 are in bounds (debug-asserted
+        // above; the dispatch checks the matrix, the caller sizes the tile).
+        let blk = data.as_ptr().add((rb * g.chunks + c) * 16 * BITS);
+        for (h, lone) in lone.iter().enumerate() {
+            let mut code = [[vdupq_n_u8(0); 2]; 2];
+            let mut fold = |v: uint8x16_t, idx: &[uint8x16_t; 2]| {
+                for (code, mask) in code.iter_mut().zip(masks) {
+                    for (code, idx) in code.iter_mut().zip(idx) {
+                        let b = vqtbl1q_u8(v, *idx);
+                        let bit = vceqq_u8(vandq_u8(b, mask), mask);
+                        *code = vsubq_u8(vaddq_u8(*code, *code), bit);
+                    }
+                }
+            };
+            if BITS % 2 == 1 {
+                fold(vld1q_u8(blk.add(pairs * 32)), lone);
+            }
+            for pp in (0..pairs).rev() {
+                let v = vld1q_u8(blk.add(pp * 32 + 16 * h));
+                fold(v, &odd);
+                fold(v, &even);
+            }
+            for (n, code) in code.iter().enumerate() {
+                let at = tile.as_mut_ptr().add((h * quads + 2 * c + n) * 32);
+                vst1q_u8(at, code[0]);
+                vst1q_u8(at.add(16), code[1]);
+            }
+        }
+    }
+}
+
+/// Sums of q * a over quads k0..k1 of a code tile for NT inputs at once, each weight vector
+/// loaded once for all of them: sdot of 4 rows x 4 codes with 4 broadcast activations, each
+/// row in its own lane, accumulated in 32 bits.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn tile_group_ints<const NT: usize>(
+    tile: &[u8],
+    quads: usize,
+    a: [&[i8]; NT],
+    (k0, k1): (usize, usize),
+) -> [[int32x4_t; 4]; NT] {
+    debug_assert!(tile.len() >= (quads + k1) * 32 && a.iter().all(|a| a.len() >= 4 * k1));
+    let mut acc = [[vdupq_n_s32(0); 4]; NT];
+    let p = tile.as_ptr() as *const i8;
+    for kk in k0..k1 {
+        // SAFETY: quads kk of both halves and activations 4kk..4kk+3 are in bounds
+        // (debug-asserted above; the dispatch checks the widths).
+        let w = [
+            vld1q_s8(p.add(kk * 32)),
+            vld1q_s8(p.add(kk * 32 + 16)),
+            vld1q_s8(p.add((quads + kk) * 32)),
+            vld1q_s8(p.add((quads + kk) * 32 + 16)),
+        ];
+        for (acc, a) in acc.iter_mut().zip(a) {
+            let x = (a.as_ptr().add(4 * kk) as *const i32).read_unaligned();
+            let x = vreinterpretq_s8_s32(vdupq_n_s32(x));
+            for (acc, w) in acc.iter_mut().zip(w) {
+                *acc = sdot_acc(*acc, w, x);
+            }
+        }
+    }
+    acc
+}
+
+/// The quads of group `grp`.
+fn group_quads(g: &Geometry, grp: usize) -> (usize, usize) {
+    let k0 = 2 * grp * g.group_chunks;
+    (k0, (k0 + 2 * g.group_chunks).min(2 * g.chunks))
+}
+
+/// Inputs t0..t0 + NT over the code tile of row block `rb`.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_inputs<const NT: usize, const SUB: bool>(
+    m: &LutMatrix,
+    g: &Geometry,
+    tile: &[u8],
+    rb: usize,
+    acts: &[Activations],
+    gis: &[Vec<GroupInput>],
+    t0: usize,
+    ys: &mut [f32],
+) {
+    let a = std::array::from_fn(|t| acts[t0 + t].a.as_slice());
+    let gs = std::array::from_fn(|t| gis[t0 + t].as_slice());
+    let quads = 2 * g.chunks;
+    let out = tile_outputs::<NT, false, SUB>(m, g, [rb; NT], gs, |grp| {
+        tile_group_ints::<NT>(tile, quads, a, group_quads(g, grp))
+    });
+    for (t, y16) in out.iter().enumerate() {
+        store_row_block(m, rb, y16, &mut ys[(t0 + t) * m.rows..][..m.rows]);
+    }
+}
+
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn gemm_bits<const BITS: usize, const SUB: bool>(
+    m: &LutMatrix,
+    acts: &[Activations],
+    ys: &mut [f32],
+) {
+    let g = m.geometry();
+    let gis: Vec<Vec<GroupInput>> = acts
+        .iter()
+        .map(|a| GroupInput::all(a, m.group, g.groups))
+        .collect();
+    let mut tile = vec![0u8; super::scalar::tile_len(&g)];
+    for rb in 0..g.row_blocks {
+        unpack_tile::<BITS>(m.data.as_slice(), &g, rb, &mut tile);
+        let mut t = 0;
+        while t + 4 <= acts.len() {
+            gemm_inputs::<4, SUB>(m, &g, &tile, rb, acts, &gis, t, ys);
+            t += 4;
+        }
+        match acts.len() - t {
+            3 => gemm_inputs::<3, SUB>(m, &g, &tile, rb, acts, &gis, t, ys),
+            2 => gemm_inputs::<2, SUB>(m, &g, &tile, rb, acts, &gis, t, ys),
+            1 => gemm_inputs::<1, SUB>(m, &g, &tile, rb, acts, &gis, t, ys),
+            _ => {}
+        }
+    }
+}
+
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn gemm_sub<const SUB: bool>(m: &LutMatrix, acts: &[Activations], ys: &mut [f32]) {
+    match m.bits {
+        1 => gemm_bits::<1, SUB>(m, acts, ys),
+        2 => gemm_bits::<2, SUB>(m, acts, ys),
+        3 => gemm_bits::<3, SUB>(m, acts, ys),
+        4 => gemm_bits::<4, SUB>(m, acts, ys),
+        5 => gemm_bits::<5, SUB>(m, acts, ys),
+        _ => gemm_bits::<6, SUB>(m, acts, ys),
+    }
+}
+
+/// Y = W X for inputs quantized without tables (scalar::lut_gemm): every row block unpacked
+/// once into a code tile, then sdot with every input, four at a time.
+///
+/// # Safety
+/// NEON and dotprod must be available (`has_dotprod`); the matrix's bytes must match its
+/// shape, every input must be at least as wide as its padded columns and `ys` hold `m.rows`
+/// outputs per input.
+#[target_feature(enable = "neon,dotprod")]
+pub(crate) unsafe fn lut_gemm(m: &LutMatrix, acts: &[Activations], ys: &mut [f32]) {
+    match m.sup.is_some() {
+        false => gemm_sub::<false>(m, acts, ys),
+        true => gemm_sub::<true>(m, acts, ys),
+    }
+}
+
+/// The batched kernel's integer sums for one input, `[row block][group][16]` (for tests).
+///
+/// # Safety
+/// As `lut_gemm`.
+#[target_feature(enable = "neon,dotprod")]
+pub(crate) unsafe fn tile_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
+    let g = m.geometry();
+    let mut tile = vec![0u8; super::scalar::tile_len(&g)];
+    out.clear();
+    for rb in 0..g.row_blocks {
+        let d = m.data.as_slice();
+        match m.bits {
+            1 => unpack_tile::<1>(d, &g, rb, &mut tile),
+            2 => unpack_tile::<2>(d, &g, rb, &mut tile),
+            3 => unpack_tile::<3>(d, &g, rb, &mut tile),
+            4 => unpack_tile::<4>(d, &g, rb, &mut tile),
+            5 => unpack_tile::<5>(d, &g, rb, &mut tile),
+            _ => unpack_tile::<6>(d, &g, rb, &mut tile),
+        }
+        for grp in 0..g.groups {
+            let [acc] = tile_group_ints::<1>(&tile, 2 * g.chunks, [&act.a], group_quads(&g, grp));
+            let mut v = [0i32; 16];
+            for (i, a) in acc.iter().enumerate() {
+                // SAFETY: v has room for 16 i32.
+                vst1q_s32(v.as_mut_ptr().add(4 * i), *a);
+            }
+            out.extend_from_slice(&v);
+        }
+    }
+}
+
 /// Lane i = sum of a[4i..4i+4] * b[4i..4i+4] (the sdot instruction).
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn dot4_sdot(a: int8x16_t, b: int8x16_t) -> int32x4_t {
@@ -385,7 +626,7 @@ unsafe fn dot4_mull(a: int8x16_t, b: int8x16_t) -> int32x4_t {
     vpaddq_s32(vpaddlq_s16(p), vpaddlq_s16(q))
 }
 
-fn has_dotprod() -> bool {
+pub(crate) fn has_dotprod() -> bool {
     static DOT: OnceLock<bool> = OnceLock::new();
     *DOT.get_or_init(|| std::arch::is_aarch64_feature_detected!("dotprod"))
 }
