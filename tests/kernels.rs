@@ -115,6 +115,13 @@ fn random_x(rng: &mut Rng, k: usize) -> Vec<f32> {
     x
 }
 
+/// Activations of width `k` quantized without tables, as a prefill batch has them.
+fn unbuilt_like(k: usize) -> Activations {
+    let mut a = Activations::new();
+    a.quantize(&vec![0.5; k], 32);
+    a
+}
+
 fn random_activations(rng: &mut Rng, k: usize, group: usize, kind: Tables) -> Activations {
     let mut a = Activations::new();
     a.quantize(&random_x(rng, k), group);
@@ -573,6 +580,30 @@ fn wrong_isa_or_short_matrix_is_refused() {
             isa,
             &good,
             &narrow,
+            &mut Vec::new()
+        )));
+        // the batched kernels: a narrow input in the batch, or too short an output
+        let mut bare = Activations::new();
+        bare.quantize(&vec![1.0; cols - 16], 32);
+        let two = [unbuilt_like(cols), bare];
+        assert!(refused(&|| kernel::lut_gemm(
+            isa,
+            &good,
+            &two,
+            &mut vec![0.0; 2 * rows],
+            &knobs
+        )));
+        assert!(refused(&|| kernel::lut_gemm(
+            isa,
+            &good,
+            &two[..1],
+            &mut vec![0.0; rows - 1],
+            &knobs
+        )));
+        assert!(refused(&|| kernel::tile_ints(
+            isa,
+            &good,
+            &two[1],
             &mut Vec::new()
         )));
         let q8 = Q8Matrix::quantize(rows, 64, &vec![0.5; rows * 64]).unwrap();
