@@ -460,8 +460,11 @@ unsafe fn gemm_inputs<const BITS: usize, const NT: usize, const SUB: bool>(
     t0: usize,
     ys: &mut [f32],
 ) {
-    let a = std::array::from_fn(|t| acts[t0 + t].a.as_slice());
-    let gs = std::array::from_fn(|t| gis[t0 + t].as_slice());
+    // plain loops: an array::from_fn closure here is not inlined into the kernel
+    let (mut a, mut gs): ([&[i8]; NT], [&[GroupInput]; NT]) = ([&[]; NT], [&[]; NT]);
+    for t in 0..NT {
+        (a[t], gs[t]) = (&acts[t0 + t].a, &gis[t0 + t]);
+    }
     let quads = 2 * g.chunks;
     let out = tile_outputs::<NT, false, SUB>(m, g, [rb; NT], gs, |grp| {
         tile_group_ints::<BITS, NT>(tile, quads, a, group_quads(g, grp))
