@@ -295,7 +295,7 @@ pub mod format {
 }
 pub mod kernel {
     pub use crate::kernel::{
-        candidates, lut_gemm, lut_gemv, lut_ints, q8_gemv, tile_ints, Isa, Knobs,
+        candidates, lut_gemm, lut_gemv, lut_ints, q8_gemm, q8_gemv, tile_ints, Isa, Knobs,
     };
     pub mod linear {
         pub use crate::kernel::linear::act_group;

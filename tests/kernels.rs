@@ -399,6 +399,21 @@ fn q8_kernels_agree() {
                 isa.name()
             );
         }
+        // a batch (prefill): every input's outputs are one GEMV's, bit for bit
+        let batch: Vec<Activations> = (0..1 + case % 6)
+            .map(|_| random_activations(&mut rng, cols, group, Tables::Exact))
+            .collect();
+        for isa in std::iter::once(Isa::SCALAR).chain(simd_isas()) {
+            let knobs = Knobs::default_for(isa);
+            let mut ys = vec![0f32; batch.len() * rows];
+            kernel::q8_gemm(isa, &m, &batch, &mut ys, &knobs);
+            for (a, y) in batch.iter().zip(ys.chunks_exact(rows)) {
+                let mut one = vec![0f32; rows];
+                kernel::q8_gemv(Isa::SCALAR, &m, a, &mut one, &knobs);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&one), bits(y), "case {case}: batched {}", isa.name());
+            }
+        }
         let mut row = vec![0f32; cols];
         for r in 0..rows {
             m.dequantize_row(r, &mut row);

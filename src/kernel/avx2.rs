@@ -691,6 +691,100 @@ pub(crate) unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32], kno
     }
 }
 
+/// One row of an 8-bit GEMM for NT inputs at once (`q8_row` for each): each weight block is
+/// loaded, and its magnitudes and scale formed, once for all of them.
+#[inline]
+#[allow(clippy::needless_range_loop)] // block b indexes the weights and every input's scales
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn q8_row_inputs<const NT: usize>(
+    m: &Q8Matrix,
+    a: [&[i8]; NT],
+    block_scales: [&[f32]; NT],
+    r: usize,
+) -> [f32; NT] {
+    let (q, d) = m.parts();
+    let st = m.strides();
+    let nb = m.cols / Q8_BLOCK;
+    debug_assert!(
+        a.iter().all(|a| a.len() >= m.cols) && block_scales.iter().all(|b| b.len() == nb)
+    );
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for b in 0..nb {
+        // SAFETY: row r exists, so do its block b and activations 32b..32b+32 (Q8Matrix::new
+        // checked the sizes; the caller keeps r < rows and checked the inputs' widths).
+        let i = r * nb + b;
+        let qp = q.as_ptr().add(i * st.q_stride + st.q_skip);
+        let dw = f16_to_f32(d.as_ptr().add(i * st.d_stride));
+        let w = _mm256_loadu_si256(qp as *const __m256i);
+        let aw = _mm256_sign_epi8(w, w);
+        for t in 0..NT {
+            let sc = dw * block_scales[t][b];
+            let x = _mm256_loadu_si256(a[t].as_ptr().add(b * Q8_BLOCK) as *const __m256i);
+            let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w));
+            let s = _mm256_madd_epi16(p, ones);
+            acc[t] = _mm256_add_ps(
+                acc[t],
+                _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(sc)),
+            );
+        }
+    }
+    let mut out = [0f32; NT];
+    for (o, acc) in out.iter_mut().zip(acc) {
+        *o = reduce8(acc);
+    }
+    out
+}
+
+/// Y = W X for an 8-bit matrix and several inputs: row by row, each row's weights read once for
+/// all inputs (four at a time), every output as `q8_gemv` computes it.
+///
+/// # Safety
+/// AVX2 and F16C must be available; every input must cover the matrix's columns and `ys` hold
+/// `m.rows` outputs per input.
+#[target_feature(enable = "avx2,f16c")]
+pub(crate) unsafe fn q8_gemm(m: &Q8Matrix, acts: &[Activations], ys: &mut [f32]) {
+    let nb = m.cols / Q8_BLOCK;
+    let scales: Vec<Vec<f32>> = acts
+        .iter()
+        .map(|a| (0..nb).map(|b| a.scale_at(b * Q8_BLOCK)).collect())
+        .collect();
+    for r in 0..m.rows {
+        let mut t0 = 0;
+        while t0 < acts.len() {
+            let n = (acts.len() - t0).min(4);
+            let mut out = [0f32; 4];
+            match n {
+                4 => out = q8_inputs::<4>(m, acts, &scales, t0, r),
+                3 => out[..3].copy_from_slice(&q8_inputs::<3>(m, acts, &scales, t0, r)),
+                2 => out[..2].copy_from_slice(&q8_inputs::<2>(m, acts, &scales, t0, r)),
+                _ => out[..1].copy_from_slice(&q8_inputs::<1>(m, acts, &scales, t0, r)),
+            }
+            for (t, &v) in out[..n].iter().enumerate() {
+                ys[(t0 + t) * m.rows + r] = v;
+            }
+            t0 += n;
+        }
+    }
+}
+
+/// Row r for inputs t0..t0 + NT.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn q8_inputs<const NT: usize>(
+    m: &Q8Matrix,
+    acts: &[Activations],
+    scales: &[Vec<f32>],
+    t0: usize,
+    r: usize,
+) -> [f32; NT] {
+    let (mut a, mut bs): ([&[i8]; NT], [&[f32]; NT]) = ([&[]; NT], [&[]; NT]);
+    for t in 0..NT {
+        (a[t], bs[t]) = (&acts[t0 + t].a, &scales[t0 + t]);
+    }
+    q8_row_inputs::<NT>(m, a, bs, r)
+}
+
 /// The 8 rows of row group g of a codebook GEMV: per step of a tile's codes, one 32-byte load
 /// gives each row 8 codes (4 from the low nibbles, 4 from the high), vpshufb turns them into
 /// int8 weights, and vpmaddubsw/vpmaddwd against 4 activations broadcast to every row sum them

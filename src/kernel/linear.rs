@@ -89,7 +89,7 @@ impl Linear {
     }
 
     /// Y = W X for several inputs: `xs` and `ys` hold one row per input, `acts` their prepared
-    /// forms. LUT matrices read their weights once per batch.
+    /// forms. LUT and 8-bit matrices read their weights once per batch.
     pub fn forward_batch(
         &self,
         xs: &[f32],
@@ -101,6 +101,7 @@ impl Linear {
         let (rows, cols) = (self.rows(), self.cols());
         match self {
             Linear::Lut(m) if acts.len() > 1 => super::lut_gemm(isa, m, acts, ys, knobs),
+            Linear::Q8(m) if acts.len() > 1 => super::q8_gemm(isa, m, acts, ys, knobs),
             _ => {
                 for ((x, act), y) in xs
                     .chunks_exact(cols)

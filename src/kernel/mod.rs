@@ -309,6 +309,30 @@ pub fn q8_gemv(isa: Isa, m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: 
     }
 }
 
+/// Y = W X for an 8-bit matrix and several inputs (prefill): ys holds m.rows outputs per
+/// input, each the same bits `q8_gemv` gives; AVX2 reads each row's weights once for all of
+/// them.
+pub fn q8_gemm(isa: Isa, m: &Q8Matrix, acts: &[Activations], ys: &mut [f32], knobs: &Knobs) {
+    assert!(
+        acts.iter().all(|a| a.a.len() >= m.cols),
+        "the activations are shorter than the matrix"
+    );
+    assert!(
+        ys.len() >= acts.len() * m.rows,
+        "output shorter than the batch"
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
+        Isa(Kind::Avx2) => unsafe { avx2::q8_gemm(m, acts, ys) },
+        _ => {
+            for (act, y) in acts.iter().zip(ys.chunks_exact_mut(m.rows)) {
+                q8_gemv(isa, m, act, y, knobs);
+            }
+        }
+    }
+}
+
 /// y = W x for a 4-bit codebook matrix (IQ4_NL, IQ4_XS).
 pub(crate) fn iq4_gemv(isa: Isa, m: &Iq4Matrix, act: &Activations, y: &mut [f32], knobs: &Knobs) {
     assert!(
