@@ -621,6 +621,34 @@ pub(crate) unsafe fn lut_gemv(
     }
 }
 
+/// `lut::quantize_int8_scalar` 8 at a time: multiply, round half to even by adding and subtracting
+/// 1.5 * 2^23 (as math::round_even32), NaN to 0, clamp, convert (exact: already integers),
+/// narrow with saturation (a no-op after the clamp).
+///
+/// # Safety
+/// AVX2 must be available.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn quantize_int8(x: &[f32], s: f32, q: &mut [i8]) {
+    const MAGIC: f32 = 12_582_912.0;
+    let n = x.len().min(q.len());
+    let main = n - n % 8;
+    let (sv, mv) = (_mm256_set1_ps(s), _mm256_set1_ps(MAGIC));
+    let (lo, hi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
+    let mut i = 0;
+    while i < main {
+        // SAFETY: i + 8 <= main <= n, within x and q.
+        let t = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(i)), sv);
+        let r = _mm256_sub_ps(_mm256_add_ps(t, mv), mv);
+        let r = _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(r, r));
+        let r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+        let v = _mm256_cvtps_epi32(r);
+        let w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        _mm_storel_epi64(q.as_mut_ptr().add(i) as *mut __m128i, _mm_packs_epi16(w, w));
+        i += 8;
+    }
+    super::lut::quantize_int8_scalar(&x[main..n], s, &mut q[main..n]);
+}
+
 /// f16 bits to f32 with F16C.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]

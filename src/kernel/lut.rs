@@ -96,9 +96,7 @@ impl Activations {
             let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
             // a NaN input stays visible: the scale becomes NaN, so does the output
             let s = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-            for (q, &v) in qs.iter_mut().zip(xs) {
-                *q = crate::math::round_even32(v * s).clamp(-128.0, 127.0) as i8;
-            }
+            quantize_int8(xs, s, &mut qs[..xs.len()]);
             self.scales.push(if amax.is_nan() {
                 f32::NAN
             } else {
@@ -197,6 +195,23 @@ impl Activations {
     }
 }
 
+/// q = round_even(x * s) clamped to [-128, 127] (NaN to 0), element-wise; AVX2 where the CPU
+/// has it, with the same float operations.
+pub(crate) fn quantize_int8(x: &[f32], s: f32, q: &mut [i8]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::isa() != super::Isa::SCALAR {
+        // SAFETY: the best instruction set of this CPU is AVX2 (isa() is detection's result).
+        return unsafe { super::avx2::quantize_int8(x, s, q) };
+    }
+    quantize_int8_scalar(x, s, q)
+}
+
+pub(crate) fn quantize_int8_scalar(x: &[f32], s: f32, q: &mut [i8]) {
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = crate::math::round_even32(v * s).clamp(-128.0, 127.0) as i8;
+    }
+}
+
 /// The 16 subset sums of 4 activations: entry i sums a[l] over the set bits l of i.
 fn subset_sums(a: &[i8]) -> [i16; 16] {
     let mut e = [0i16; 16];
@@ -269,6 +284,39 @@ mod tests {
         assert_eq!(a.scales, vec![2.0 / 127.0]);
         assert_eq!(&a.a[..8], &[64, -32, 16, 0, 127, -127, 0, 0]); // 63.5 -> 64, 31.75 -> 32
         assert_eq!(a.sum(0, 8), 64 - 32 + 16);
+    }
+
+    /// The AVX2 int8 quantizer equals the scalar one, edge values included.
+    #[test]
+    fn int8_quantizer_twins_agree() {
+        let mut x: Vec<f32> = vec![
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.5,
+            -0.5,
+            1.5,
+            2.5,
+            -2.5,
+            126.5,
+            127.49,
+            -128.5,
+            1e30,
+            -1e30,
+            -0.0,
+            1e-40,
+        ];
+        let mut state = 9u32;
+        for _ in 0..1000 {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            x.push((state >> 8) as f32 / (1 << 16) as f32 - 128.0);
+        }
+        for s in [1.0, 0.0, 0.37, 127.0 / 3.0, f32::NAN] {
+            let (mut a, mut b) = (vec![0i8; x.len()], vec![0i8; x.len()]);
+            quantize_int8_scalar(&x, s, &mut a);
+            quantize_int8(&x, s, &mut b);
+            assert_eq!(a, b, "scale {s}");
+        }
     }
 
     #[test]
