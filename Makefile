@@ -8,6 +8,9 @@ GEMMA         := models/gemma-3-270m-q4_k_m.gguf
 PROMPT        ?= What are three good reasons to learn to ride a bicycle?
 TMAC          := target/release/tmac
 CARGO         ?= cargo
+# `make deps` installs cbindgen with `cargo install` (into ~/.cargo/bin): found even when a fresh
+# shell has not put that directory on PATH yet
+export PATH   := $(HOME)/.cargo/bin:$(PATH)
 LIB           := target/release
 VERSION       := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 ABI           := $(shell sed -n 's/^pub const TMAC_ABI_VERSION: u32 = \([0-9]*\);/\1/p' src/capi.rs)
