@@ -3,6 +3,7 @@
 //! q4 with groups of 32, TQ1_0/TQ2_0 and exactly ternary floats to tq, Q8_0 to q8) the codes and
 //! scales are carried over unchanged instead of being re-rounded.
 
+use super::calibrate::Calibration;
 use crate::error::{Error, Result};
 use crate::format::gguf::{Gguf, Value};
 use crate::format::gguf_write::GgufWriter;
@@ -83,6 +84,19 @@ pub fn quantize_file(
     src: &Path,
     dst: &Path,
     opts: &QuantizeOptions,
+    progress: impl FnMut(usize, usize, &str),
+) -> Result<Summary> {
+    quantize_file_calibrated(src, dst, opts, None, progress)
+}
+
+/// `quantize_file`, with the transformer blocks quantized by GPTQ on a calibration text
+/// (`convert::calibrate`) when `calibration` is given; `progress` then counts layers first
+/// ("calibrating"), then matrices.
+pub fn quantize_file_calibrated(
+    src: &Path,
+    dst: &Path,
+    opts: &QuantizeOptions,
+    calibration: Option<&Calibration>,
     mut progress: impl FnMut(usize, usize, &str),
 ) -> Result<Summary> {
     // BITNET: a Hugging Face checkpoint (safetensors + config.json) is read as a GGUF in memory
@@ -95,7 +109,18 @@ pub fn quantize_file(
     let g = match format::detect(file)? {
         Kind::Gguf => Gguf::parse(file)?,
         // llama2.c and the original T-MAC engine's files (tokenizer.bin next to them)
+        _ if calibration.is_some() => {
+            return Err(Error::invalid(
+                "--calibrate reads GGUF and tmac files: convert this file to one first",
+            ))
+        }
         _ => return super::legacy::legacy_to_tmac(src, None, dst, opts, progress),
+    };
+    let mut calibrated = match calibration {
+        Some(c) => super::calibrate::gptq_blocks(bytes.clone(), src, opts.target, c, |l, n| {
+            progress(l, n, "calibrating")
+        })?,
+        None => Vec::new(),
     };
     let ctx = |e: Error| e.context(src.display());
     let mut cfg = Config::from_gguf(&g).map_err(ctx)?;
@@ -126,11 +151,15 @@ pub fn quantize_file(
             _ => None,
         };
         inexact += (exact.is_none() && matches!(t, Target::Tq(_)) && !*head) as usize;
-        let m = match (exact, l.tmac_matrix(name, *rows, *cols).map_err(ctx)?) {
+        let gptq = calibrated.iter().position(|(n, _)| n == name && !*head);
+        let m = match (exact, gptq) {
             (Some(m), _) => m,
-            // a tmac file as the source: dequantize, then quantize to the new type
-            (None, Some(m)) => quantize_matrix(t, *rows, *cols, &m.to_f32s())?,
-            (None, None) => convert(&l, name, *rows, *cols, t).map_err(ctx)?,
+            (None, Some(i)) => calibrated.swap_remove(i).1,
+            (None, None) => match l.tmac_matrix(name, *rows, *cols).map_err(ctx)? {
+                // a tmac file as the source: dequantize, then quantize to the new type
+                Some(m) => quantize_matrix(t, *rows, *cols, &m.to_f32s())?,
+                None => convert(&l, name, *rows, *cols, t).map_err(ctx)?,
+            },
         };
         wbytes += m.weight_bytes();
         nweights += rows * cols;

@@ -4,6 +4,7 @@
 
 pub(crate) mod blocks;
 pub(crate) mod ggml;
+pub(crate) mod gptq;
 pub(crate) mod iq4;
 pub(crate) mod linear;
 pub(crate) mod lut;

@@ -1,11 +1,11 @@
 //! Quantizers from f32 to tmac's weight types (`Target`): a matrix of floats in, a `Linear` in
 //! kernel layout out. `convert::quantize` applies them to whole files.
 
+use super::gptq::{self, Grid};
 use super::linear::Linear;
-use super::lut::{self, Zero};
+use super::lut::{self, LutMatrix, Zero};
 use super::q8::Q8Matrix;
 use crate::error::{Error, Result};
-use half::f16;
 
 /// Where a ternary scale applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,11 +71,8 @@ impl Target {
     }
 }
 
-/// Quantize a row-major (rows, cols) f32 matrix.
+/// Quantize a row-major (rows, cols) f32 matrix, each weight to its nearest code.
 pub fn quantize_matrix(t: Target, rows: usize, cols: usize, w: &[f32]) -> Result<Linear> {
-    let kp = cols.div_ceil(8) * 8;
-    let at = |r: usize, c: usize| w[r * cols + c];
-    let h = f16::from_f32;
     Ok(match t {
         Target::F32 => Linear::F32 {
             rows,
@@ -88,84 +85,73 @@ pub fn quantize_matrix(t: Target, rows: usize, cols: usize, w: &[f32]) -> Result
             cols,
             w: w.to_vec(),
         },
-        Target::Q(bits, g) => {
-            let levels = ((1u32 << bits) - 1) as f32;
-            let g = g.min(kp);
-            let ng = kp.div_ceil(g);
-            // (d, m) per (row, group) as stored (f16), then codes against the stored values
-            let mut dm = Vec::with_capacity(rows * ng);
-            for r in 0..rows {
-                for grp in 0..ng {
-                    let span = (grp * g).min(cols)..((grp + 1) * g).min(cols);
-                    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-                    for c in span {
-                        lo = lo.min(at(r, c));
-                        hi = hi.max(at(r, c));
-                    }
-                    if lo > hi {
-                        (lo, hi) = (0.0, 0.0);
-                    }
-                    dm.push((h((hi - lo) / levels), h(lo)));
-                }
-            }
-            let code = |r: usize, c: usize| {
-                let (d, m) = dm[r * ng + c / g];
-                let (d, m) = (d.to_f32(), m.to_f32());
-                if d == 0.0 {
-                    0
-                } else {
-                    ((at(r, c) - m) / d).round().clamp(0.0, levels) as u8
-                }
-            };
-            Linear::Lut(lut::pack(
-                rows,
-                cols,
-                bits,
-                g,
-                Zero::Affine,
-                false,
-                code,
-                |r, grp| dm[r * ng + grp],
-            ))
-        }
-        Target::Tq(scope) => {
-            // absmean scale over the scope; codes q = clamp(round(w / s), -1, 1) + 1
-            let g = match scope {
-                Scope::Group(g) => g.min(kp),
-                _ => kp,
-            };
-            let ng = kp.div_ceil(g);
-            let absmean = |vals: &mut dyn Iterator<Item = f32>| {
-                let (s, n) = vals.fold((0f64, 0usize), |(s, n), v| (s + v.abs() as f64, n + 1));
-                h((s / n.max(1) as f64) as f32 + 1e-6)
-            };
-            let tensor_scale = absmean(&mut w.iter().copied());
-            let mut scales = Vec::with_capacity(rows * ng);
-            for r in 0..rows {
-                for grp in 0..ng {
-                    scales.push(match scope {
-                        Scope::Tensor => tensor_scale,
-                        Scope::Row => absmean(&mut (0..cols).map(|c| at(r, c))),
-                        Scope::Group(_) => absmean(
-                            &mut ((grp * g).min(cols)..((grp + 1) * g).min(cols)).map(|c| at(r, c)),
-                        ),
-                    });
-                }
-            }
-            let code = |r: usize, c: usize| {
-                let s = scales[r * ng + c / g].to_f32();
-                ((at(r, c) / s).round().clamp(-1.0, 1.0) + 1.0) as u8
-            };
-            Linear::Lut(lut::pack(
-                rows,
-                cols,
-                2,
-                g,
-                Zero::Offset(1),
-                true,
-                code,
-                |r, grp| (scales[r * ng + grp], f16::ZERO),
-            ))
+        Target::Q(..) | Target::Tq(_) => {
+            Linear::Lut(round_to_lut(t, rows, cols, w, None, &vec![1.0; cols]))
         }
     })
+}
+
+/// Quantize a matrix to a LUT type (`Target::Q` or `Target::Tq`) by GPTQ, `u` the
+/// `gptq::inverse_factor` of the Hessian of its inputs and `imp` that Hessian's diagonal.
+pub(crate) fn quantize_matrix_gptq(
+    t: Target,
+    rows: usize,
+    cols: usize,
+    w: &[f32],
+    (u, imp): (&[f32], &[f32]),
+) -> Result<Linear> {
+    match t {
+        Target::Q(..) | Target::Tq(_) => {
+            Ok(Linear::Lut(round_to_lut(t, rows, cols, w, Some(u), imp)))
+        }
+        _ => Err(Error::invalid(format!(
+            "calibration applies to the LUT types (q1-q4, tq), not {}",
+            t.name()
+        ))),
+    }
+}
+
+/// Codes and group parameters by `gptq::round_matrix` (to nearest without `u`), packed.
+fn round_to_lut(
+    t: Target,
+    rows: usize,
+    cols: usize,
+    w: &[f32],
+    u: Option<&[f32]>,
+    imp: &[f32],
+) -> LutMatrix {
+    let kp = cols.div_ceil(8) * 8;
+    let (bits, g, grid, zero) = match t {
+        Target::Q(bits, g) => (
+            bits,
+            g.min(kp),
+            Grid::Affine {
+                levels: (1 << bits) - 1,
+            },
+            Zero::Affine,
+        ),
+        // absmean scale over the scope; codes q = clamp(round(w / s), -1, 1) + 1
+        Target::Tq(scope) => {
+            let (g, tensor) = match scope {
+                Scope::Group(g) => (g.min(kp), None),
+                Scope::Row => (kp, None),
+                Scope::Tensor => (kp, Some(gptq::absmean(w.iter().copied()))),
+            };
+            (2, g, Grid::Ternary { tensor }, Zero::Offset(1))
+        }
+        _ => unreachable!("round_to_lut is called for the LUT types"),
+    };
+    let mut w = w.to_vec();
+    let (codes, params) = gptq::round_matrix(&mut w, (rows, cols, g), &grid, u, imp);
+    let ng = kp.div_ceil(g);
+    lut::pack(
+        rows,
+        cols,
+        bits,
+        g,
+        zero,
+        matches!(t, Target::Tq(_)),
+        |r, c| codes[r * cols + c],
+        |r, grp| params[r * ng + grp],
+    )
 }

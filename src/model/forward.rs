@@ -264,7 +264,50 @@ pub(crate) fn forward(
     tokens: &[u32],
     (pos, stop): (usize, &dyn Fn() -> bool),
 ) -> Result<()> {
-    let (cfg, w, file, isa, knobs) = (&m.cfg, &m.weights, m.file(), m.isa, &m.knobs);
+    embed(m, kv, s, tokens, pos)?;
+    for l in 0..m.weights.layers.len() {
+        if stop() {
+            return Err(Error::new(
+                crate::error::ErrorKind::Aborted,
+                "aborted by the caller",
+            ));
+        }
+        layer(m, kv, s, (l, tokens.len(), pos), &mut |_, _| {});
+    }
+    Ok(())
+}
+
+/// The inputs of a layer's matrices, as `layer` shows them to its tap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Input {
+    /// The normed residual stream into wq, wk, wv: (batch, n_embd).
+    Attention,
+    /// The attention output into wo: (batch, q_dim).
+    AttentionOut,
+    /// The normed residual stream into w_gate, w_up: (batch, n_embd).
+    Ffn,
+    /// The FFN hidden vector into w_down: (batch, n_ff).
+    FfnDown,
+}
+
+/// The residual stream of the batch, (batch, n_embd): what `embed` writes and each `layer`
+/// updates (calibration keeps it between layers).
+impl Scratch {
+    pub(crate) fn stream(&mut self, n: usize, d: usize) -> &mut [f32] {
+        &mut self.x[..n * d]
+    }
+}
+
+/// Check `tokens` (at most MAX_BATCH) against the context and the vocabulary, put their
+/// embeddings in the residual stream and their positions' RoPE angles in the scratch.
+pub(crate) fn embed(
+    m: &Model,
+    kv: &KvCache,
+    s: &mut Scratch,
+    tokens: &[u32],
+    pos: usize,
+) -> Result<()> {
+    let (cfg, w, file) = (&m.cfg, &m.weights, m.file());
     let n = tokens.len();
     assert!(n <= MAX_BATCH);
     if pos + n > kv.n_ctx {
@@ -278,22 +321,7 @@ pub(crate) fn forward(
             "token id {t} is outside the vocabulary"
         )));
     }
-    let (d, q_dim, hd, kvd, ff) = (
-        cfg.n_embd,
-        cfg.q_dim(),
-        cfg.head_dim,
-        cfg.kv_dim(),
-        cfg.n_ff,
-    );
-    let kv_mul = cfg.n_head / cfg.n_head_kv;
-    let gr = &cfg.graph;
-    // Q.K is scaled inside softmax unless the queries were scaled before (Gemma, Phi-3)
-    let kq_scale = match (gr.kq_scale, gr.q_scale) {
-        (Some(s), _) => s,
-        (None, Some(_)) => 1.0,
-        (None, None) => 1.0 / (hd as f32).sqrt(),
-    };
-    let half = cfg.rope_dim / 2;
+    let (d, gr, half) = (cfg.n_embd, &cfg.graph, cfg.rope_dim / 2);
     let swa_ts = gr
         .swa
         .as_ref()
@@ -312,133 +340,162 @@ pub(crate) fn forward(
             scale_by(x, e);
         }
     }
+    Ok(())
+}
+
+/// Layer `l` on the batch of `n` tokens at positions pos.. (after `embed`): the residual
+/// stream in, the stream out, their keys and values to the cache. `tap` sees each matrix
+/// input as the matrices get it.
+pub(crate) fn layer(
+    m: &Model,
+    kv: &mut KvCache,
+    s: &mut Scratch,
+    (l, n, pos): (usize, usize, usize),
+    tap: &mut dyn FnMut(Input, &[f32]),
+) {
+    let (cfg, isa, knobs) = (&m.cfg, m.isa, &m.knobs);
+    let layer = &m.weights.layers[l];
+    let (d, q_dim, hd, kvd, ff) = (
+        cfg.n_embd,
+        cfg.q_dim(),
+        cfg.head_dim,
+        cfg.kv_dim(),
+        cfg.n_ff,
+    );
+    let kv_mul = cfg.n_head / cfg.n_head_kv;
+    let gr = &cfg.graph;
+    // Q.K is scaled inside softmax unless the queries were scaled before (Gemma, Phi-3)
+    let kq_scale = match (gr.kq_scale, gr.q_scale) {
+        (Some(s), _) => s,
+        (None, Some(_)) => 1.0,
+        (None, None) => 1.0 / (hd as f32).sqrt(),
+    };
+    let half = cfg.rope_dim / 2;
+    let has_swa = gr.swa.is_some();
     let rotate = if gr.rope_neox { rope_neox } else { rope };
     // x (n, cols) through `mats` into the outputs, each token's input prepared once for all
     macro_rules! matmul {
-        ($x:expr, $cols:expr, [$(($mat:expr, $y:expr, $rows:expr)),+]) => {{
+        ($site:expr, $x:expr, $cols:expr, [$(($mat:expr, $y:expr, $rows:expr)),+]) => {{
+            tap($site, &$x[..n * $cols]);
             let users = [$(&$mat),+];
             Linear::prepare_batch(&mut s.acts[..n], &$x[..n * $cols], &users, knobs.tables, isa);
             $( $mat.forward_batch(&$x[..n * $cols], &s.acts[..n], &mut $y[..n * $rows], isa, knobs); )+
         }};
     }
-
-    for (l, layer) in w.layers.iter().enumerate() {
-        if stop() {
-            return Err(Error::new(
-                crate::error::ErrorKind::Aborted,
-                "aborted by the caller",
-            ));
-        }
-        let ex = &layer.extra;
-        let window = gr.swa.as_ref().filter(|w| w.layers[l]).map(|w| w.window);
-        // attention
-        for b in 0..n {
-            rmsnorm(
-                &mut s.xb[b * d..(b + 1) * d],
-                &s.x[b * d..(b + 1) * d],
-                &layer.attn_norm,
-                cfg.rms_eps,
-            );
-        }
-        matmul!(
-            s.xb,
-            d,
-            [
-                (layer.wq, s.q, q_dim),
-                (layer.wk, s.k, kvd),
-                (layer.wv, s.v, kvd)
-            ]
+    let ex = &layer.extra;
+    let window = gr.swa.as_ref().filter(|w| w.layers[l]).map(|w| w.window);
+    // attention
+    for b in 0..n {
+        rmsnorm(
+            &mut s.xb[b * d..(b + 1) * d],
+            &s.x[b * d..(b + 1) * d],
+            &layer.attn_norm,
+            cfg.rms_eps,
         );
-        let [sq, sk, sv, so, sg, su, sd] = layer.scales;
-        scale_by(&mut s.q[..n * q_dim], sq);
-        scale_by(&mut s.k[..n * kvd], sk);
-        scale_by(&mut s.v[..n * kvd], sv);
-        add_bias(&mut s.q[..n * q_dim], ex.bq.as_ref());
-        add_bias(&mut s.k[..n * kvd], ex.bk.as_ref());
-        add_bias(&mut s.v[..n * kvd], ex.bv.as_ref());
-        norm_chunks(&mut s.q[..n * q_dim], ex.q_norm.as_ref(), cfg.rms_eps);
-        norm_chunks(&mut s.k[..n * kvd], ex.k_norm.as_ref(), cfg.rms_eps);
-        let angles = if window.is_some() && swa_ts.is_some() {
-            &s.rope_swa
-        } else {
-            &s.rope
-        };
-        for b in 0..n {
-            let cs = &angles[b * half..(b + 1) * half];
-            rotate(&mut s.q[b * q_dim..(b + 1) * q_dim], hd, cs);
-            rotate(&mut s.k[b * kvd..(b + 1) * kvd], hd, cs);
-            let (kr, vr) = (&s.k[b * kvd..(b + 1) * kvd], &s.v[b * kvd..(b + 1) * kvd]);
-            kv.write(l, pos + b, kr, vr);
-        }
-        if let Some(qs) = gr.q_scale {
-            scale_by(&mut s.q[..n * q_dim], qs);
-        }
-        let base = kv.at(l, 0);
-        for b in 0..n {
-            let p = pos + b; // token b sees positions first..=p
-            let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
-            let rows = base + first * kvd..base + (p + 1) * kvd;
-            let group = kv_mul * hd; // the query heads sharing key/value head kvh
-            for kvh in 0..cfg.n_head_kv {
-                let qs = &s.q[b * q_dim + kvh * group..][..group];
-                let outs = &mut s.attn[b * q_dim + kvh * group..][..group];
-                let att = &mut s.att[..kv_mul * (p + 1 - first)];
-                kv.attend(
-                    qs,
-                    rows.clone(),
-                    (hd, kvd, kvh * hd),
-                    (kq_scale, gr.attn_softcap),
-                    att,
-                    outs,
-                );
-            }
-            if let Some(sub) = &layer.attn_sub_norm {
-                rmsnorm_inplace(&mut s.attn[b * q_dim..(b + 1) * q_dim], sub, cfg.rms_eps);
-            }
-        }
-        matmul!(s.attn, q_dim, [(layer.wo, s.d, d)]);
-        scale_by(&mut s.d[..n * d], so);
-        add_bias(&mut s.d[..n * d], ex.bo.as_ref());
-        let (post, rs) = (ex.post_attn_norm.as_ref(), gr.residual_scale);
-        residual(&mut s.x[..n * d], &mut s.d[..n * d], post, rs, cfg.rms_eps);
-
-        // feed-forward
-        for b in 0..n {
-            rmsnorm(
-                &mut s.xb[b * d..(b + 1) * d],
-                &s.x[b * d..(b + 1) * d],
-                &layer.ffn_norm,
-                cfg.rms_eps,
+    }
+    matmul!(
+        Input::Attention,
+        s.xb,
+        d,
+        [
+            (layer.wq, s.q, q_dim),
+            (layer.wk, s.k, kvd),
+            (layer.wv, s.v, kvd)
+        ]
+    );
+    let [sq, sk, sv, so, sg, su, sd] = layer.scales;
+    scale_by(&mut s.q[..n * q_dim], sq);
+    scale_by(&mut s.k[..n * kvd], sk);
+    scale_by(&mut s.v[..n * kvd], sv);
+    add_bias(&mut s.q[..n * q_dim], ex.bq.as_ref());
+    add_bias(&mut s.k[..n * kvd], ex.bk.as_ref());
+    add_bias(&mut s.v[..n * kvd], ex.bv.as_ref());
+    norm_chunks(&mut s.q[..n * q_dim], ex.q_norm.as_ref(), cfg.rms_eps);
+    norm_chunks(&mut s.k[..n * kvd], ex.k_norm.as_ref(), cfg.rms_eps);
+    let angles = if window.is_some() && has_swa {
+        &s.rope_swa
+    } else {
+        &s.rope
+    };
+    for b in 0..n {
+        let cs = &angles[b * half..(b + 1) * half];
+        rotate(&mut s.q[b * q_dim..(b + 1) * q_dim], hd, cs);
+        rotate(&mut s.k[b * kvd..(b + 1) * kvd], hd, cs);
+        let (kr, vr) = (&s.k[b * kvd..(b + 1) * kvd], &s.v[b * kvd..(b + 1) * kvd]);
+        kv.write(l, pos + b, kr, vr);
+    }
+    if let Some(qs) = gr.q_scale {
+        scale_by(&mut s.q[..n * q_dim], qs);
+    }
+    let base = kv.at(l, 0);
+    for b in 0..n {
+        let p = pos + b; // token b sees positions first..=p
+        let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
+        let rows = base + first * kvd..base + (p + 1) * kvd;
+        let group = kv_mul * hd; // the query heads sharing key/value head kvh
+        for kvh in 0..cfg.n_head_kv {
+            let qs = &s.q[b * q_dim + kvh * group..][..group];
+            let outs = &mut s.attn[b * q_dim + kvh * group..][..group];
+            let att = &mut s.att[..kv_mul * (p + 1 - first)];
+            kv.attend(
+                qs,
+                rows.clone(),
+                (hd, kvd, kvh * hd),
+                (kq_scale, gr.attn_softcap),
+                att,
+                outs,
             );
         }
-        matmul!(s.xb, d, [(layer.w_gate, s.hb, ff), (layer.w_up, s.hb2, ff)]);
-        scale_by(&mut s.hb[..n * ff], sg);
-        scale_by(&mut s.hb2[..n * ff], su);
-        match cfg.act {
-            Activation::Silu => kf32::silu_mul(&mut s.hb[..n * ff], &s.hb2[..n * ff]),
-            Activation::Relu2 => {
-                for (g, &u) in s.hb[..n * ff].iter_mut().zip(&s.hb2) {
-                    let r = g.max(0.0);
-                    *g = r * r * u;
-                }
-            }
-            Activation::GeluTanh => {
-                for (g, &u) in s.hb[..n * ff].iter_mut().zip(&s.hb2) {
-                    *g = math::gelu_tanh(*g) * u;
-                }
-            }
+        if let Some(sub) = &layer.attn_sub_norm {
+            rmsnorm_inplace(&mut s.attn[b * q_dim..(b + 1) * q_dim], sub, cfg.rms_eps);
         }
-        if let Some(sub) = &layer.ffn_sub_norm {
-            for b in 0..n {
-                rmsnorm_inplace(&mut s.hb[b * ff..(b + 1) * ff], sub, cfg.rms_eps);
-            }
-        }
-        matmul!(s.hb, ff, [(layer.w_down, s.d, d)]);
-        scale_by(&mut s.d[..n * d], sd);
-        let post = ex.post_ffn_norm.as_ref();
-        residual(&mut s.x[..n * d], &mut s.d[..n * d], post, rs, cfg.rms_eps);
     }
-    Ok(())
+    matmul!(Input::AttentionOut, s.attn, q_dim, [(layer.wo, s.d, d)]);
+    scale_by(&mut s.d[..n * d], so);
+    add_bias(&mut s.d[..n * d], ex.bo.as_ref());
+    let (post, rs) = (ex.post_attn_norm.as_ref(), gr.residual_scale);
+    residual(&mut s.x[..n * d], &mut s.d[..n * d], post, rs, cfg.rms_eps);
+
+    // feed-forward
+    for b in 0..n {
+        rmsnorm(
+            &mut s.xb[b * d..(b + 1) * d],
+            &s.x[b * d..(b + 1) * d],
+            &layer.ffn_norm,
+            cfg.rms_eps,
+        );
+    }
+    matmul!(
+        Input::Ffn,
+        s.xb,
+        d,
+        [(layer.w_gate, s.hb, ff), (layer.w_up, s.hb2, ff)]
+    );
+    scale_by(&mut s.hb[..n * ff], sg);
+    scale_by(&mut s.hb2[..n * ff], su);
+    match cfg.act {
+        Activation::Silu => kf32::silu_mul(&mut s.hb[..n * ff], &s.hb2[..n * ff]),
+        Activation::Relu2 => {
+            for (g, &u) in s.hb[..n * ff].iter_mut().zip(&s.hb2) {
+                let r = g.max(0.0);
+                *g = r * r * u;
+            }
+        }
+        Activation::GeluTanh => {
+            for (g, &u) in s.hb[..n * ff].iter_mut().zip(&s.hb2) {
+                *g = math::gelu_tanh(*g) * u;
+            }
+        }
+    }
+    if let Some(sub) = &layer.ffn_sub_norm {
+        for b in 0..n {
+            rmsnorm_inplace(&mut s.hb[b * ff..(b + 1) * ff], sub, cfg.rms_eps);
+        }
+    }
+    matmul!(Input::FfnDown, s.hb, ff, [(layer.w_down, s.d, d)]);
+    scale_by(&mut s.d[..n * d], sd);
+    let post = ex.post_ffn_norm.as_ref();
+    residual(&mut s.x[..n * d], &mut s.d[..n * d], post, rs, cfg.rms_eps);
 }
 
 /// Fill `s.logits` with the logits after token `b` of the last `forward` batch.

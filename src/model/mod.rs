@@ -146,7 +146,7 @@ impl Model {
     }
 
     /// `from_bytes` for a file at `path` (legacy files look for tokenizer.bin next to it).
-    fn from_bytes_at(
+    pub(crate) fn from_bytes_at(
         bytes: Arc<Bytes>,
         opts: &LoadOptions,
         path: Option<&Path>,
