@@ -128,6 +128,7 @@ fn every_architecture_survives_a_tmac_file() {
         let opts = QuantizeOptions {
             target: Target::F32,
             head: Target::F32,
+            tensor_types: Vec::new(),
         };
         quantize_file(&src, &dst, &opts, |_, _, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
         let load = |p: &std::path::Path| Model::load(p, &LoadOptions::default()).unwrap();

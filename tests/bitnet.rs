@@ -57,6 +57,7 @@ fn quantize(src: &Path, dst: &Path, head: Target) -> Vec<u8> {
     let opts = QuantizeOptions {
         target: Target::Tq(Scope::Tensor),
         head,
+        tensor_types: Vec::new(),
     };
     let s = quantize_file(src, dst, &opts, |_, _, _| {}).unwrap_or_else(|e| panic!("{e}"));
     assert!(s.notes.is_empty(), "{:?}", s.notes);
@@ -434,6 +435,7 @@ fn convert_err(src: &Path) -> String {
     let opts = QuantizeOptions {
         target: Target::Tq(Scope::Tensor),
         head: Target::Q8,
+        tensor_types: Vec::new(),
     };
     err_of(quantize_file(
         src,
@@ -632,7 +634,8 @@ fn broken_config_and_tokenizer_are_refused() {
                 &scratch("ok.tmac"),
                 &QuantizeOptions {
                     target: Target::Tq(Scope::Tensor),
-                    head: Target::Q8
+                    head: Target::Q8,
+                    tensor_types: Vec::new(),
                 },
                 |_, _, _| {}
             )

@@ -522,6 +522,7 @@ fn legacy_files_convert_exactly_to_tmac_files() {
             &QuantizeOptions {
                 target,
                 head: target,
+                tensor_types: Vec::new(),
             },
             |_, _, _| {},
         )
@@ -550,6 +551,7 @@ fn legacy_files_convert_exactly_to_tmac_files() {
         &QuantizeOptions {
             target: Target::Q(4, 32),
             head: Target::Q8,
+            tensor_types: Vec::new(),
         },
         |_, _, _| {},
     )

@@ -38,6 +38,7 @@ fn q4_tmac_file_is_mapped_and_matches_the_gguf_path_bit_for_bit() {
     let opts = QuantizeOptions {
         target: Target::Q(4, 32),
         head: Target::Q8,
+        tensor_types: Vec::new(),
     };
     let sum = quantize_file(&smollm2(), &out, &opts, |_, _, _| {}).unwrap();
     assert!(
@@ -100,6 +101,7 @@ fn every_type_quantizes_and_runs() {
             &QuantizeOptions {
                 target: t,
                 head: Target::Q8,
+                tensor_types: Vec::new(),
             },
             |_, _, _| {},
         )
@@ -190,6 +192,7 @@ fn tiny_tmac() -> Vec<u8> {
         &QuantizeOptions {
             target: Target::Q(4, 32),
             head: Target::Q8,
+            tensor_types: Vec::new(),
         },
         |_, _, _| {},
     )

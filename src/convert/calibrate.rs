@@ -6,12 +6,13 @@
 //! quantized, and runs again quantized (through the kernels it will run on) to make the stream
 //! for layer l + 1. So each layer is calibrated on what the quantized layers before it give.
 
+use super::quantize::QuantizeOptions;
 use crate::bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::kernel::f32 as kf32;
-use crate::layout::gptq::inverse_factor;
+use crate::layout::gptq::{act_order, inverse_factor, permuted, Sweep};
 use crate::layout::linear::Linear;
-use crate::layout::quantize::{quantize_matrix_gptq, Target};
+use crate::layout::quantize::quantize_matrix_gptq;
 use crate::model::forward::{embed, layer, Input, KvCache, Scratch, MAX_BATCH};
 use crate::model::weights::Layer;
 use crate::model::{Compute, LoadOptions, Model};
@@ -26,6 +27,15 @@ pub struct Calibration {
     pub max_tokens: usize,
     /// Tokens per chunk, each chunk a fresh context starting with BOS where the model has one.
     pub n_ctx: usize,
+    /// Turn the residual stream first (`convert::rotate`).
+    pub rotate: bool,
+}
+
+/// What calibration gives the writer: the blocks' matrices, and the vectors a rotation
+/// replaced or added (name, values).
+pub(crate) struct Calibrated {
+    pub matrices: Vec<(String, Linear)>,
+    pub vectors: Vec<(String, Vec<f32>)>,
 }
 
 /// GPTQ's damping: this fraction of the Hessian's mean diagonal is added to its diagonal.
@@ -63,11 +73,14 @@ impl Hessian {
         }
     }
 
-    /// (U, diagonal): GPTQ's inverse factor and each input's importance.
-    fn factor(&self) -> (Vec<f32>, Vec<f32>) {
+    /// (column order, U, diagonal): GPTQ's act order, its inverse factor in that order, and
+    /// each input's importance.
+    fn factor(&self) -> (Vec<usize>, Vec<f32>, Vec<f32>) {
         let n = self.n;
-        let diag = (0..n).map(|i| self.h[i * n + i] as f32).collect();
-        (inverse_factor(&self.h, n, DAMP), diag)
+        let diag: Vec<f32> = (0..n).map(|i| self.h[i * n + i] as f32).collect();
+        let order = act_order(&diag);
+        let u = inverse_factor(&permuted(&self.h, n, &order), n, DAMP);
+        (order, u, diag)
     }
 }
 
@@ -94,20 +107,21 @@ fn chunks(m: &Model, cal: &Calibration) -> Result<Vec<Vec<u32>>> {
         .collect())
 }
 
-/// The transformer blocks of the model in `bytes` (read from `path`), quantized to `t` by
-/// GPTQ on `cal`: (tensor name, matrix) for every block matrix. `progress(layer, layers)`.
+/// The transformer blocks of the model in `bytes` (read from `path`), quantized to their
+/// types in `opts` by GPTQ on `cal`, with the vectors a rotation changed.
+/// `progress(layer, layers)`.
 pub(crate) fn gptq_blocks(
     bytes: Arc<Bytes>,
     path: &Path,
-    t: Target,
+    opts: &QuantizeOptions,
     cal: &Calibration,
     mut progress: impl FnMut(usize, usize),
-) -> Result<Vec<(String, Linear)>> {
-    let opts = LoadOptions {
+) -> Result<Calibrated> {
+    let f32s = LoadOptions {
         compute: Compute::F32,
         ..Default::default()
     };
-    let mut model = Model::from_bytes_at(bytes, &opts, Some(path))?;
+    let mut model = Model::from_bytes_at(bytes, &f32s, Some(path))?;
     let m = Arc::get_mut(&mut model)
         .ok_or_else(|| Error::invalid("calibration needs the model it loads to itself"))?;
     if m.weights.layers.iter().any(|l| l.scales != [1.0; 7]) {
@@ -116,6 +130,10 @@ pub(crate) fn gptq_blocks(
              ternary weights carry over exactly without it)",
         ));
     }
+    let vectors = match cal.rotate {
+        true => super::rotate::rotate_model(m)?,
+        false => Vec::new(),
+    };
     let chunks = chunks(m, cal)?;
     let (d, n_ctx) = (m.cfg.n_embd, chunks[0].len());
     let mut kv = KvCache::new(&m.cfg, n_ctx, false);
@@ -161,12 +179,14 @@ pub(crate) fn gptq_blocks(
             h[i].add(x);
         })?;
         let factors = h.map(|h| h.factor());
-        for (_, mat, site) in matrices(&mut m.weights.layers[l]) {
+        for (name, mat, site) in matrices(&mut m.weights.layers[l]) {
+            let t = opts.target_for(&format!("blk.{l}.{name}.weight"));
             let Linear::F32 { rows, cols, w } = &*mat else {
                 unreachable!("Compute::F32 loads every matrix as f32")
             };
-            let (u, imp) = &factors[site];
-            *mat = quantize_matrix_gptq(t, *rows, *cols, w, (u, imp))?;
+            let (order, u, imp) = &factors[site];
+            let sweep = Sweep { order, u };
+            *mat = quantize_matrix_gptq(t, *rows, *cols, w, (&sweep, imp))?;
         }
         run(m, l, true, &mut |_, _| {})?;
     }
@@ -186,7 +206,10 @@ pub(crate) fn gptq_blocks(
             ));
         }
     }
-    Ok(out)
+    Ok(Calibrated {
+        matrices: out,
+        vectors,
+    })
 }
 
 /// A layer's matrices: (GGUF name, matrix, which Hessian of its inputs).

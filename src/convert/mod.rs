@@ -7,3 +7,4 @@ pub mod export;
 pub mod hf;
 pub mod legacy;
 pub mod quantize;
+pub(crate) mod rotate;

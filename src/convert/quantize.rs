@@ -3,7 +3,7 @@
 //! q4 with groups of 32, TQ1_0/TQ2_0 and exactly ternary floats to tq, Q8_0 to q8) the codes and
 //! scales are carried over unchanged instead of being re-rounded.
 
-use super::calibrate::Calibration;
+use super::calibrate::{Calibrated, Calibration};
 use crate::error::{Error, Result};
 use crate::format::gguf::{Gguf, Value};
 use crate::format::gguf_write::GgufWriter;
@@ -43,6 +43,27 @@ pub struct QuantizeOptions {
     pub target: Target,
     /// Type of the token embedding and the output head (default q8).
     pub head: Target,
+    /// Types for some block matrices instead of `target`: (pattern, type), the first pattern
+    /// that matches wins (`matches_tensor`).
+    pub tensor_types: Vec<(String, Target)>,
+}
+
+impl QuantizeOptions {
+    /// The type of block matrix `name`.
+    pub fn target_for(&self, name: &str) -> Target {
+        let found = self
+            .tensor_types
+            .iter()
+            .find(|(p, _)| matches_tensor(p, name));
+        found.map_or(self.target, |&(_, t)| t)
+    }
+}
+
+/// Whether `pattern` names tensor `name`: a kind ("attn_v", "ffn_down") matches it in every
+/// layer, "blk.3.attn_v" one layer's, or the whole name.
+pub fn matches_tensor(pattern: &str, name: &str) -> bool {
+    let bare = name.strip_suffix(".weight").unwrap_or(name);
+    bare == pattern || bare.ends_with(&format!(".{pattern}")) && !pattern.is_empty()
 }
 
 pub struct Summary {
@@ -117,10 +138,13 @@ pub fn quantize_file_calibrated(
         _ => return super::legacy::legacy_to_tmac(src, None, dst, opts, progress),
     };
     let mut calibrated = match calibration {
-        Some(c) => super::calibrate::gptq_blocks(bytes.clone(), src, opts.target, c, |l, n| {
+        Some(c) => super::calibrate::gptq_blocks(bytes.clone(), src, opts, c, |l, n| {
             progress(l, n, "calibrating")
         })?,
-        None => Vec::new(),
+        None => Calibrated {
+            matrices: Vec::new(),
+            vectors: Vec::new(),
+        },
     };
     let ctx = |e: Error| e.context(src.display());
     let mut cfg = Config::from_gguf(&g).map_err(ctx)?;
@@ -143,7 +167,11 @@ pub fn quantize_file_calibrated(
     let (mut folded, mut inexact) = (Vec::new(), 0usize);
     for (i, (name, rows, cols, head)) in mats.iter().enumerate() {
         progress(i, mats.len(), name);
-        let t = if *head { opts.head } else { opts.target };
+        let t = if *head {
+            opts.head
+        } else {
+            opts.target_for(name)
+        };
         let exact = match (*head, t) {
             (false, Target::Tq(_)) => {
                 carry_over(&l, name, *rows, *cols, &mut w, &mut folded).map_err(ctx)?
@@ -151,10 +179,13 @@ pub fn quantize_file_calibrated(
             _ => None,
         };
         inexact += (exact.is_none() && matches!(t, Target::Tq(_)) && !*head) as usize;
-        let gptq = calibrated.iter().position(|(n, _)| n == name && !*head);
+        let gptq = calibrated
+            .matrices
+            .iter()
+            .position(|(n, _)| n == name && !*head);
         let m = match (exact, gptq) {
             (Some(m), _) => m,
-            (None, Some(i)) => calibrated.swap_remove(i).1,
+            (None, Some(i)) => calibrated.matrices.swap_remove(i).1,
             (None, None) => match l.tmac_matrix(name, *rows, *cols).map_err(ctx)? {
                 // a tmac file as the source: dequantize, then quantize to the new type
                 Some(m) => quantize_matrix(t, *rows, *cols, &m.to_f32s())?,
@@ -166,16 +197,21 @@ pub fn quantize_file_calibrated(
         tmacfile::add_matrix(&mut w, name, &m);
     }
     progress(mats.len(), mats.len(), "");
-    // everything else (norms, rope factors) as f32
+    // everything else (norms, rope factors) as f32, the vectors a rotation changed as it did
+    let changed = |name: &str| calibrated.vectors.iter().any(|(n, _)| n == name);
     for t in &g.tensors {
         let base = t.name.strip_suffix(".scales").unwrap_or(&t.name);
         if mats.iter().any(|(n, ..)| n == &t.name || n == base)
             || folded.contains(&t.name)
             || l.is_fused(&t.name)
+            || changed(&t.name)
         {
             continue;
         }
         w.add_f32(&t.name, &t.dims, &l.f32s(t).map_err(ctx)?);
+    }
+    for (name, v) in &calibrated.vectors {
+        w.add_f32(name, &[v.len() as u64], v);
     }
     tmacfile::order_for_mapping(&mut w);
     let out = w.to_bytes();

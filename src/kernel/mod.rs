@@ -11,6 +11,7 @@ pub(crate) mod linear;
 pub(crate) mod lut;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod neon;
+pub(crate) mod rotate;
 pub(crate) mod scalar;
 
 use crate::layout::iq4::Iq4Matrix;

@@ -55,6 +55,11 @@ pub(crate) fn absmean(vals: impl Iterator<Item = f32>) -> f16 {
     f16::from_f32((s / n.max(1) as f64) as f32 + 1e-6)
 }
 
+/// x > 0, false for NaN.
+fn positive(x: f64) -> bool {
+    x > 0.0
+}
+
 /// Weighted squared error of a group rounded with `p` as stored.
 fn group_error(grid: &Grid, p: Params, x: &[f32], imp: &[f32]) -> f64 {
     let e = x.iter().zip(imp).map(|(&v, &w)| {
@@ -75,7 +80,7 @@ fn fit_affine(x: &[f32], imp: &[f32], levels: f32) -> Params {
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
             (a.min(v), b.max(v))
         });
-    if !(lo < hi) {
+    if !positive((hi - lo) as f64) {
         let m = if lo.is_finite() { lo } else { 0.0 };
         return (f16::ZERO, h(m));
     }
@@ -96,7 +101,7 @@ fn fit_affine(x: &[f32], imp: &[f32], levels: f32) -> Params {
         let p = (h(d), h(m));
         let codes = x.iter().map(|&v| grid.code(p, v) as f32);
         let p = least_squares(codes, x, imp).map_or(p, |(d, m)| (h(d), h(m)));
-        if !(p.0.to_f32() > 0.0) {
+        if !positive(p.0.to_f64()) {
             continue;
         }
         let e = group_error(&grid, p, x, imp);
@@ -119,7 +124,7 @@ fn least_squares(codes: impl Iterator<Item = f32>, x: &[f32], imp: &[f32]) -> Op
         sxq += w * v * q;
     }
     let det = sw * sqq - sq * sq;
-    if !(det > 1e-12 * sw * sqq) {
+    if !positive(det - 1e-12 * sw * sqq) {
         return None;
     }
     let d = (sw * sxq - sx * sq) / det;
@@ -127,40 +132,78 @@ fn least_squares(codes: impl Iterator<Item = f32>, x: &[f32], imp: &[f32]) -> Op
     (d.is_finite() && m.is_finite() && d > 0.0).then_some((d as f32, m as f32))
 }
 
+/// The GPTQ sweep of one matrix: the columns in `order` and the inverse factor `u` of the
+/// inputs' Hessian permuted to that order (`inverse_factor(&permuted(h, order), ..)`).
+pub(crate) struct Sweep<'a> {
+    pub order: &'a [usize],
+    pub u: &'a [f32],
+}
+
 /// Codes (rows x cols) and group parameters (rows x groups) of a row-major (rows, cols)
-/// matrix, `g` columns per group. With `u` (`inverse_factor` of the inputs' Hessian) the
-/// columns are rounded by GPTQ and `w` ends as the error-compensated weights; without, to
-/// nearest. `imp` weighs each column's error in the group fit.
+/// matrix, `g` columns per group, the parameters fitted to the row's weights with `imp`
+/// weighing each column's error. Without a sweep each weight is rounded to nearest; with one,
+/// GPTQ rounds the columns in the sweep's order (largest Hessian diagonal first, GPTQ's "act
+/// order", keeps the most important columns away from accumulated corrections) and the
+/// groups keep the parameters fitted up front ("static groups"), so codes stay in contiguous
+/// groups as the layout stores them.
 pub(crate) fn round_matrix(
-    w: &mut [f32],
+    w: &[f32],
     (rows, cols, g): (usize, usize, usize),
     grid: &Grid,
-    u: Option<&[f32]>,
+    sweep: Option<&Sweep>,
     imp: &[f32],
 ) -> (Vec<u8>, Vec<Params>) {
-    let groups = cols.div_ceil(8) * 8;
-    let ng = groups.div_ceil(g);
+    let ng = (cols.div_ceil(8) * 8).div_ceil(g);
     let mut codes = vec![0u8; rows * cols];
     let mut params = Vec::with_capacity(rows * ng);
-    for (row, out) in w.chunks_exact_mut(cols).zip(codes.chunks_exact_mut(cols)) {
+    let mut x = vec![0f32; cols];
+    for (row, out) in w.chunks_exact(cols).zip(codes.chunks_exact_mut(cols)) {
+        let first = params.len();
         for grp in 0..ng {
             let span = (grp * g).min(cols)..((grp + 1) * g).min(cols);
-            let p = grid.fit(&row[span.clone()], &imp[span.clone()]);
-            params.push(p);
-            for c in span {
-                let q = grid.code(p, row[c]);
-                out[c] = q;
-                let Some(u) = u else { continue };
-                // the error, scaled by the factor's diagonal, off the columns to the right
-                let e = (row[c] - grid.value(p, q)) / u[c * cols + c];
-                let (rest, ur) = (&mut row[c + 1..], &u[c * cols + c + 1..(c + 1) * cols]);
-                for (x, &uv) in rest.iter_mut().zip(ur) {
-                    *x -= e * uv;
-                }
+            params.push(grid.fit(&row[span.clone()], &imp[span]));
+        }
+        let p = &params[first..];
+        let Some(Sweep { order, u }) = sweep else {
+            for (c, (q, &v)) in out.iter_mut().zip(row).enumerate() {
+                *q = grid.code(p[c / g], v);
+            }
+            continue;
+        };
+        for (xk, &c) in x.iter_mut().zip(*order) {
+            *xk = row[c];
+        }
+        for (k, &c) in order.iter().enumerate() {
+            let q = grid.code(p[c / g], x[k]);
+            out[c] = q;
+            // the error, scaled by the factor's diagonal, off the columns not yet rounded
+            let e = (x[k] - grid.value(p[c / g], q)) / u[k * cols + k];
+            let (rest, ur) = (&mut x[k + 1..], &u[k * cols + k + 1..(k + 1) * cols]);
+            for (v, &uv) in rest.iter_mut().zip(ur) {
+                *v -= e * uv;
             }
         }
     }
     (codes, params)
+}
+
+/// Columns by decreasing Hessian diagonal (ties by index): GPTQ's act order.
+pub(crate) fn act_order(diag: &[f32]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..diag.len()).collect();
+    order.sort_by(|&a, &b| diag[b].total_cmp(&diag[a]).then(a.cmp(&b)));
+    order
+}
+
+/// The n x n matrix with its upper triangle read from `h` (row-major), rows and columns
+/// taken in `order`.
+pub(crate) fn permuted(h: &[f64], n: usize, order: &[usize]) -> Vec<f64> {
+    let mut p = vec![0f64; n * n];
+    for (i, &a) in order.iter().enumerate() {
+        for (j, &b) in order.iter().enumerate() {
+            p[i * n + j] = h[a.min(b) * n + a.max(b)];
+        }
+    }
+    p
 }
 
 /// The upper-triangular U with H^-1 = U^T U (row-major, n x n) for a Hessian `h` of which
@@ -206,7 +249,7 @@ fn cholesky(n: usize, a: impl Fn(usize, usize) -> f64) -> Option<Vec<f64>> {
         for j in 0..=i {
             let s = a(i, j) - dot(&l[i * n..i * n + j], &l[j * n..j * n + j]);
             if i == j {
-                if !(s > 0.0) {
+                if !positive(s) {
                     return None;
                 }
                 l[i * n + i] = s.sqrt();
@@ -299,7 +342,7 @@ mod tests {
             };
             for i in 0..n {
                 for j in 0..n {
-                    assert_eq!(u[i * n + j] == 0.0 || j >= i, true, "U is upper");
+                    assert!(u[i * n + j] == 0.0 || j >= i, "U is upper");
                     // ((U^T U) H)[i][j]
                     let v: f64 = (0..n)
                         .map(|k| {
@@ -381,10 +424,18 @@ mod tests {
             e
         };
         let imp = vec![1f32; cols];
-        let (c0, p0) = round_matrix(&mut w.clone(), (rows, cols, 16), &grid, None, &imp);
-        let u = inverse_factor(&h, cols, 0.01);
-        let (c1, p1) = round_matrix(&mut w.clone(), (rows, cols, 16), &grid, Some(&u), &imp);
-        let (e0, e1) = (err(&c0, &p0), err(&c1, &p1));
-        assert!(e1 < 0.7 * e0, "gptq {e1} vs nearest {e0}");
+        let (c0, p0) = round_matrix(&w, (rows, cols, 16), &grid, None, &imp);
+        let diag: Vec<f32> = (0..cols).map(|i| h[i * cols + i] as f32).collect();
+        for order in [(0..cols).collect(), act_order(&diag)] {
+            let u = inverse_factor(&permuted(&h, cols, &order), cols, 0.01);
+            let sweep = Sweep {
+                order: &order,
+                u: &u,
+            };
+            let (c1, p1) = round_matrix(&w, (rows, cols, 16), &grid, Some(&sweep), &imp);
+            assert_eq!(p0, p1, "static groups");
+            let (e0, e1) = (err(&c0, &p0), err(&c1, &p1));
+            assert!(e1 < 0.85 * e0, "gptq {e1} vs nearest {e0}");
+        }
     }
 }

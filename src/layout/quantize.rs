@@ -1,7 +1,7 @@
 //! Quantizers from f32 to tmac's weight types (`Target`): a matrix of floats in, a `Linear` in
 //! kernel layout out. `convert::quantize` applies them to whole files.
 
-use super::gptq::{self, Grid};
+use super::gptq::{self, Grid, Sweep};
 use super::linear::Linear;
 use super::lut::{self, LutMatrix, Zero};
 use super::q8::Q8Matrix;
@@ -91,33 +91,35 @@ pub fn quantize_matrix(t: Target, rows: usize, cols: usize, w: &[f32]) -> Result
     })
 }
 
-/// Quantize a matrix to a LUT type (`Target::Q` or `Target::Tq`) by GPTQ, `u` the
-/// `gptq::inverse_factor` of the Hessian of its inputs and `imp` that Hessian's diagonal.
+/// Quantize a matrix by GPTQ's `sweep` over its columns, `imp` the Hessian's diagonal (the
+/// LUT types; the others, which keep 8 bits or more, as `quantize_matrix`).
 pub(crate) fn quantize_matrix_gptq(
     t: Target,
     rows: usize,
     cols: usize,
     w: &[f32],
-    (u, imp): (&[f32], &[f32]),
+    (sweep, imp): (&Sweep, &[f32]),
 ) -> Result<Linear> {
     match t {
-        Target::Q(..) | Target::Tq(_) => {
-            Ok(Linear::Lut(round_to_lut(t, rows, cols, w, Some(u), imp)))
-        }
-        _ => Err(Error::invalid(format!(
-            "calibration applies to the LUT types (q1-q4, tq), not {}",
-            t.name()
+        Target::Q(..) | Target::Tq(_) => Ok(Linear::Lut(round_to_lut(
+            t,
+            rows,
+            cols,
+            w,
+            Some(sweep),
+            imp,
         ))),
+        _ => quantize_matrix(t, rows, cols, w),
     }
 }
 
-/// Codes and group parameters by `gptq::round_matrix` (to nearest without `u`), packed.
+/// Codes and group parameters by `gptq::round_matrix` (to nearest without a sweep), packed.
 fn round_to_lut(
     t: Target,
     rows: usize,
     cols: usize,
     w: &[f32],
-    u: Option<&[f32]>,
+    sweep: Option<&Sweep>,
     imp: &[f32],
 ) -> LutMatrix {
     let kp = cols.div_ceil(8) * 8;
@@ -141,8 +143,7 @@ fn round_to_lut(
         }
         _ => unreachable!("round_to_lut is called for the LUT types"),
     };
-    let mut w = w.to_vec();
-    let (codes, params) = gptq::round_matrix(&mut w, (rows, cols, g), &grid, u, imp);
+    let (codes, params) = gptq::round_matrix(w, (rows, cols, g), &grid, sweep, imp);
     let ng = kp.div_ceil(g);
     lut::pack(
         rows,

@@ -5,6 +5,7 @@ use super::Model;
 use crate::error::{Error, Result};
 use crate::kernel::f32 as kf32;
 use crate::kernel::lut::Activations;
+use crate::kernel::rotate;
 use crate::layout::linear::Linear;
 use crate::math;
 
@@ -339,6 +340,9 @@ pub(crate) fn embed(
         if let Some(e) = gr.embd_scale {
             scale_by(x, e);
         }
+        if let Some(signs) = &w.rotation {
+            rotate::rotate(x, signs);
+        }
     }
     Ok(())
 }
@@ -502,12 +506,14 @@ pub(crate) fn layer(
 pub(crate) fn logits(m: &Model, s: &mut Scratch, b: usize) {
     let (cfg, w) = (&m.cfg, &m.weights);
     let d = cfg.n_embd;
-    rmsnorm(
-        &mut s.xb[..d],
-        &s.x[b * d..(b + 1) * d],
-        &w.out_norm,
-        cfg.rms_eps,
-    );
+    let mut h = &s.x[b * d..(b + 1) * d];
+    if let Some(signs) = &w.rotation {
+        // back from the rotated stream of a calibrated file
+        s.d[..d].copy_from_slice(h);
+        rotate::unrotate(&mut s.d[..d], signs);
+        h = &s.d[..d];
+    }
+    rmsnorm(&mut s.xb[..d], h, &w.out_norm, cfg.rms_eps);
     Linear::prepare(&mut s.acts[0], &s.xb[..d], &[&w.output], m.knobs.tables);
     w.output
         .forward(&s.xb[..d], &s.acts[0], &mut s.logits, m.isa, &m.knobs);

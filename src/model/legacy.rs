@@ -456,5 +456,6 @@ fn weights(lf: &LegacyFile, file: &[u8], compute: Compute) -> Result<Weights> {
         output,
         out_bias: None,
         rope_freqs: None,
+        rotation: None,
     })
 }

@@ -4,6 +4,7 @@ use super::config::{Arch, Config};
 use crate::error::{Error, Result};
 use crate::format::gguf::Gguf;
 use crate::format::tensors::Loader;
+use crate::kernel::rotate;
 use crate::layout::ggml::{dequantize, GgmlType};
 use crate::layout::linear::Linear;
 use crate::layout::{iq4::Iq4Matrix, lut, q8::Q8Matrix, ternary};
@@ -99,6 +100,9 @@ pub struct Weights {
     pub out_bias: Option<Vec<f32>>,
     /// Llama 3.1 style per-dimension RoPE frequency divisors.
     pub rope_freqs: Option<Vec<f32>>,
+    /// The signs of the residual-stream rotation folded into a calibrated file's weights
+    /// (`kernel::rotate`; tensor `rotation.signs`).
+    pub rotation: Option<Vec<f32>>,
 }
 
 /// How matrices are stored once loaded.
@@ -290,6 +294,10 @@ pub(crate) fn load(l: &Loader, cfg: &Config, mb: &dyn MatrixBuilder) -> Result<W
     };
     let out_bias = bias("output.bias", n_vocab)?;
     let out_norm = l.vector("output_norm.weight", d)?;
+    let rotation = match l.has(ROTATION) {
+        false => None,
+        true => Some(rotation_signs(l.vector(ROTATION, d)?)?),
+    };
     if let Some(first) = l.unused().first() {
         let n = l.unused().len();
         return Err(Error::unsupported(format!(
@@ -306,7 +314,22 @@ pub(crate) fn load(l: &Loader, cfg: &Config, mb: &dyn MatrixBuilder) -> Result<W
         output,
         out_bias,
         rope_freqs,
+        rotation,
     })
+}
+
+/// The tensor holding the residual-stream rotation's signs.
+pub(crate) const ROTATION: &str = "rotation.signs";
+
+/// Rotation signs as a file holds them: each +1 or -1, for a stream `rotate` can turn.
+fn rotation_signs(v: Vec<f32>) -> Result<Vec<f32>> {
+    if rotate::block(v.len()).is_none() || v.iter().any(|&s| s != 1.0 && s != -1.0) {
+        return Err(Error::invalid(format!(
+            "tensor {ROTATION}: {} values, not all +1 or -1, or a width without Hadamard blocks",
+            v.len()
+        )));
+    }
+    Ok(v)
 }
 
 /// Cut the fused matrices of `cfg`'s architecture into the parts the forward pass reads:

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 const QUANTIZE_USAGE: &str = "\
 usage: tmac quantize IN OUT --type T [--group G] [--scale S] [--head H] [-z TOKENIZER]
-                     [--calibrate TEXT [--calib-tokens N] [--calib-ctx C]]
+                     [--tensor-type NAME=T]... [--calibrate TEXT [--rotate] [--calib-tokens N]
+                     [--calib-ctx C]]
 
 Converts IN into OUT, a tmac file: tensors already in kernel layout, mapped and used in place
 at load. IN is a GGUF model, a tmac file, a llama2.c checkpoint or an original T-MAC v1/v2/Q4V1
@@ -37,6 +38,15 @@ the original T-MAC engine's files, from a llama2.c checkpoint, by its scripts' e
   q4v1  .q4.bin: int4 baseline, blocks of 32, f16 scale max|x| / 7
 ";
 
+/// The --group a type gets when none is given.
+fn default_group_of(typ: &str) -> usize {
+    match typ {
+        "q1" | "q2" => 64,
+        "tq" => 128,
+        _ => 32,
+    }
+}
+
 pub fn quantize(args: &[String]) -> Result<(), String> {
     use tmac::convert::calibrate::Calibration;
     use tmac::convert::quantize::{quantize_file_calibrated, QuantizeOptions, Target};
@@ -49,7 +59,8 @@ pub fn quantize(args: &[String]) -> Result<(), String> {
         "tensor".to_string(),
         "q8".to_string(),
     );
-    let (mut calib, mut calib_tokens, mut calib_ctx) = (None, 4096, 512);
+    let (mut calib, mut calib_tokens, mut calib_ctx, mut rotate) = (None, 4096, 512, false);
+    let mut tensor_types = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
@@ -62,6 +73,14 @@ pub fn quantize(args: &[String]) -> Result<(), String> {
             "--calibrate" => calib = Some(val()?.clone()),
             "--calib-tokens" => calib_tokens = parse_num::<usize>(a, val()?)?,
             "--calib-ctx" => calib_ctx = parse_num::<usize>(a, val()?)?,
+            "--rotate" => rotate = true,
+            "--tensor-type" => {
+                let v = val()?;
+                let (pat, t) = v
+                    .split_once('=')
+                    .ok_or_else(|| format!("--tensor-type {v}: give NAME=TYPE"))?;
+                tensor_types.push((pat.to_string(), t.to_string()));
+            }
             "--group" => group = Some(parse_num::<usize>(a, val()?)?),
             "--scale" => scale = val()?.clone(),
             "--head" => head = val()?.clone(),
@@ -84,15 +103,8 @@ pub fn quantize(args: &[String]) -> Result<(), String> {
         );
         return Ok(());
     }
-    let default_group = if typ == "q1" || typ == "q2" {
-        64
-    } else if typ == "tq" {
-        128
-    } else {
-        32
-    };
-    let target =
-        Target::parse(&typ, group.unwrap_or(default_group), &scale).map_err(|e| e.to_string())?;
+    let target = Target::parse(&typ, group.unwrap_or(default_group_of(&typ)), &scale)
+        .map_err(|e| e.to_string())?;
     let head = Target::parse(&head, 32, "tensor").map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     // a bar redrawn in place on a terminal; in a log, one line per tenth of the matrices
@@ -113,13 +125,24 @@ pub fn quantize(args: &[String]) -> Result<(), String> {
             eprintln!("quantized {done}/{total} matrices");
         }
     };
-    let opts = QuantizeOptions { target, head };
+    let mut opts = QuantizeOptions {
+        target,
+        head,
+        tensor_types: Vec::new(),
+    };
+    for (pat, t) in tensor_types {
+        let g = group.unwrap_or(default_group_of(&t));
+        let t = Target::parse(&t, g, &scale).map_err(|e| format!("--tensor-type {pat}: {e}"))?;
+        opts.tensor_types.push((pat, t));
+    }
     let calibration = match &calib {
         Some(f) => Some(Calibration {
             text: std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?,
             max_tokens: calib_tokens,
             n_ctx: calib_ctx,
+            rotate,
         }),
+        None if rotate => return Err("--rotate needs --calibrate".into()),
         None => None,
     };
     let summary = match &tokenizer {
