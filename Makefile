@@ -51,7 +51,7 @@ AARCH64_LIB   := $(ARM_TARGET_DIR)/$(AARCH64)/release
 AARCH64_OUT   := build/aarch64
 GEN_PROMPT    := The capital of France is
 
-.PHONY: all build lib run test deps test-cli test-wheel model gemma bench fuzz fmt-check check-layers clippy fixtures llama-cpp clean \
+.PHONY: all build lib run test deps test-cli test-wheel model gemma bench bench-quant fuzz fmt-check check-layers clippy fixtures llama-cpp clean \
         header check-header c-examples test-c test-install install test-bindings arm-deps test-aarch64
 
 all: lib
@@ -305,6 +305,11 @@ clippy:
 # Long (it builds llama.cpp and multi-GB models under build/bench); not part of `make test`.
 bench: $(MODEL)
 	python3 tools/bench.py $(BENCH_ARGS)
+
+# Perplexity of tmac's low-bit files on SmolLM2, rounded to nearest and calibrated (GPTQ),
+# against llama.cpp's: writes its section of BENCHMARKS.md. About an hour on one core.
+bench-quant: $(MODEL)
+	python3 tools/quant_report.py
 
 # Fuzz every parser and the C API with cargo-fuzz (nightly), FUZZ_SECONDS each (default 600);
 # not part of `make test`. Crashes land in fuzz/artifacts/; copy them to fuzz/regressions/.

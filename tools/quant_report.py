@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""`make bench-quant`: the quality of tmac's own low-bit files on SmolLM2-135M, rounded to
+nearest and calibrated (GPTQ, `tmac quantize --calibrate`), against llama.cpp's files of the
+same model. Writes the section between the quant-report markers of BENCHMARKS.md (tools/bench.py
+keeps it when it rewrites the rest) and build/bench/quant.json.
+
+Calibration reads Python's own documentation (pydoc_data.topics, 80% of its topics); the
+perplexities are measured on tests/data/gpl-3.0.txt, which calibration never sees, and on the
+other 20% of the topics, as llama-perplexity measures them (512-token chunks, second halves
+scored). Each quantization is timed, with its peak memory.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (llama.cpp's build and the requantized SmolLM2 files)
+
+ROOT = bench.ROOT
+OUT = os.path.join(ROOT, "build", "bench")
+CALIB = os.path.join(ROOT, "build", "calib")
+TMAC = os.path.join(OUT, "tmac-quant-report")  # a copy: rebuilding tmac meanwhile changes nothing
+Q4_1 = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+GPL = os.path.join(ROOT, "tests", "data", "gpl-3.0.txt")
+MARK = ("<!-- quant-report -->", "<!-- /quant-report -->")
+CHUNKS = 14  # of the held-out text, as many as the GPL has
+
+# name, quantize arguments, calibrated; a mix gives some matrices more bits, as llama.cpp's
+# Q2_K and Q3_K_M do (see the section's text)
+MIX2 = ["--tensor-type", "attn_v=q4", "--tensor-type", "ffn_down=q3", "--tensor-type", "attn_output=q3"]
+MIX3 = ["--tensor-type", "attn_v=q4", "--tensor-type", "ffn_down=q4"]
+CONFIGS = [
+    ("q4", ["--type", "q4"], False),
+    ("q4 g128", ["--type", "q4", "--group", "128"], False),
+    ("q4 g128", ["--type", "q4", "--group", "128"], True),
+    ("q3", ["--type", "q3"], False),
+    ("q3", ["--type", "q3"], True),
+    ("q3 + rotation", ["--type", "q3", "--rotate"], True),
+    ("q3 mix", ["--type", "q3"] + MIX3, True),
+    ("q2", ["--type", "q2"], False),
+    ("q2", ["--type", "q2"], True),
+    ("q2 + rotation", ["--type", "q2", "--rotate"], True),
+    ("q2 mix", ["--type", "q2"] + MIX2, True),
+    ("tq", ["--type", "tq"], False),
+    ("tq", ["--type", "tq"], True),
+    ("tq + rotation", ["--type", "tq", "--rotate"], True),
+]
+
+
+def log(*a):
+    print("[quant-report]", *a, file=sys.stderr, flush=True)
+
+
+def run(cmd):
+    """(stdout, stderr, seconds) of a command that must succeed."""
+    t0 = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit("failed (%d): %s\n%s" % (p.returncode, " ".join(cmd), p.stderr[-2000:]))
+    return p.stdout, p.stderr, time.time() - t0
+
+
+def timed(cmd):
+    """`run` under /usr/bin/time, with the peak memory (MiB) of that one process."""
+    out, err, secs = run(["/usr/bin/time", "-f", "maxrss_kb=%M"] + cmd)
+    rss = int(re.search(r"maxrss_kb=(\d+)", err).group(1)) / 1024
+    return out, err, secs, rss
+
+
+def texts():
+    """(calibration, held-out) text files from Python's pydoc topics."""
+    os.makedirs(CALIB, exist_ok=True)
+    train, held = os.path.join(CALIB, "pydoc-train.txt"), os.path.join(CALIB, "pydoc-heldout.txt")
+    import pydoc_data.topics as t
+    keys = sorted(t.topics)
+    cut = len(keys) * 4 // 5
+    for path, ks in ((train, keys[:cut]), (held, keys[cut:])):
+        with open(path, "w") as f:
+            f.write("\n\n".join(t.topics[k].strip() for k in ks) + "\n")
+    return train, held
+
+
+def tmac_ppl(model, text):
+    out, _, _ = run([TMAC, "perplexity", model, "-f", text, "-c", "512", "--chunks", str(CHUNKS)])
+    return float(re.search(r"PPL = ([0-9.]+)", out).group(1))
+
+
+def llama_ppl(bin_dir, model, text):
+    _, err, _ = run([os.path.join(bin_dir, "llama-perplexity"), "-m", model, "-f", text, "-c", "512",
+                        "-t", "1", "--chunks", str(CHUNKS)])
+    return float(re.search(r"Final estimate: PPL = ([0-9.]+)", err).group(1))
+
+
+def greedy(model, prompt, chat):
+    cmd = [TMAC, "run", model, "-i", prompt, "-n", "32", "-t", "0"] + (["--chat"] if chat else [])
+    out, _, _ = run(cmd)
+    return out.strip()
+
+
+def main():
+    subprocess.check_call(["cargo", "build", "--release", "--bin", "tmac"], cwd=ROOT)
+    os.makedirs(OUT, exist_ok=True)
+    shutil.copy(os.path.join(ROOT, "target", "release", "tmac"), TMAC)
+    bin_dir = subprocess.check_output([os.path.join(ROOT, "tools", "llama_cpp.sh")], text=True).strip().splitlines()[-1]
+    env = bench.llama_env(bin_dir)
+    os.environ["LD_LIBRARY_PATH"] = env["LD_LIBRARY_PATH"]
+    f32 = bench.smollm2_f32(bin_dir, env)
+    paths, _ = bench.requantized(bin_dir, env, ["Q3_K_M", "Q2_K"])
+    llama = [("Q4_1", Q4_1), ("Q3_K_M", paths["Q3_K_M"]), ("Q2_K", paths["Q2_K"])]
+    train, held = texts()
+    rep = {"configs": [], "llama": []}
+    for name, args, cal in CONFIGS:
+        tag = re.sub(r"[^a-z0-9]+", "-", name + (" cal" if cal else ""))
+        path = os.path.join(OUT, "quant-%s.tmac" % tag)
+        cmd = [TMAC, "quantize", f32, path] + args + (["--calibrate", train] if cal else [])
+        out, _, secs, rss = timed(cmd)
+        bpw = float(re.search(r"([0-9.]+) bits per weight", out).group(1))
+        row = {"name": name, "calibrated": cal, "args": args, "bpw": bpw, "mib": os.path.getsize(path) / 1048576,
+               "seconds": secs, "rss": rss, "gpl": tmac_ppl(path, GPL), "held": tmac_ppl(path, held)}
+        if name in ("q3", "q2", "q3 mix", "q2 mix") and cal:
+            row["answers"] = [greedy(path, "The capital of France is", False),
+                              greedy(path, "What is the capital of France?", True)]
+        log(json.dumps(row))
+        rep["configs"].append(row)
+        os.remove(path)
+    for name, path in llama:
+        row = {"name": name, "mib": os.path.getsize(path) / 1048576, "gpl": llama_ppl(bin_dir, path, GPL),
+               "held": llama_ppl(bin_dir, path, held)}
+        log(json.dumps(row))
+        rep["llama"].append(row)
+    with open(os.path.join(OUT, "quant.json"), "w") as f:
+        json.dump(rep, f, indent=1)
+    write(rep)
+
+
+def write(rep):
+    L = [MARK[0], "## Low-bit quality: rounding to nearest and calibrated (GPTQ)\n",
+         "Generated by `make bench-quant` (tools/quant_report.py). SmolLM2-135M-Instruct from its F32 GGUF, which "
+         "is the published Q4_1 file dequantized (no other weights of this model are on hand), so q4 with groups of "
+         "32 reproduces those weights exactly and any other type is measured against them. Calibrated files: "
+         "`tmac quantize build/SmolLM2-135M-Instruct.F32.gguf OUT --type T --calibrate build/calib/pydoc-train.txt` "
+         "(GPTQ on 4096 tokens of 80% of Python's pydoc topics). Perplexity (lower is better) on the GPL-3 text "
+         "and on the other 20% of the topics, both unseen by calibration: `tmac perplexity FILE -f TEXT -c 512 "
+         "--chunks %d`, `llama-perplexity -m FILE -f TEXT -c 512 -t 1 --chunks %d`. Embedding and head are q8 in "
+         "every tmac file (`--head`); bits per weight count the whole file.\n" % (CHUNKS, CHUNKS),
+         "| engine | type | calibrated | bits/weight | file MiB | ppl GPL-3 | ppl held-out pydoc | quantize s | peak MiB |",
+         "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rep["configs"]:
+        L.append("| tmac | %s | %s | %.2f | %.1f | %.2f | %.2f | %.0f | %.0f |" % (
+            r["name"], "GPTQ" if r["calibrated"] else "nearest", r["bpw"], r["mib"], r["gpl"], r["held"],
+            r["seconds"], r["rss"]))
+    for r in rep["llama"]:
+        L.append("| llama.cpp | %s | - | %.2f | %.1f | %.2f | %.2f | - | - |" % (
+            r["name"], r["mib"] * 1048576 * 8 / 134515008, r["mib"], r["gpl"], r["held"]))
+    L.append("\nMixes: `q3 mix` = `--type q3 %s`, `q2 mix` = `--type q2 %s` (llama.cpp's Q2_K and Q3_K_M mix "
+             "types the same way; on this model most of their matrices fall back to IQ4_NL/Q4_0, whose 576 columns "
+             "are not a multiple of 256).\n" % (" ".join(MIX3), " ".join(MIX2)))
+    L.append("Greedy answers of the calibrated files (`tmac run FILE -i PROMPT -n 32 -t 0`, the second with `--chat`):\n")
+    for r in rep["configs"]:
+        for prompt, a in zip(["The capital of France is", "What is the capital of France? (chat)"],
+                             r.get("answers", [])):
+            L.append("- %s, \"%s\": \"%s\"" % (r["name"], prompt, a.replace("\n", "\\n")))
+    L.append(MARK[1])
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    text = open(path).read()
+    if MARK[0] in text:
+        text = text[:text.index(MARK[0])] + text[text.index(MARK[1]) + len(MARK[1]):].lstrip("\n")
+    with open(path, "w") as f:
+        f.write(text.rstrip("\n") + "\n\n" + "\n".join(L) + "\n")
+    log("wrote the quant-report section of BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
