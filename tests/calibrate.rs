@@ -145,3 +145,37 @@ fn calibration_beats_rounding_and_is_deterministic() {
         );
     }
 }
+
+/// `--tensor-type`: a kind names that matrix in every layer, "blk.N.kind" one layer's; a
+/// mixed file lies between its two types in size and says how it was made.
+#[test]
+fn tensor_types_pick_matrices() {
+    use tmac::convert::quantize::matches_tensor;
+    assert!(matches_tensor("attn_v", "blk.3.attn_v.weight"));
+    assert!(matches_tensor("blk.3.attn_v", "blk.3.attn_v.weight"));
+    assert!(!matches_tensor("blk.3.attn_v", "blk.13.attn_v.weight"));
+    assert!(!matches_tensor("attn_v", "blk.3.attn_v_norm.weight"));
+    assert!(!matches_tensor("", "blk.3.attn_v.weight"));
+    let src = fx("quant/tiny.q6_k.gguf");
+    let mut opts = QuantizeOptions {
+        target: Target::Q(2, 64),
+        head: Target::Q8,
+        tensor_types: Vec::new(),
+    };
+    let size = |opts: &QuantizeOptions, name: &str| {
+        let dst = scratch(name);
+        quantize_file_calibrated(&src, &dst, opts, None, |_, _, _| {}).unwrap();
+        (std::fs::metadata(&dst).unwrap().len(), load(&dst))
+    };
+    let (q2, _) = size(&opts, "q2.tmac");
+    opts.tensor_types = vec![("ffn_down".into(), Target::Q(4, 32))];
+    let (mixed, m) = size(&opts, "mixed.tmac");
+    opts.tensor_types.clear();
+    opts.target = Target::Q(4, 32);
+    let (q4, _) = size(&opts, "q4.tmac");
+    assert!(q2 < mixed && mixed < q4, "{q2} {mixed} {q4}");
+    assert_eq!(
+        m.quantization().as_deref(),
+        Some("q2 (group 64), ffn_down q4 (group 32)")
+    );
+}

@@ -76,6 +76,22 @@ pub struct Summary {
     pub notes: Vec<String>,
 }
 
+/// What `tmac info` shows of how a file was made: "q2 (group 64), attn_v q4 (group 32),
+/// GPTQ on 4096 tokens, rotated".
+fn describe(opts: &QuantizeOptions, calibration: Option<&Calibration>) -> String {
+    let mut s = opts.target.name();
+    for (pattern, t) in &opts.tensor_types {
+        s += &format!(", {pattern} {}", t.name());
+    }
+    if let Some(c) = calibration {
+        s += &format!(", GPTQ on {} tokens", c.max_tokens);
+        if c.rotate {
+            s += ", rotated";
+        }
+    }
+    s
+}
+
 /// The matrices of a Llama-family model: (name, rows, cols, is head or embedding).
 fn matrices(cfg: &Config, g: &Gguf) -> Vec<(String, usize, usize, bool)> {
     let (d, ff, q, kv) = (cfg.n_embd, cfg.n_ff, cfg.q_dim(), cfg.kv_dim());
@@ -158,7 +174,7 @@ pub fn quantize_file_calibrated(
         }
     }
     w.set("tmac.format_version", Value::U32(tmacfile::FORMAT_VERSION));
-    w.set_str("tmac.quantization", &opts.target.name());
+    w.set_str("tmac.quantization", &describe(opts, calibration));
     let mats = matrices(&cfg, &g);
     let (mut wbytes, mut nweights) = (0usize, 0usize);
     // BITNET: exactly ternary block matrices keep their codes (scale 1, one scale group per

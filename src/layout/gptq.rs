@@ -89,6 +89,10 @@ fn fit_affine(x: &[f32], imp: &[f32], levels: f32) -> Params {
     };
     let mut best = (h((hi - lo) / levels), h(lo));
     let mut best_err = group_error(&grid, best, x, imp);
+    // weights already on a grid (a Q4_1 file's, to q4) need no search
+    if best_err == 0.0 {
+        return best;
+    }
     for step in 0..=20 {
         let iscale = (levels - 1.0 + 0.1 * step as f32) / (hi - lo);
         let codes = x

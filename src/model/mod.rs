@@ -208,6 +208,15 @@ impl Model {
         self.bytes.as_slice()
     }
 
+    /// How `tmac quantize` made this file (a tmac file's `tmac.quantization`), if it says.
+    pub fn quantization(&self) -> Option<String> {
+        let g = Gguf::parse(self.file()).ok()?;
+        g.get_str("tmac.quantization")
+            .ok()
+            .flatten()
+            .map(str::to_string)
+    }
+
     pub fn file_size(&self) -> usize {
         self.bytes.as_slice().len()
     }

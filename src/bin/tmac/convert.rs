@@ -26,11 +26,17 @@ types (--type for the transformer blocks, --head for the embedding and output he
   q8    8-bit, one scale per 32 (the default --head)
   f32   unquantized
 
+--tensor-type NAME=T: type T for the block matrices NAME names instead of --type: a kind
+(attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down) in every layer, or one
+layer's (blk.3.ffn_down); repeatable, the first match wins.
+
 --calibrate TEXT (q1-q4, tq): GPTQ. The blocks' matrices are rounded against the inputs they
 see on the text file TEXT (its first N tokens, default 4096, in chunks of C, default 512),
 layer by layer through the model as it is quantized, instead of each weight to its nearest
-code. Same layout and speed; a few minutes for a 135M model. Deterministic: the same files give
-the same bytes.
+code. Same layout and speed; about 3 minutes and 1.2 GB for a 135M model. Deterministic: the
+same files give the same bytes. --rotate also turns the residual stream by a random
+block-Hadamard rotation folded into the weights (QuaRot); on SmolLM2 it helps ternary files
+and hurts q2/q3 ones (BENCHMARKS.md).
 
 the original T-MAC engine's files, from a llama2.c checkpoint, by its scripts' exact rules:
   v1    .tmac.bin: ternary, threshold 0.7 x mean|w| per stacked tensor, no scales

@@ -53,6 +53,9 @@ pub fn info(args: &[String]) -> Result<(), String> {
         m.weight_bytes() as f64 / 1048576.0,
         m.bits_per_weight()
     );
+    if let Some(q) = m.quantization() {
+        outln!("quantized as:  {q}");
+    }
     let profile = env_settings()
         .profile
         .as_ref()
