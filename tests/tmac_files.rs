@@ -143,20 +143,31 @@ fn quantizers_round_as_documented() {
         .map(|_| rng.next_f64() as f32 * 2.0 - 1.0)
         .collect();
     let mut row = vec![0f32; cols];
+    // each group's scale and minimum are fitted: never a larger squared error than min-max's
+    // grid (the old rule, f16 as stored), and no weight off by more than one min-max step
+    let h = |v: f32| half::f16::from_f32(v).to_f32();
     for bits in 1..=4 {
         let (t, levels) = (Target::Q(bits, 32), ((1 << bits) - 1) as f32);
         let m = quantize_matrix(t, rows, cols, &w).unwrap();
         for r in 0..rows {
             m.dequantize_row(r, &mut row);
-            for c in 0..cols {
-                let span = &w[r * cols + c / 32 * 32..r * cols + ((c / 32 + 1) * 32).min(cols)];
+            for g0 in (0..cols).step_by(32) {
+                let span = &w[r * cols + g0..r * cols + (g0 + 32).min(cols)];
                 let (lo, hi) = span
                     .iter()
                     .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-                let step = (hi - lo) / levels;
+                let (d, mn) = (h((hi - lo) / levels), h(lo));
+                let (mut fitted, mut minmax) = (0f64, 0f64);
+                for (k, &v) in span.iter().enumerate() {
+                    let q = ((v - mn) / d).round().clamp(0.0, levels);
+                    minmax += ((v - (d * q + mn)) as f64).powi(2);
+                    let e = row[g0 + k] - v;
+                    fitted += (e as f64).powi(2);
+                    assert!(e.abs() <= d + 2e-3, "{t:?} ({r},{})", g0 + k);
+                }
                 assert!(
-                    (row[c] - w[r * cols + c]).abs() <= step * 0.5 + 2e-3,
-                    "{t:?} ({r},{c})"
+                    fitted <= minmax * 1.001 + 1e-9,
+                    "{t:?} row {r} group {g0}: {fitted} > {minmax}"
                 );
             }
         }
