@@ -13,7 +13,7 @@ use crate::kernel::f32 as kf32;
 use crate::layout::gptq::{act_order, inverse_factor, permuted, Sweep};
 use crate::layout::linear::Linear;
 use crate::layout::quantize::quantize_matrix_gptq;
-use crate::model::forward::{embed, layer, Input, KvCache, Scratch, MAX_BATCH};
+use crate::model::forward::{embed, layer, positions, Input, KvCache, Scratch, MAX_BATCH};
 use crate::model::weights::Layer;
 use crate::model::{Compute, LoadOptions, Model};
 use std::path::Path;
@@ -154,7 +154,7 @@ pub(crate) fn gptq_blocks(
         for (c, chunk) in chunks.iter().enumerate() {
             for (b, batch) in chunk.chunks(MAX_BATCH).enumerate() {
                 let (pos, n) = (b * MAX_BATCH, batch.len());
-                embed(m, &kv, &mut s, batch, pos)?;
+                positions(m, &mut s, n, pos);
                 let at = (c * n_ctx + pos) * d;
                 s.stream(n, d).copy_from_slice(&stream[at..at + n * d]);
                 layer(m, &mut kv, &mut s, (l, n, pos), tap);
@@ -163,32 +163,24 @@ pub(crate) fn gptq_blocks(
                 }
             }
         }
-        Ok::<(), Error>(())
     };
     for l in 0..n_layer {
         progress(l, n_layer);
         let cfg = &m.cfg;
+        // one Hessian per `Input`, in its order
         let mut h = [cfg.n_embd, cfg.q_dim(), cfg.n_embd, cfg.n_ff].map(Hessian::new);
-        run(m, l, false, &mut |input, x| {
-            let i = match input {
-                Input::Attention => 0,
-                Input::AttentionOut => 1,
-                Input::Ffn => 2,
-                Input::FfnDown => 3,
-            };
-            h[i].add(x);
-        })?;
+        run(m, l, false, &mut |input, x| h[input as usize].add(x));
         let factors = h.map(|h| h.factor());
-        for (name, mat, site) in matrices(&mut m.weights.layers[l]) {
+        for (name, mat, input) in matrices(&mut m.weights.layers[l]) {
             let t = opts.target_for(&format!("blk.{l}.{name}.weight"));
             let Linear::F32 { rows, cols, w } = &*mat else {
                 unreachable!("Compute::F32 loads every matrix as f32")
             };
-            let (order, u, imp) = &factors[site];
+            let (order, u, imp) = &factors[input as usize];
             let sweep = Sweep { order, u };
             *mat = quantize_matrix_gptq(t, *rows, *cols, w, (&sweep, imp))?;
         }
-        run(m, l, true, &mut |_, _| {})?;
+        run(m, l, true, &mut |_, _| {});
     }
     progress(n_layer, n_layer);
     // the quantized matrices, out of the model
@@ -212,15 +204,15 @@ pub(crate) fn gptq_blocks(
     })
 }
 
-/// A layer's matrices: (GGUF name, matrix, which Hessian of its inputs).
-fn matrices(ly: &mut Layer) -> [(&'static str, &mut Linear, usize); 7] {
+/// A layer's matrices: (GGUF name, matrix, its input).
+fn matrices(ly: &mut Layer) -> [(&'static str, &mut Linear, Input); 7] {
     [
-        ("attn_q", &mut ly.wq, 0),
-        ("attn_k", &mut ly.wk, 0),
-        ("attn_v", &mut ly.wv, 0),
-        ("attn_output", &mut ly.wo, 1),
-        ("ffn_gate", &mut ly.w_gate, 2),
-        ("ffn_up", &mut ly.w_up, 2),
-        ("ffn_down", &mut ly.w_down, 3),
+        ("attn_q", &mut ly.wq, Input::Attention),
+        ("attn_k", &mut ly.wk, Input::Attention),
+        ("attn_v", &mut ly.wv, Input::Attention),
+        ("attn_output", &mut ly.wo, Input::AttentionOut),
+        ("ffn_gate", &mut ly.w_gate, Input::Ffn),
+        ("ffn_up", &mut ly.w_up, Input::Ffn),
+        ("ffn_down", &mut ly.w_down, Input::FfnDown),
     ]
 }

@@ -63,7 +63,7 @@ impl QuantizeOptions {
 /// layer, "blk.3.attn_v" one layer's, or the whole name.
 pub fn matches_tensor(pattern: &str, name: &str) -> bool {
     let bare = name.strip_suffix(".weight").unwrap_or(name);
-    bare == pattern || bare.ends_with(&format!(".{pattern}")) && !pattern.is_empty()
+    bare == pattern || bare.ends_with(&format!(".{pattern}"))
 }
 
 pub struct Summary {
@@ -188,20 +188,23 @@ pub fn quantize_file_calibrated(
         } else {
             opts.target_for(name)
         };
-        let exact = match (*head, t) {
-            (false, Target::Tq(_)) => {
-                carry_over(&l, name, *rows, *cols, &mut w, &mut folded).map_err(ctx)?
-            }
-            _ => None,
-        };
-        inexact += (exact.is_none() && matches!(t, Target::Tq(_)) && !*head) as usize;
+        // a calibrated matrix first: it belongs with the vectors calibration changed (a
+        // rotation turns the norms, so an exact carry-over would no longer fit them)
         let gptq = calibrated
             .matrices
             .iter()
             .position(|(n, _)| n == name && !*head);
-        let m = match (exact, gptq) {
-            (Some(m), _) => m,
-            (None, Some(i)) => calibrated.matrices.swap_remove(i).1,
+        let exact = match (gptq, *head, t) {
+            (None, false, Target::Tq(_)) => {
+                carry_over(&l, name, *rows, *cols, &mut w, &mut folded).map_err(ctx)?
+            }
+            _ => None,
+        };
+        let ternary_block = matches!(t, Target::Tq(_)) && !*head;
+        inexact += (exact.is_none() && gptq.is_none() && ternary_block) as usize;
+        let m = match (gptq, exact) {
+            (Some(i), _) => calibrated.matrices.swap_remove(i).1,
+            (None, Some(m)) => m,
             (None, None) => match l.tmac_matrix(name, *rows, *cols).map_err(ctx)? {
                 // a tmac file as the source: dequantize, then quantize to the new type
                 Some(m) => quantize_matrix(t, *rows, *cols, &m.to_f32s())?,

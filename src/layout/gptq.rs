@@ -24,7 +24,7 @@ impl Grid {
     /// each weight costs (the Hessian's diagonal, or 1).
     fn fit(&self, x: &[f32], imp: &[f32]) -> Params {
         match *self {
-            Grid::Affine { levels } => fit_affine(x, imp, levels as f32),
+            Grid::Affine { levels } => fit_affine(x, imp, levels),
             Grid::Ternary { tensor: Some(s) } => (s, f16::ZERO),
             Grid::Ternary { tensor: None } => (absmean(x.iter().copied()), f16::ZERO),
         }
@@ -73,8 +73,9 @@ fn group_error(grid: &Grid, p: Params, x: &[f32], imp: &[f32]) -> f64 {
 /// group's range, each refit by weighted least squares on its codes (llama.cpp's
 /// make_qkx2_quants search); the smallest weighted error after rounding to f16 wins, so the
 /// result is never worse than min-max.
-fn fit_affine(x: &[f32], imp: &[f32], levels: f32) -> Params {
-    let h = f16::from_f32;
+fn fit_affine(x: &[f32], imp: &[f32], levels: u32) -> Params {
+    let (h, grid) = (f16::from_f32, Grid::Affine { levels });
+    let levels = levels as f32;
     let (lo, hi) = x
         .iter()
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
@@ -84,9 +85,6 @@ fn fit_affine(x: &[f32], imp: &[f32], levels: f32) -> Params {
         let m = if lo.is_finite() { lo } else { 0.0 };
         return (f16::ZERO, h(m));
     }
-    let grid = Grid::Affine {
-        levels: levels as u32,
-    };
     let mut best = (h((hi - lo) / levels), h(lo));
     let mut best_err = group_error(&grid, best, x, imp);
     // weights already on a grid (a Q4_1 file's, to q4) need no search

@@ -155,6 +155,13 @@ pub(crate) fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     }
 }
 
+/// `rmsnorm` of each row of x (rows of w.len()) into the rows of out.
+fn rmsnorm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    for (o, row) in out.chunks_exact_mut(w.len()).zip(x.chunks_exact(w.len())) {
+        rmsnorm(o, row, w, eps);
+    }
+}
+
 /// In-place rmsnorm.
 fn rmsnorm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
     let src = x.to_vec();
@@ -278,7 +285,8 @@ pub(crate) fn forward(
     Ok(())
 }
 
-/// The inputs of a layer's matrices, as `layer` shows them to its tap.
+/// The inputs of a layer's matrices, as `layer` shows them to its tap, in the order it
+/// computes them (`as usize` numbers them so).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Input {
     /// The normed residual stream into wq, wk, wv: (batch, n_embd).
@@ -291,9 +299,9 @@ pub(crate) enum Input {
     FfnDown,
 }
 
-/// The residual stream of the batch, (batch, n_embd): what `embed` writes and each `layer`
-/// updates (calibration keeps it between layers).
 impl Scratch {
+    /// The residual stream of the batch, (batch, n_embd): what `embed` writes and each
+    /// `layer` updates (calibration keeps it between layers).
     pub(crate) fn stream(&mut self, n: usize, d: usize) -> &mut [f32] {
         &mut self.x[..n * d]
     }
@@ -322,19 +330,9 @@ pub(crate) fn embed(
             "token id {t} is outside the vocabulary"
         )));
     }
-    let (d, gr, half) = (cfg.n_embd, &cfg.graph, cfg.rope_dim / 2);
-    let swa_ts = gr
-        .swa
-        .as_ref()
-        .map(|w| theta_scale_for(w.rope_base, cfg.rope_dim));
+    positions(m, s, n, pos);
+    let (d, gr) = (cfg.n_embd, &cfg.graph);
     for (b, &t) in tokens.iter().enumerate() {
-        let freqs = w.rope_freqs.as_deref();
-        let cs = &mut s.rope[b * half..(b + 1) * half];
-        rope_angles(cs, pos + b, theta_scale(cfg), freqs, gr.rope_scale);
-        if let (Some(ts), Some(swa)) = (swa_ts, &gr.swa) {
-            let cs = &mut s.rope_swa[b * half..(b + 1) * half];
-            rope_angles(cs, pos + b, ts, freqs, swa.rope_scale);
-        }
         let x = &mut s.x[b * d..(b + 1) * d];
         w.tok_embd.row(file, t as usize, x)?;
         if let Some(e) = gr.embd_scale {
@@ -345,6 +343,25 @@ pub(crate) fn embed(
         }
     }
     Ok(())
+}
+
+/// The RoPE angles of `n` tokens at positions pos.. into the scratch (`embed` does this; a
+/// caller that brings its own residual stream does it alone).
+pub(crate) fn positions(m: &Model, s: &mut Scratch, n: usize, pos: usize) {
+    let (cfg, gr, half) = (&m.cfg, &m.cfg.graph, m.cfg.rope_dim / 2);
+    let freqs = m.weights.rope_freqs.as_deref();
+    let swa_ts = gr
+        .swa
+        .as_ref()
+        .map(|w| theta_scale_for(w.rope_base, cfg.rope_dim));
+    for b in 0..n {
+        let cs = &mut s.rope[b * half..(b + 1) * half];
+        rope_angles(cs, pos + b, theta_scale(cfg), freqs, gr.rope_scale);
+        if let (Some(ts), Some(swa)) = (swa_ts, &gr.swa) {
+            let cs = &mut s.rope_swa[b * half..(b + 1) * half];
+            rope_angles(cs, pos + b, ts, freqs, swa.rope_scale);
+        }
+    }
 }
 
 /// Layer `l` on the batch of `n` tokens at positions pos.. (after `embed`): the residual
@@ -389,14 +406,12 @@ pub(crate) fn layer(
     let ex = &layer.extra;
     let window = gr.swa.as_ref().filter(|w| w.layers[l]).map(|w| w.window);
     // attention
-    for b in 0..n {
-        rmsnorm(
-            &mut s.xb[b * d..(b + 1) * d],
-            &s.x[b * d..(b + 1) * d],
-            &layer.attn_norm,
-            cfg.rms_eps,
-        );
-    }
+    rmsnorm_rows(
+        &mut s.xb[..n * d],
+        &s.x[..n * d],
+        &layer.attn_norm,
+        cfg.rms_eps,
+    );
     matmul!(
         Input::Attention,
         s.xb,
@@ -461,14 +476,12 @@ pub(crate) fn layer(
     residual(&mut s.x[..n * d], &mut s.d[..n * d], post, rs, cfg.rms_eps);
 
     // feed-forward
-    for b in 0..n {
-        rmsnorm(
-            &mut s.xb[b * d..(b + 1) * d],
-            &s.x[b * d..(b + 1) * d],
-            &layer.ffn_norm,
-            cfg.rms_eps,
-        );
-    }
+    rmsnorm_rows(
+        &mut s.xb[..n * d],
+        &s.x[..n * d],
+        &layer.ffn_norm,
+        cfg.rms_eps,
+    );
     matmul!(
         Input::Ffn,
         s.xb,
