@@ -162,8 +162,8 @@ def write(rep):
         L.append("| llama.cpp | %s | - | %.2f | %.1f | %.2f | %.2f | - | - |" % (
             r["name"], bpw(r["mib"]), r["mib"], r["gpl"], r["held"]))
     L.append("\nMixes: `q3 mix` = `--type q3 %s`, `q2 mix` = `--type q2 %s` (llama.cpp's Q2_K and Q3_K_M mix "
-             "types the same way; on this model most of their matrices fall back to IQ4_NL/Q4_0, whose 576 columns "
-             "are not a multiple of 256).\n" % (" ".join(MIX3), " ".join(MIX2)))
+             "types the same way; on this model most of their matrices fall back to Q4_0 and Q5_0, as 576 columns "
+             "are not a multiple of 256: see the fallbacks listed above).\n" % (" ".join(MIX3), " ".join(MIX2)))
     L.append("Greedy answers of the calibrated files (`tmac run FILE -i PROMPT -n 32 -t 0`, the second with `--chat`):\n")
     for r in rep["configs"]:
         for prompt, a in zip(["The capital of France is", "What is the capital of France? (chat)"],
