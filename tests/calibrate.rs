@@ -117,15 +117,20 @@ fn logit_error(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
 }
 
 /// GPTQ on the first half of a text keeps the logits on the second half closer to the
-/// source's than rounding each weight to nearest, at 2 and 3 bits; the same inputs give the
-/// same bytes.
+/// source's than rounding each weight to nearest, at 2 and 3 bits (and 3 bits in K-quant
+/// storage); the same inputs give the same bytes.
 #[test]
 fn calibration_beats_rounding_and_is_deterministic() {
     let src = fx("quant/tiny.q6_k.gguf");
     let (calib, _) = text_halves();
     let seq = held_out(&load(&src));
     let reference = teacher_forced(load(&src), &seq);
-    for (t, name) in [(Target::Q(2, 32), "q2"), (Target::Q(3, 32), "q3")] {
+    let types = [
+        (Target::Q(2, 32), "q2"),
+        (Target::Q(3, 32), "q3"),
+        (Target::K(3), "q3k"),
+    ];
+    for (t, name) in types {
         let near = scratch(&format!("{name}.near.tmac"));
         let cal = scratch(&format!("{name}.cal.tmac"));
         quantize(&src, &near, t, None);

@@ -16,8 +16,9 @@ pub(crate) enum Grid {
     Ternary { tensor: Option<f16> },
 }
 
-/// A group's parameters as stored: (d, m) for affine, (s, 0) for ternary.
-pub(crate) type Params = (f16, f16);
+/// A group's parameters as the kernels apply them: (d, m) for affine, (s, 0) for ternary;
+/// f16 values, or with sub-scales a super-block's f16 (d, m) times the group's integers.
+pub(crate) type Params = (f32, f32);
 
 impl Grid {
     /// The parameters of one group of a row, `x` its weights and `imp` how much the error of
@@ -25,14 +26,13 @@ impl Grid {
     fn fit(&self, x: &[f32], imp: &[f32]) -> Params {
         match *self {
             Grid::Affine { levels } => fit_affine(x, imp, levels),
-            Grid::Ternary { tensor: Some(s) } => (s, f16::ZERO),
-            Grid::Ternary { tensor: None } => (absmean(x.iter().copied()), f16::ZERO),
+            Grid::Ternary { tensor: Some(s) } => (s.to_f32(), 0.0),
+            Grid::Ternary { tensor: None } => (absmean(x.iter().copied()).to_f32(), 0.0),
         }
     }
 
     #[inline]
     fn code(&self, (d, m): Params, x: f32) -> u8 {
-        let (d, m) = (d.to_f32(), m.to_f32());
         match *self {
             Grid::Affine { .. } if d == 0.0 => 0,
             Grid::Affine { levels } => ((x - m) / d).round().clamp(0.0, levels as f32) as u8,
@@ -43,8 +43,8 @@ impl Grid {
     #[inline]
     fn value(&self, (d, m): Params, q: u8) -> f32 {
         match *self {
-            Grid::Affine { .. } => d.to_f32() * q as f32 + m.to_f32(),
-            Grid::Ternary { .. } => d.to_f32() * (q as f32 - 1.0),
+            Grid::Affine { .. } => d * q as f32 + m,
+            Grid::Ternary { .. } => d * (q as f32 - 1.0),
         }
     }
 }
@@ -74,7 +74,8 @@ fn group_error(grid: &Grid, p: Params, x: &[f32], imp: &[f32]) -> f64 {
 /// make_qkx2_quants search); the smallest weighted error after rounding to f16 wins, so the
 /// result is never worse than min-max.
 fn fit_affine(x: &[f32], imp: &[f32], levels: u32) -> Params {
-    let (h, grid) = (f16::from_f32, Grid::Affine { levels });
+    let h = |v: f32| f16::from_f32(v).to_f32();
+    let grid = Grid::Affine { levels };
     let levels = levels as f32;
     let (lo, hi) = x
         .iter()
@@ -83,7 +84,7 @@ fn fit_affine(x: &[f32], imp: &[f32], levels: u32) -> Params {
         });
     if !positive((hi - lo) as f64) {
         let m = if lo.is_finite() { lo } else { 0.0 };
-        return (f16::ZERO, h(m));
+        return (0.0, h(m));
     }
     let mut best = (h((hi - lo) / levels), h(lo));
     let mut best_err = group_error(&grid, best, x, imp);
@@ -103,7 +104,7 @@ fn fit_affine(x: &[f32], imp: &[f32], levels: u32) -> Params {
         let p = (h(d), h(m));
         let codes = x.iter().map(|&v| grid.code(p, v) as f32);
         let p = least_squares(codes, x, imp).map_or(p, |(d, m)| (h(d), h(m)));
-        if !positive(p.0.to_f64()) {
+        if !positive(p.0 as f64) {
             continue;
         }
         let e = group_error(&grid, p, x, imp);
@@ -141,31 +142,59 @@ pub(crate) struct Sweep<'a> {
     pub u: &'a [f32],
 }
 
-/// Codes (rows x cols) and group parameters (rows x groups) of a row-major (rows, cols)
-/// matrix, `g` columns per group, the parameters fitted to the row's weights with `imp`
-/// weighing each column's error. Without a sweep each weight is rounded to nearest; with one,
-/// GPTQ rounds the columns in the sweep's order (largest Hessian diagonal first, GPTQ's "act
-/// order", keeps the most important columns away from accumulated corrections) and the
-/// groups keep the parameters fitted up front ("static groups"), so codes stay in contiguous
-/// groups as the layout stores them.
+/// A matrix rounded to its grid: what the layout stores.
+pub(crate) struct Rounded {
+    /// rows x cols.
+    pub codes: Vec<u8>,
+    /// Per (row, group): the parameters as the kernels apply them.
+    pub params: Vec<Params>,
+    /// Per (row, super-block): f16 (d, m); without sub-scales a super-block is one group.
+    pub heads: Vec<(f16, f16)>,
+    /// Per (row, group), with sub-scales only: the integers (sc, mn).
+    pub subs: Vec<(i8, u8)>,
+}
+
+/// Codes and group parameters of a row-major (rows, cols) matrix, `g` columns per group, the
+/// parameters fitted to the row's weights with `imp` weighing each column's error, and with
+/// `sup` = Some(n) stored K-quant style (`to_super`). Without a sweep each weight is rounded
+/// to nearest; with one, GPTQ rounds the columns in the sweep's order (largest Hessian
+/// diagonal first, GPTQ's "act order", keeps the most important columns away from
+/// accumulated corrections) and the groups keep the parameters fitted up front ("static
+/// groups"), so codes stay in contiguous groups as the layout stores them.
 pub(crate) fn round_matrix(
     w: &[f32],
     (rows, cols, g): (usize, usize, usize),
-    grid: &Grid,
+    (grid, sup): (&Grid, Option<usize>),
     sweep: Option<&Sweep>,
     imp: &[f32],
-) -> (Vec<u8>, Vec<Params>) {
+) -> Rounded {
     let ng = (cols.div_ceil(8) * 8).div_ceil(g);
-    let mut codes = vec![0u8; rows * cols];
-    let mut params = Vec::with_capacity(rows * ng);
+    let mut r = Rounded {
+        codes: vec![0u8; rows * cols],
+        params: Vec::with_capacity(rows * ng),
+        heads: Vec::with_capacity(rows * ng.div_ceil(sup.unwrap_or(1))),
+        subs: Vec::with_capacity(if sup.is_some() { rows * ng } else { 0 }),
+    };
     let mut x = vec![0f32; cols];
-    for (row, out) in w.chunks_exact(cols).zip(codes.chunks_exact_mut(cols)) {
-        let first = params.len();
+    for (row, out) in w.chunks_exact(cols).zip(r.codes.chunks_exact_mut(cols)) {
+        let first = r.params.len();
         for grp in 0..ng {
             let span = (grp * g).min(cols)..((grp + 1) * g).min(cols);
-            params.push(grid.fit(&row[span.clone()], &imp[span]));
+            r.params.push(grid.fit(&row[span.clone()], &imp[span]));
         }
-        let p = &params[first..];
+        let p = &mut r.params[first..];
+        match sup {
+            Some(n) => {
+                for (s, p) in p.chunks_mut(n).enumerate() {
+                    let at = |i: usize| (s * n + i) * g..((s * n + i + 1) * g).min(cols);
+                    let spans: Vec<_> = (0..p.len()).map(at).collect();
+                    let groups = spans.iter().map(|c| (&row[c.clone()], &imp[c.clone()]));
+                    r.heads.push(to_super(grid, p, groups, &mut r.subs));
+                }
+            }
+            None => r.heads.extend(p.iter().map(|&(d, m)| (h16(d), h16(m)))),
+        }
+        let p = &r.params[first..];
         let Some(Sweep { order, u }) = sweep else {
             for (c, (q, &v)) in out.iter_mut().zip(row).enumerate() {
                 *q = grid.code(p[c / g], v);
@@ -186,7 +215,56 @@ pub(crate) fn round_matrix(
             }
         }
     }
-    (codes, params)
+    r
+}
+
+fn h16(v: f32) -> f16 {
+    f16::from_f32(v)
+}
+
+/// One super-block's affine group parameters `p` stored as ggml's K-quants store them:
+/// d = (largest scale) / 127 and m = (minimum of largest magnitude) / 255 in f16, then per
+/// group the integers sc in 0..=127 and mn in 0..=255 (each rounded down or up, whichever
+/// pair gives the group's weights, `groups`, the smaller weighted error), pushed to `subs`;
+/// `p` becomes d * sc, m * mn. Returns (d, m).
+fn to_super<'a>(
+    grid: &Grid,
+    p: &mut [Params],
+    groups: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+    subs: &mut Vec<(i8, u8)>,
+) -> (f16, f16) {
+    let dmax = p.iter().fold(0f32, |a, &(d, _)| a.max(d));
+    let (lo, hi) = p
+        .iter()
+        .fold((0f32, 0f32), |(a, b), &(_, m)| (a.min(m), b.max(m)));
+    let (d, m) = (
+        h16(dmax / 127.0),
+        h16(if -lo >= hi { lo } else { hi } / 255.0),
+    );
+    let (df, mf) = (d.to_f32(), m.to_f32());
+    // the integers around v / unit, within 0..=top (0 for a zero unit)
+    let near = |v: f32, unit: f32, top: f32| -> [f32; 2] {
+        if unit == 0.0 {
+            return [0.0; 2];
+        }
+        let t = (v / unit).clamp(0.0, top);
+        [t.floor(), t.ceil()]
+    };
+    for (pg, (x, imp)) in p.iter_mut().zip(groups) {
+        let mut best = (f64::INFINITY, 0.0, 0.0);
+        for sc in near(pg.0, df, 127.0) {
+            for mn in near(pg.1, mf, 255.0) {
+                let e = group_error(grid, (df * sc, mf * mn), x, imp);
+                if e < best.0 {
+                    best = (e, sc, mn);
+                }
+            }
+        }
+        let (_, sc, mn) = best;
+        *pg = (df * sc, mf * mn);
+        subs.push((sc as i8, mn as u8));
+    }
+    (d, m)
 }
 
 /// Columns by decreasing Hessian diagonal (ties by index): GPTQ's act order.
@@ -375,7 +453,8 @@ mod tests {
                 x.iter().copied().fold(f32::MAX, f32::min),
                 x.iter().copied().fold(f32::MIN, f32::max),
             );
-            let mm = (f16::from_f32((hi - lo) / 3.0), f16::from_f32(lo));
+            let h = |v: f32| f16::from_f32(v).to_f32();
+            let mm = (h((hi - lo) / 3.0), h(lo));
             let (a, b) = (
                 group_error(&grid, mm, &x, &imp),
                 group_error(&grid, grid.fit(&x, &imp), &x, &imp),
@@ -426,7 +505,8 @@ mod tests {
             e
         };
         let imp = vec![1f32; cols];
-        let (c0, p0) = round_matrix(&w, (rows, cols, 16), &grid, None, &imp);
+        let r0 = round_matrix(&w, (rows, cols, 16), (&grid, None), None, &imp);
+        let (c0, p0) = (r0.codes, r0.params);
         let diag: Vec<f32> = (0..cols).map(|i| h[i * cols + i] as f32).collect();
         for order in [(0..cols).collect(), act_order(&diag)] {
             let u = inverse_factor(&permuted(&h, cols, &order), cols, 0.01);
@@ -434,7 +514,8 @@ mod tests {
                 order: &order,
                 u: &u,
             };
-            let (c1, p1) = round_matrix(&w, (rows, cols, 16), &grid, Some(&sweep), &imp);
+            let r1 = round_matrix(&w, (rows, cols, 16), (&grid, None), Some(&sweep), &imp);
+            let (c1, p1) = (r1.codes, r1.params);
             assert_eq!(p0, p1, "static groups");
             let (e0, e1) = (err(&c0, &p0), err(&c1, &p1));
             assert!(e1 < 0.85 * e0, "gptq {e1} vs nearest {e0}");

@@ -21,6 +21,10 @@ pub enum Target {
     Tq(Scope),
     /// b-bit codes (b = 1 to 4), scale and minimum per group of columns.
     Q(u32, usize),
+    /// b-bit codes (b = 2 to 4) in ggml's K-quant scheme: scale and minimum per 16 columns as
+    /// 8-bit integers under f16 factors per super-block of about 256 columns (finer groups for
+    /// about the bytes of `Q(b, 32)`).
+    K(u32),
     /// 8-bit, blocks of 32 with one scale.
     Q8,
     F32,
@@ -49,11 +53,14 @@ impl Target {
             "q2" => Target::Q(2, group),
             "q3" => Target::Q(3, group),
             "q4" => Target::Q(4, group),
+            "q2k" => Target::K(2),
+            "q3k" => Target::K(3),
+            "q4k" => Target::K(4),
             "q8" => Target::Q8,
             "f32" => Target::F32,
             t => {
                 return Err(Error::invalid(format!(
-                    "unknown type '{t}' (tq, q1, q2, q3, q4, q8, f32)"
+                    "unknown type '{t}' (tq, q1, q2, q3, q4, q2k, q3k, q4k, q8, f32)"
                 )))
             }
         })
@@ -65,10 +72,26 @@ impl Target {
             Target::Tq(Scope::Row) => "tq (scale per row)".into(),
             Target::Tq(Scope::Group(g)) => format!("tq (scale per {g})"),
             Target::Q(b, g) => format!("q{b} (group {g})"),
+            Target::K(b) => format!("q{b}k (group {K_GROUP})"),
             Target::Q8 => "q8".into(),
             Target::F32 => "f32".into(),
         }
     }
+}
+
+/// Columns per scale group of the K types, and groups per super-block (ggml's 256 columns).
+pub(crate) const K_GROUP: usize = 16;
+pub(crate) const K_SUPER: usize = 16;
+
+/// Groups per super-block for a row of `groups` groups: the divisor of `groups` from 8 to 32
+/// nearest `K_SUPER` (the larger on a tie), as the layout stores a partial last super-block
+/// at full size (576 columns: 18 groups of 16 per super-block, not 16 + 16 + 4); K_SUPER if
+/// none divides.
+fn k_super(groups: usize) -> usize {
+    (8..=32)
+        .filter(|n| groups % n == 0)
+        .min_by_key(|&n| (n.abs_diff(K_SUPER), usize::MAX - n))
+        .unwrap_or(K_SUPER)
 }
 
 /// Quantize a row-major (rows, cols) f32 matrix, each weight to its nearest code.
@@ -85,7 +108,7 @@ pub fn quantize_matrix(t: Target, rows: usize, cols: usize, w: &[f32]) -> Result
             cols,
             w: w.to_vec(),
         },
-        Target::Q(..) | Target::Tq(_) => {
+        Target::Q(..) | Target::K(_) | Target::Tq(_) => {
             Linear::Lut(round_to_lut(t, rows, cols, w, None, &vec![1.0; cols]))
         }
     })
@@ -101,7 +124,7 @@ pub(crate) fn quantize_matrix_gptq(
     (sweep, imp): (&Sweep, &[f32]),
 ) -> Result<Linear> {
     match t {
-        Target::Q(..) | Target::Tq(_) => Ok(Linear::Lut(round_to_lut(
+        Target::Q(..) | Target::K(_) | Target::Tq(_) => Ok(Linear::Lut(round_to_lut(
             t,
             rows,
             cols,
@@ -123,15 +146,15 @@ fn round_to_lut(
     imp: &[f32],
 ) -> LutMatrix {
     let kp = cols.div_ceil(8) * 8;
-    let (bits, g, grid, zero) = match t {
-        Target::Q(bits, g) => (
-            bits,
-            g.min(kp),
-            Grid::Affine {
-                levels: (1 << bits) - 1,
-            },
-            Zero::Affine,
-        ),
+    let affine = |bits: u32| Grid::Affine {
+        levels: (1 << bits) - 1,
+    };
+    let (bits, g, grid, zero, sup) = match t {
+        Target::Q(bits, g) => (bits, g.min(kp), affine(bits), Zero::Affine, None),
+        Target::K(bits) => {
+            let sup = k_super(kp.div_ceil(K_GROUP));
+            (bits, K_GROUP, affine(bits), Zero::Affine, Some(sup))
+        }
         // absmean scale over the scope; codes q = clamp(round(w / s), -1, 1) + 1
         Target::Tq(scope) => {
             let (g, tensor) = match scope {
@@ -139,20 +162,25 @@ fn round_to_lut(
                 Scope::Row => (kp, None),
                 Scope::Tensor => (kp, Some(gptq::absmean(w.iter().copied()))),
             };
-            (2, g, Grid::Ternary { tensor }, Zero::Offset(1))
+            (2, g, Grid::Ternary { tensor }, Zero::Offset(1), None)
         }
         _ => unreachable!("round_to_lut is called for the LUT types"),
     };
-    let (codes, params) = gptq::round_matrix(w, (rows, cols, g), &grid, sweep, imp);
-    let ng = kp.div_ceil(g);
-    lut::pack(
+    let r = gptq::round_matrix(w, (rows, cols, g), (&grid, sup), sweep, imp);
+    let (ng, ns) = (kp.div_ceil(g), kp.div_ceil(g).div_ceil(sup.unwrap_or(1)));
+    let form = lut::Form {
+        bits,
+        group: g,
+        zero,
+        ternary: matches!(t, Target::Tq(_)),
+        sup,
+    };
+    lut::pack_with(
         rows,
         cols,
-        bits,
-        g,
-        zero,
-        matches!(t, Target::Tq(_)),
-        |r, c| codes[r * cols + c],
-        |r, grp| params[r * ng + grp],
+        form,
+        |row, c| r.codes[row * cols + c],
+        |row, s| r.heads[row * ns + s],
+        |row, grp| r.subs[row * ng + grp],
     )
 }

@@ -23,6 +23,8 @@ types (--type for the transformer blocks, --head for the embedding and output he
   q2    2-bit, the same (default 64)
   q3    3-bit, the same (default 32)
   q4    4-bit, the same (default 32; GGUF Q4_0/Q4_1 carried over exactly)
+  q2k, q3k, q4k  2-, 3-, 4-bit as ggml's K-quants: scale and minimum per 16 columns, stored
+        as 8-bit integers under f16 factors per 256 columns (--group does not apply)
   q8    8-bit, one scale per 32 (the default --head)
   f32   unquantized
 
@@ -30,7 +32,7 @@ types (--type for the transformer blocks, --head for the embedding and output he
 (attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down) in every layer, or one
 layer's (blk.3.ffn_down); repeatable, the first match wins.
 
---calibrate TEXT (q1-q4, tq): GPTQ. The blocks' matrices are rounded against the inputs they
+--calibrate TEXT (q1-q4, q2k-q4k, tq): GPTQ. The blocks' matrices are rounded against the inputs they
 see on the text file TEXT (its first N tokens, default 4096, in chunks of C, default 512),
 layer by layer through the model as it is quantized, instead of each weight to its nearest
 code. Same layout and speed; about 3 minutes and 1.2 GB for a 135M model. Deterministic: the
