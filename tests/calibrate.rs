@@ -151,7 +151,8 @@ fn calibration_beats_rounding_and_is_deterministic() {
     }
 }
 
-/// `--tensor-type`: a kind names that matrix in every layer, "blk.N.kind" one layer's; a
+/// `--tensor-type`: a kind names that matrix in every layer, "blk.N.kind" one layer's,
+/// "blk.A-B.kind" a range's; a
 /// mixed file lies between its two types in size and says how it was made.
 #[test]
 fn tensor_types_pick_matrices() {
@@ -161,6 +162,14 @@ fn tensor_types_pick_matrices() {
     assert!(!matches_tensor("blk.3.attn_v", "blk.13.attn_v.weight"));
     assert!(!matches_tensor("attn_v", "blk.3.attn_v_norm.weight"));
     assert!(!matches_tensor("", "blk.3.attn_v.weight"));
+    assert!(matches_tensor("blk.26-29.ffn_up", "blk.26.ffn_up.weight"));
+    assert!(matches_tensor("blk.26-29.ffn_up", "blk.29.ffn_up.weight"));
+    assert!(!matches_tensor("blk.26-29.ffn_up", "blk.25.ffn_up.weight"));
+    assert!(!matches_tensor("blk.26-29.ffn_up", "blk.30.ffn_up.weight"));
+    assert!(!matches_tensor(
+        "blk.26-29.ffn_up",
+        "blk.27.ffn_gate.weight"
+    ));
     let src = fx("quant/tiny.q6_k.gguf");
     let mut opts = QuantizeOptions {
         target: Target::Q(2, 64),

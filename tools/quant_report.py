@@ -33,6 +33,11 @@ CHUNKS = 14  # of the held-out text, as many as the GPL has
 # Q2_K and Q3_K_M do (see the section's text)
 MIX2 = ["--tensor-type", "attn_v=q4", "--tensor-type", "ffn_down=q3", "--tensor-type", "attn_output=q3"]
 MIX3 = ["--tensor-type", "attn_v=q4", "--tensor-type", "ffn_down=q4"]
+# the K types' mixes, as llama.cpp's Q3_K_M and Q2_K: more bits for the matrices SmolLM2 is most
+# sensitive to per byte, and (llama.cpp's use_more_bits) for the last eighth of the layers
+MIX3K = ["--tensor-type", "attn_v=q4", "--tensor-type", "ffn_down=q4", "--tensor-type", "attn_output=q4",
+         "--tensor-type", "blk.26-29.ffn_gate=q4", "--tensor-type", "blk.26-29.ffn_up=q4"]
+MIX2K = ["--tensor-type", "attn_v=q4k", "--tensor-type", "ffn_down=q3k", "--tensor-type", "attn_output=q3k"]
 CONFIGS = [
     ("q4", ["--type", "q4"], False),
     ("q4 g128", ["--type", "q4", "--group", "128"], False),
@@ -45,6 +50,12 @@ CONFIGS = [
     ("q2", ["--type", "q2"], True),
     ("q2 + rotation", ["--type", "q2", "--rotate"], True),
     ("q2 mix", ["--type", "q2"] + MIX2, True),
+    ("q3k", ["--type", "q3k"], False),
+    ("q3k", ["--type", "q3k"], True),
+    ("q3k mix", ["--type", "q3k"] + MIX3K, True),
+    ("q2k", ["--type", "q2k"], False),
+    ("q2k", ["--type", "q2k"], True),
+    ("q2k mix", ["--type", "q2k"] + MIX2K, True),
     ("tq", ["--type", "tq"], False),
     ("tq", ["--type", "tq"], True),
     ("tq + rotation", ["--type", "tq", "--rotate"], True),
@@ -101,7 +112,17 @@ def greedy(model, prompt, chat):
     return out.strip()
 
 
-def main():
+def main(only=None):
+    """Every configuration, or with `only` (names as in CONFIGS, " cal" appended for the
+    calibrated ones) just those, the other rows kept from the last run's quant.json."""
+    old = {"configs": [], "llama": []}
+    if only:
+        with open(os.path.join(OUT, "quant.json")) as f:
+            old = json.load(f)
+        known = {tag(n, c) for n, _, c in CONFIGS}
+        if only - known:
+            sys.exit("unknown rows: %s (rows: %s)" % (", ".join(sorted(only - known)), ", ".join(sorted(known))))
+    kept = {tag(r["name"], r["calibrated"]): r for r in old["configs"]}
     subprocess.check_call(["cargo", "build", "--release", "--bin", "tmac"], cwd=ROOT)
     os.makedirs(OUT, exist_ok=True)
     shutil.copy(os.path.join(ROOT, "target", "release", "tmac"), TMAC)
@@ -114,20 +135,27 @@ def main():
     train, held = texts()
     rep = {"configs": [], "llama": []}
     for name, args, cal in CONFIGS:
-        tag = re.sub(r"[^a-z0-9]+", "-", name + (" cal" if cal else ""))
-        path = os.path.join(OUT, "quant-%s.tmac" % tag)
+        if only and tag(name, cal) not in only:
+            if tag(name, cal) not in kept:
+                sys.exit("no row '%s' in the last quant.json: run every row" % tag(name, cal))
+            rep["configs"].append(kept[tag(name, cal)])
+            continue
+        path = os.path.join(OUT, "quant-%s.tmac" % re.sub(r"[^a-z0-9]+", "-", tag(name, cal)))
         cmd = [TMAC, "quantize", f32, path] + args + (["--calibrate", train] if cal else [])
         out, _, secs, rss = timed(cmd)
         bpw = float(re.search(r"([0-9.]+) bits per weight", out).group(1))
         row = {"name": name, "calibrated": cal, "args": args, "bpw": bpw, "mib": os.path.getsize(path) / 1048576,
                "seconds": secs, "rss": rss, "gpl": tmac_ppl(path, GPL), "held": tmac_ppl(path, held)}
-        if name in ("q3", "q2", "q3 mix", "q2 mix") and cal:
+        if name in ("q3", "q2", "q3 mix", "q2 mix", "q3k", "q2k", "q3k mix", "q2k mix") and cal:
             row["answers"] = [greedy(path, "The capital of France is", False),
                               greedy(path, "What is the capital of France?", True)]
         log(json.dumps(row))
         rep["configs"].append(row)
         os.remove(path)
     for name, path in llama:
+        if only and old["llama"]:
+            rep["llama"] = old["llama"]
+            break
         row = {"name": name, "mib": os.path.getsize(path) / 1048576, "gpl": llama_ppl(bin_dir, path, GPL),
                "held": llama_ppl(bin_dir, path, held)}
         log(json.dumps(row))
@@ -135,6 +163,10 @@ def main():
     with open(os.path.join(OUT, "quant.json"), "w") as f:
         json.dump(rep, f, indent=1)
     write(rep)
+
+
+def tag(name, cal):
+    return name + (" cal" if cal else "")
 
 
 def bpw(mib):
@@ -161,9 +193,12 @@ def write(rep):
     for r in rep["llama"]:
         L.append("| llama.cpp | %s | - | %.2f | %.1f | %.2f | %.2f | - | - |" % (
             r["name"], bpw(r["mib"]), r["mib"], r["gpl"], r["held"]))
-    L.append("\nMixes: `q3 mix` = `--type q3 %s`, `q2 mix` = `--type q2 %s` (llama.cpp's Q2_K and Q3_K_M mix "
-             "types the same way; on this model most of their matrices fall back to Q4_0 and Q5_0, as 576 columns "
-             "are not a multiple of 256: see the fallbacks listed above).\n" % (" ".join(MIX3), " ".join(MIX2)))
+    L.append("\nq3k and q2k store scale and minimum per 16 columns as 8-bit integers under f16 factors per "
+             "super-block (ggml's K-quant scheme, read by the same kernels as ggml's K-quant files). Mixes: "
+             "`q3 mix` = `--type q3 %s`, `q2 mix` = `--type q2 %s`, `q3k mix` = `--type q3k %s`, `q2k mix` = "
+             "`--type q2k %s` (llama.cpp's Q2_K and Q3_K_M mix types the same way; on this model most of their "
+             "matrices fall back to Q4_0 and Q5_0, as 576 columns are not a multiple of 256: see the fallbacks "
+             "listed above).\n" % (" ".join(MIX3), " ".join(MIX2), " ".join(MIX3K), " ".join(MIX2K)))
     L.append("Greedy answers of the calibrated files (`tmac run FILE -i PROMPT -n 32 -t 0`, the second with `--chat`):\n")
     for r in rep["configs"]:
         for prompt, a in zip(["The capital of France is", "What is the capital of France? (chat)"],
@@ -183,5 +218,7 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--write-only"]:  # the section again from the last run's quant.json
         with open(os.path.join(OUT, "quant.json")) as f:
             write(json.load(f))
+    elif sys.argv[1:2] == ["--only"]:  # some rows again: --only "q3k cal,q3k mix cal"
+        main({r.strip() for r in sys.argv[2].split(",")})
     else:
         main()

@@ -60,10 +60,26 @@ impl QuantizeOptions {
 }
 
 /// Whether `pattern` names tensor `name`: a kind ("attn_v", "ffn_down") matches it in every
-/// layer, "blk.3.attn_v" one layer's, or the whole name.
+/// layer, "blk.3.attn_v" one layer's, "blk.26-29.ffn_up" those layers', or the whole name.
 pub fn matches_tensor(pattern: &str, name: &str) -> bool {
     let bare = name.strip_suffix(".weight").unwrap_or(name);
-    bare == pattern || bare.ends_with(&format!(".{pattern}"))
+    if bare == pattern || bare.ends_with(&format!(".{pattern}")) {
+        return true;
+    }
+    // a range of layers: blk.A-B.kind
+    fn layer_kind(s: &str) -> Option<(&str, &str)> {
+        s.strip_prefix("blk.")?.split_once('.')
+    }
+    let (Some((range, kind)), Some((layer, k))) = (layer_kind(pattern), layer_kind(bare)) else {
+        return false;
+    };
+    let num = |s: &str| s.parse::<usize>().ok();
+    match (range.split_once('-'), num(layer)) {
+        (Some((a, b)), Some(n)) if kind == k => {
+            matches!((num(a), num(b)), (Some(a), Some(b)) if a <= n && n <= b)
+        }
+        _ => false,
+    }
 }
 
 pub struct Summary {

@@ -29,8 +29,8 @@ types (--type for the transformer blocks, --head for the embedding and output he
   f32   unquantized
 
 --tensor-type NAME=T: type T for the block matrices NAME names instead of --type: a kind
-(attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down) in every layer, or one
-layer's (blk.3.ffn_down); repeatable, the first match wins.
+(attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down) in every layer, one
+layer's (blk.3.ffn_down) or a range's (blk.26-29.ffn_up); repeatable, the first match wins.
 
 --calibrate TEXT (q1-q4, q2k-q4k, tq): GPTQ. The blocks' matrices are rounded against the inputs they
 see on the text file TEXT (its first N tokens, default 4096, in chunks of C, default 512),
