@@ -27,7 +27,10 @@ FAMILIES = ["smollm2", "ggml-types", "gemma3-270m", "bitnet-2b", "llama-7b"]
 # long prompts and long contexts (SmolLM2): time to first token for a LONG_PROMPT-token prompt,
 # decode speed with DEPTH tokens already in the cache
 LONG_PROMPT, DEPTH = 512, 2048
-CONTEXT_PAIRS = [("q4", "Q4_0"), ("Q4_K_M", "Q4_K_M"), ("tq", "TQ2_0")]
+# NAME + KV16: tmac with its KV cache in f16 (`--kv-f16`), as llama.cpp keeps it by default
+KV16 = " kv-f16"
+CONTEXT_PAIRS = [("q4", "Q4_0"), ("q4" + KV16, "Q4_0"), ("Q4_K_M", "Q4_K_M"), ("Q4_K_M" + KV16, "Q4_K_M"),
+                 ("tq", "TQ2_0")]
 # the GGUF types people download, made from SmolLM2's F32 weights by llama-quantize; tmac runs
 # the very files llama.cpp runs
 GGML_TYPES = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q3_K_M", "Q2_K", "IQ4_XS"]
@@ -193,11 +196,12 @@ def measure_llama(runner, bin_dir, path):
 def measure_context(runner, bin_dir, engine, name, path):
     """Prefill of a LONG_PROMPT-token prompt and decode at depth DEPTH, one engine and file."""
     if engine == "tmac":
-        out, _, _ = runner([TMAC, "bench", path, "-p", str(LONG_PROMPT), "-n", "1", "-r", "1", "--json"],
+        kv = ["--kv-f16"] if name.endswith(KV16) else []
+        out, _, _ = runner([TMAC, "bench", path, "-p", str(LONG_PROMPT), "-n", "1", "-r", "1", "--json"] + kv,
                            tmac_env(name))
         prompt = json.loads(out.strip().splitlines()[-1])["prefill_tps"][0]
         out, _, _ = runner([TMAC, "bench", path, "-p", "1", "-n", str(N_GEN), "-d", str(DEPTH), "-r", "1",
-                            "--json"], tmac_env(name))
+                            "--json"] + kv, tmac_env(name))
         deep = json.loads(out.strip().splitlines()[-1])["decode_tps"][0]
     else:
         bench = os.path.join(bin_dir, "llama-bench")
@@ -331,8 +335,11 @@ def main():
         for rep in range(args.reps):
             for t, l in CONTEXT_PAIRS:
                 for engine, name in (("tmac", t), ("llama", l)):
+                    if engine == "llama" and (engine, name) in runs and len(runs[(engine, name)]) > rep:
+                        continue  # one llama.cpp run per repetition serves every tmac row of its file
                     log("rep %d: context %s %s" % (rep + 1, engine, name))
-                    r = measure_context(runner, bin_dir, engine, name, files[engine][name])
+                    path = files[engine][name.removesuffix(KV16)]
+                    r = measure_context(runner, bin_dir, engine, name, path)
                     runs.setdefault((engine, name), []).append(r)
         ctx = {"rows": [{"engine": e, "name": n, **{k: spread([r[k] for r in rs]) for k in ("prompt", "ttft", "deep")}}
                         for (e, n), rs in runs.items()],
@@ -507,7 +514,8 @@ def write_markdown(rep):
         L.append("Time to first token for a %d-token prompt (its prefill time), and decode speed with %d "
                  "tokens already in the KV cache. tmac: `tmac bench MODEL -p %d -n 1` and `tmac bench MODEL "
                  "-p 1 -n %d -d %d`; llama.cpp: `llama-bench -p %d -n 0` and `llama-bench -p 0 -n %d -d %d`. "
-                 "Q4_K_M: both engines run the same GGUF file.\n"
+                 "Q4_K_M: both engines run the same GGUF file. tmac's KV cache is f32 unless `--kv-f16` (the "
+                 "`kv-f16` rows); llama.cpp's is f16 by default.\n"
                  % (LONG_PROMPT, DEPTH, LONG_PROMPT, N_GEN, DEPTH, LONG_PROMPT, N_GEN, DEPTH))
         L.append("| engine | weights | prompt %d tok/s | time to first token s | decode at depth %d tok/s |"
                  % (LONG_PROMPT, DEPTH))
