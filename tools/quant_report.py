@@ -183,7 +183,8 @@ def write(rep):
          "(GPTQ on 4096 tokens of 80%% of Python's pydoc topics). Perplexity (lower is better) on the GPL-3 text "
          "and on the other 20%% of the topics, both unseen by calibration: `tmac perplexity FILE -f TEXT -c 512 "
          "--chunks %d`, `llama-perplexity -m FILE -f TEXT -c 512 -t 1 --chunks %d`. Embedding and head are q8 in "
-         "every tmac file (`--head`); bits per weight count the whole file.\n" % (CHUNKS, CHUNKS),
+         "every tmac file (`--head`); bits per weight count the whole file. (`--only ROWS` re-runs some rows and "
+         "keeps the others' last figures.)\n" % (CHUNKS, CHUNKS),
          "| engine | type | calibrated | bits/weight | file MiB | ppl GPL-3 | ppl held-out pydoc | quantize s | peak MiB |",
          "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rep["configs"]:
