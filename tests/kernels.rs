@@ -67,7 +67,7 @@ fn random_case(rng: &mut Rng) -> Case {
         })
         .collect();
     let subs: Vec<(i8, u8)> = (0..rows * ng)
-        .map(|_| (pick(rng, 256) as u8 as i8, pick(rng, 64) as u8))
+        .map(|_| (pick(rng, 256) as u8 as i8, pick(rng, 256) as u8))
         .collect();
     let form = Form {
         bits,

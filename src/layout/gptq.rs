@@ -186,7 +186,8 @@ pub(crate) fn round_matrix(
         match sup {
             Some(n) => {
                 for (s, p) in p.chunks_mut(n).enumerate() {
-                    let at = |i: usize| (s * n + i) * g..((s * n + i + 1) * g).min(cols);
+                    let at =
+                        |i: usize| ((s * n + i) * g).min(cols)..((s * n + i + 1) * g).min(cols);
                     let spans: Vec<_> = (0..p.len()).map(at).collect();
                     let groups = spans.iter().map(|c| (&row[c.clone()], &imp[c.clone()]));
                     r.heads.push(to_super(grid, p, groups, &mut r.subs));
