@@ -118,6 +118,12 @@ def requantized(bin_dir, env, types):
     return paths, fallbacks
 
 
+def written_before_tmac(path):
+    """A tmac file to write again: missing, or older than the tmac binary (its quantizers may
+    have changed since, and the table must measure what this tmac writes)."""
+    return not os.path.exists(path) or os.path.getmtime(path) < os.path.getmtime(TMAC)
+
+
 def smollm2_models(bin_dir, env):
     """llama.cpp and tmac variants of SmolLM2, all made from the same F32 weights."""
     f32 = smollm2_f32(bin_dir, env)
@@ -126,7 +132,7 @@ def smollm2_models(bin_dir, env):
     tmac = {}
     for t, extra in [("f32", ["--head", "f32"]), ("q8", []), ("q4", []), ("q3", []), ("q2", []), ("q1", []), ("tq", [])]:
         path = os.path.join(OUT, "smollm2-%s.tmac" % t)
-        if not os.path.exists(path):
+        if written_before_tmac(path):
             sh([TMAC, "quantize", f32, path, "--type", t] + extra, stderr=subprocess.DEVNULL)
         tmac[t] = path
     tmac["q4" + INT8], tmac["tq" + INT8] = tmac["q4"], tmac["tq"]
@@ -159,7 +165,7 @@ def synth_models(shape):
                cwd=ROOT, stderr=subprocess.DEVNULL)
         llama[t.upper()] = path
     tm = os.path.join(OUT, "%s-tq.tmac" % shape)
-    if not os.path.exists(tm):
+    if written_before_tmac(tm):
         sh([TMAC, "quantize", llama["TQ2_0"], tm, "--type", "tq"], stderr=subprocess.DEVNULL)
     return llama, {"tq": tm, "tq" + INT8: tm}, [("tq", "TQ2_0"), ("tq", "TQ1_0"), ("tq" + INT8, "TQ2_0")], {}
 
