@@ -186,10 +186,9 @@ pub(crate) fn round_matrix(
         match sup {
             Some(n) => {
                 for (s, p) in p.chunks_mut(n).enumerate() {
-                    let at =
-                        |i: usize| ((s * n + i) * g).min(cols)..((s * n + i + 1) * g).min(cols);
-                    let spans: Vec<_> = (0..p.len()).map(at).collect();
-                    let groups = spans.iter().map(|c| (&row[c.clone()], &imp[c.clone()]));
+                    // every group starts inside the row (groups are multiples of 8 columns)
+                    let span = (s * n * g).min(cols)..((s + 1) * n * g).min(cols);
+                    let groups = row[span.clone()].chunks(g).zip(imp[span].chunks(g));
                     r.heads.push(to_super(grid, p, groups, &mut r.subs));
                 }
             }

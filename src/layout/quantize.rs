@@ -152,8 +152,14 @@ fn round_to_lut(
     let (bits, g, grid, zero, sup) = match t {
         Target::Q(bits, g) => (bits, g.min(kp), affine(bits), Zero::Affine, None),
         Target::K(bits) => {
-            let sup = k_super(kp.div_ceil(K_GROUP));
-            (bits, K_GROUP, affine(bits), Zero::Affine, Some(sup))
+            let g = K_GROUP.min(kp);
+            (
+                bits,
+                g,
+                affine(bits),
+                Zero::Affine,
+                Some(k_super(kp.div_ceil(g))),
+            )
         }
         // absmean scale over the scope; codes q = clamp(round(w / s), -1, 1) + 1
         Target::Tq(scope) => {

@@ -24,7 +24,8 @@ types (--type for the transformer blocks, --head for the embedding and output he
   q3    3-bit, the same (default 32)
   q4    4-bit, the same (default 32; GGUF Q4_0/Q4_1 carried over exactly)
   q2k, q3k, q4k  2-, 3-, 4-bit as ggml's K-quants: scale and minimum per 16 columns, stored
-        as 8-bit integers under f16 factors per 256 columns (--group does not apply)
+        as 8-bit integers under f16 factors per super-block of about 256 columns (--group
+        does not apply)
   q8    8-bit, one scale per 32 (the default --head)
   f32   unquantized
 
