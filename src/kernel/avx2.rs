@@ -649,6 +649,39 @@ pub(crate) unsafe fn quantize_int8(x: &[f32], s: f32, q: &mut [i8]) {
     super::lut::quantize_int8_scalar(&x[main..n], s, &mut q[main..n]);
 }
 
+/// `lut::exact_tables_scalar` with vpmaddubsw: entry i of a table is bit0(i) a0 + bit1(i) a1 +
+/// bit2(i) a2 + bit3(i) a3, two vpmaddubsw of the 0/1 bit pairs of i (unsigned) with (a0, a1)
+/// and (a2, a3) broadcast (at most 2 * 128 in magnitude: no saturation); then the 16 int16
+/// entries are split into their low and high bytes.
+///
+/// # Safety
+/// AVX2 must be available.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn exact_tables(a: &[i8], out: &mut [u8]) {
+    let bits = |l: usize| {
+        let b: [u8; 32] = std::array::from_fn(|j| ((j / 2) >> (l + j % 2) & 1) as u8);
+        _mm256_loadu_si256(b.as_ptr() as *const __m256i)
+    };
+    let (b01, b23) = (bits(0), bits(2));
+    // per lane: low bytes of its 8 entries, then their high bytes
+    let split = _mm256_setr_epi8(
+        0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, //
+        0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
+    );
+    for (q, o) in a.chunks_exact(4).zip(out.chunks_exact_mut(TABLE_BYTES)) {
+        let v01 = _mm256_set1_epi16(i16::from_le_bytes([q[0] as u8, q[1] as u8]));
+        let v23 = _mm256_set1_epi16(i16::from_le_bytes([q[2] as u8, q[3] as u8]));
+        let e = _mm256_add_epi16(
+            _mm256_maddubs_epi16(b01, v01),
+            _mm256_maddubs_epi16(b23, v23),
+        );
+        // lo 0-7, hi 0-7 | lo 8-15, hi 8-15 -> lo 0-15, hi 0-15
+        let t = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_shuffle_epi8(e, split));
+        // SAFETY: o is TABLE_BYTES (32) long.
+        _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, t);
+    }
+}
+
 /// f16 bits to f32 with F16C.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]

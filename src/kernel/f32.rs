@@ -281,7 +281,7 @@ pub(crate) fn attend<E: Elem>(
         (scale, softcap),
         att,
         outs,
-        dot_lanes,
+        scores_lanes,
         weighted_sum_lanes,
     )
 }
@@ -298,12 +298,101 @@ unsafe fn attend_avx2<E: Elem>(
     outs: &mut [f32],
 ) {
     // SAFETY: this function runs only where AVX2 is (its caller checked).
-    let dot = |a: &[f32], b: &[E]| unsafe { dot_avx2(a, b) };
+    let dots =
+        |qs: &[f32], k: &[E], shape, att: &mut [f32]| unsafe { scores_avx2(qs, k, shape, att) };
     // SAFETY: as above.
     let sum = |att: &[f32], v: &[E], shape, outs: &mut [f32]| unsafe {
         weighted_sum_avx2(att, v, shape, outs)
     };
-    attend_lanes(qs, k, v, shape, scaling, att, outs, dot, sum)
+    attend_lanes(qs, k, v, shape, scaling, att, outs, dots, sum)
+}
+
+/// `scores_lanes` with AVX2: where the head size is a multiple of 16, eight keys at a time
+/// (`dot8_avx2`), the rest one by one (`dot_avx2`); the same bits.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn scores_avx2<E: Elem>(
+    qs: &[f32],
+    k: &[E],
+    (hd, stride, off): (usize, usize, usize),
+    att: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let n = att.len() / (qs.len() / hd);
+    let mut t = 0;
+    if hd % LANES == 0 {
+        assert!(
+            n == 0 || k.len() >= (n - 1) * stride + off + hd,
+            "key rows out of range"
+        );
+        while t + 8 <= n {
+            for (h, q) in qs.chunks_exact(hd).enumerate() {
+                // SAFETY: rows t..t + 8 lie in k (asserted above), att[h n + t..][..8] in att
+                // (t + 8 <= n).
+                let d = dot8_avx2(q, k.as_ptr().add(t * stride + off), stride);
+                _mm256_storeu_ps(att.as_mut_ptr().add(h * n + t), d);
+            }
+            t += 8;
+        }
+    }
+    for t in t..n {
+        let kr = &k[t * stride + off..][..hd];
+        for (h, q) in qs.chunks_exact(hd).enumerate() {
+            att[h * n + t] = dot_avx2(q, kr);
+        }
+    }
+}
+
+/// `dot_lanes(q, key j)` for the 8 keys at `k + j stride`, in one vector, for a head size that
+/// is a multiple of 16: each key's 16 lane sums as `dot_avx2` forms them, then the pairwise
+/// reduction run on the 8 keys side by side (each step adds the same two numbers).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn dot8_avx2<E: Elem>(q: &[f32], k: *const E, stride: usize) -> __m256 {
+    use std::arch::x86_64::*;
+    debug_assert!(q.len() % LANES == 0);
+    let mut v = [_mm256_setzero_ps(); 8];
+    for (j, v) in v.iter_mut().enumerate() {
+        // SAFETY: the caller passes 8 rows of q.len() elements, `stride` apart.
+        let kr = k.add(j * stride);
+        let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for i in (0..q.len()).step_by(LANES) {
+            let m0 = _mm256_mul_ps(_mm256_loadu_ps(q.as_ptr().add(i)), E::load8(kr.add(i)));
+            let m1 = _mm256_mul_ps(
+                _mm256_loadu_ps(q.as_ptr().add(i + 8)),
+                E::load8(kr.add(i + 8)),
+            );
+            lo = _mm256_add_ps(lo, m0);
+            hi = _mm256_add_ps(hi, m1);
+        }
+        // acc[l] += acc[l + 8]
+        *v = _mm256_add_ps(lo, hi);
+    }
+    // acc[l] += acc[l + 4]: keys 2p and 2p + 1 in the low and high 128-bit lanes of u[p]
+    let fold4 = |a, b| {
+        let lo = _mm256_permute2f128_ps::<0x20>(a, b);
+        _mm256_add_ps(lo, _mm256_permute2f128_ps::<0x31>(a, b))
+    };
+    let u = [
+        fold4(v[0], v[1]),
+        fold4(v[2], v[3]),
+        fold4(v[4], v[5]),
+        fold4(v[6], v[7]),
+    ];
+    // acc[l] += acc[l + 2]: per 128-bit lane, two keys' (acc[0], acc[1])
+    let fold2 = |a, b| {
+        let lo = _mm256_shuffle_ps::<0b01_00_01_00>(a, b);
+        _mm256_add_ps(lo, _mm256_shuffle_ps::<0b11_10_11_10>(a, b))
+    };
+    let z = [fold2(u[0], u[1]), fold2(u[2], u[3])];
+    // acc[0] += acc[1]: keys 0, 2, 4, 6 in the low lane, 1, 3, 5, 7 in the high one
+    let d = _mm256_add_ps(
+        _mm256_shuffle_ps::<0b10_00_10_00>(z[0], z[1]),
+        _mm256_shuffle_ps::<0b11_01_11_01>(z[0], z[1]),
+    );
+    _mm256_permutevar8x32_ps(d, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
 /// `weighted_sum_lanes` with each head's output kept in registers, 64 floats at a time, while
@@ -359,24 +448,39 @@ fn attend_lanes<E: Elem>(
     (scale, softcap): (f32, Option<f32>),
     att: &mut [f32],
     outs: &mut [f32],
-    dot: impl Fn(&[f32], &[E]) -> f32,
+    scores: impl Fn(&[f32], &[E], (usize, usize, usize), &mut [f32]),
     weighted_sum: impl Fn(&[f32], &[E], (usize, usize, usize), &mut [f32]),
 ) {
     let g = qs.len() / hd;
     let n = att.len() / g;
-    for t in 0..n {
-        let kr = &k[t * stride + off..][..hd];
-        for (h, q) in qs.chunks_exact(hd).enumerate() {
-            let s = dot(q, kr);
-            let s = softcap.map_or(s, |c| c * crate::math::tanh(s * (1.0 / c)));
-            att[h * n + t] = s * scale;
-        }
-    }
+    scores(qs, k, (hd, stride, off), att);
     for a in att.chunks_exact_mut(n) {
+        for s in a.iter_mut() {
+            let capped = softcap.map_or(*s, |c| c * crate::math::tanh(*s * (1.0 / c)));
+            *s = capped * scale;
+        }
         softmax(a);
     }
     outs.fill(0.0);
     weighted_sum(att, v, (hd, stride, off), outs);
+}
+
+/// `att[h][t] = q_h . k_t` (`dot_lanes`) for the g heads of `qs` over n = att.len() / g keys,
+/// every key row read once for all heads.
+#[inline(always)]
+fn scores_lanes<E: Elem>(
+    qs: &[f32],
+    k: &[E],
+    (hd, stride, off): (usize, usize, usize),
+    att: &mut [f32],
+) {
+    let n = att.len() / (qs.len() / hd);
+    for t in 0..n {
+        let kr = &k[t * stride + off..][..hd];
+        for (h, q) in qs.chunks_exact(hd).enumerate() {
+            att[h * n + t] = dot_lanes(q, kr);
+        }
+    }
 }
 
 /// `outs[h] = sum over t of att[h][t] * v_t`, t in order (each element one multiply and one
@@ -457,6 +561,46 @@ mod tests {
                 let v = unsafe { super::dot_avx2(&a, &h) };
                 assert_eq!(v.to_bits(), super::dot_lanes(&a, &h).to_bits(), "f16 n={n}");
             }
+        }
+    }
+
+    /// The AVX2 attention scores (eight keys at a time where the head size allows) give the
+    /// portable ones' bits: head sizes that are and are not multiples of 16, key counts with and
+    /// without a remainder of 8, keys in f32 and f16.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_scores_are_portable() {
+        if !super::avx2() {
+            return;
+        }
+        let mut state = 11u32;
+        let mut next = || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        for (hd, heads, n) in [
+            (64, 3, 37),
+            (128, 2, 16),
+            (256, 1, 9),
+            (72, 4, 11),
+            (16, 2, 7),
+        ] {
+            let stride = hd * 3 + 8;
+            let off = hd + 8;
+            let k: Vec<f32> = (0..n * stride).map(|_| next()).collect();
+            let qs: Vec<f32> = (0..heads * hd).map(|_| next() * 1e3).collect();
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let (mut want, mut got) = (vec![0f32; heads * n], vec![0f32; heads * n]);
+            super::scores_lanes(&qs, &k, (hd, stride, off), &mut want);
+            // SAFETY: AVX2 was detected above.
+            unsafe { super::scores_avx2(&qs, &k, (hd, stride, off), &mut got) };
+            assert_eq!(bits(&want), bits(&got), "hd {hd} n {n}");
+            let mut h = vec![0u16; k.len()];
+            super::to_f16(&k, &mut h);
+            super::scores_lanes(&qs, &h, (hd, stride, off), &mut want);
+            // SAFETY: as above.
+            unsafe { super::scores_avx2(&qs, &h, (hd, stride, off), &mut got) };
+            assert_eq!(bits(&want), bits(&got), "f16 hd {hd} n {n}");
         }
     }
 

@@ -134,15 +134,7 @@ impl Activations {
         match kind {
             Tables::Exact => {
                 self.tables.resize(nt * TABLE_BYTES, 0);
-                let tables = self.tables.chunks_exact_mut(TABLE_BYTES);
-                for (q, out) in self.a.chunks_exact(4).zip(tables) {
-                    let e = subset_sums(q);
-                    for i in 0..16 {
-                        let [lo, hi] = e[i].to_le_bytes();
-                        out[i] = lo;
-                        out[16 + i] = hi;
-                    }
-                }
+                exact_tables(&self.a, &mut self.tables);
             }
             Tables::Int8 => {
                 self.tables.resize(nt * TABLE8_BYTES, 0);
@@ -209,6 +201,28 @@ pub(crate) fn quantize_int8(x: &[f32], s: f32, q: &mut [i8]) {
 pub(crate) fn quantize_int8_scalar(x: &[f32], s: f32, q: &mut [i8]) {
     for (q, &v) in q.iter_mut().zip(x) {
         *q = crate::math::round_even32(v * s).clamp(-128.0, 127.0) as i8;
+    }
+}
+
+/// The exact tables of `a` into `out` (`TABLE_BYTES` per 4 activations); AVX2 where the CPU
+/// has it (the same integers).
+pub(crate) fn exact_tables(a: &[i8], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::isa() != super::Isa::SCALAR {
+        // SAFETY: the best instruction set of this CPU is AVX2 (isa() is detection's result).
+        return unsafe { super::avx2::exact_tables(a, out) };
+    }
+    exact_tables_scalar(a, out)
+}
+
+pub(crate) fn exact_tables_scalar(a: &[i8], out: &mut [u8]) {
+    for (q, out) in a.chunks_exact(4).zip(out.chunks_exact_mut(TABLE_BYTES)) {
+        let e = subset_sums(q);
+        for i in 0..16 {
+            let [lo, hi] = e[i].to_le_bytes();
+            out[i] = lo;
+            out[16 + i] = hi;
+        }
     }
 }
 
@@ -317,6 +331,21 @@ mod tests {
             quantize_int8(&x, s, &mut b);
             assert_eq!(a, b, "scale {s}");
         }
+    }
+
+    /// The AVX2 table build equals the scalar one, extreme activations included.
+    #[test]
+    fn exact_table_twins_agree() {
+        let mut a: Vec<i8> = vec![-128, -128, -128, -128, 127, 127, 127, 127, -128, 127, 0, -1];
+        let mut state = 5u32;
+        for _ in 0..1001 {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            a.push((state >> 24) as u8 as i8);
+        }
+        let (mut want, mut got) = (vec![0u8; a.len() / 4 * 32], vec![1u8; a.len() / 4 * 32]);
+        exact_tables_scalar(&a, &mut want);
+        exact_tables(&a, &mut got);
+        assert_eq!(want, got);
     }
 
     #[test]
