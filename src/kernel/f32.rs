@@ -406,7 +406,6 @@ unsafe fn weighted_sum_avx2<E: Elem>(
     (hd, stride, off): (usize, usize, usize),
     outs: &mut [f32],
 ) {
-    use std::arch::x86_64::*;
     if hd % 8 != 0 {
         return weighted_sum_lanes(att, v, (hd, stride, off), outs);
     }
@@ -418,23 +417,43 @@ unsafe fn weighted_sum_avx2<E: Elem>(
     for (h, out) in outs.chunks_exact_mut(hd).enumerate() {
         let a = &att[h * n..][..n];
         for p0 in (0..hd).step_by(64) {
-            let w = (hd - p0).min(64) / 8;
-            let mut acc = [_mm256_setzero_ps(); 8];
-            for (j, acc) in acc.iter_mut().enumerate().take(w) {
-                *acc = _mm256_loadu_ps(out.as_ptr().add(p0 + 8 * j));
-            }
-            for (t, &at) in a.iter().enumerate() {
-                let s = _mm256_set1_ps(at);
-                // SAFETY: row t's slice off + p0 .. off + p0 + 8w lies in v (asserted above).
-                let vr = v.as_ptr().add(t * stride + off + p0);
-                for (j, acc) in acc.iter_mut().enumerate().take(w) {
-                    *acc = _mm256_add_ps(*acc, _mm256_mul_ps(s, E::load8(vr.add(8 * j))));
+            // SAFETY: columns p0..p0 + 8w of out and of every value row's slice lie in bounds
+            // (asserted above; hd is a multiple of 8).
+            let (o, vp) = (out.as_mut_ptr().add(p0), v.as_ptr().add(off + p0));
+            match (hd - p0).min(64) / 8 {
+                8 => value_block::<E, 8>(a, vp, stride, o),
+                4 => value_block::<E, 4>(a, vp, stride, o),
+                w => {
+                    for j in 0..w {
+                        value_block::<E, 1>(a, vp.add(8 * j), stride, o.add(8 * j));
+                    }
                 }
             }
-            for (j, acc) in acc.iter().enumerate().take(w) {
-                _mm256_storeu_ps(out.as_mut_ptr().add(p0 + 8 * j), *acc);
-            }
         }
+    }
+}
+
+/// o[0..8W] += sum over t of a[t] * v[t stride..][0..8W], t in order, the 8W sums in registers
+/// (W fixed, so the loop over them has no branches).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn value_block<E: Elem, const W: usize>(a: &[f32], v: *const E, stride: usize, o: *mut f32) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); W];
+    for (j, acc) in acc.iter_mut().enumerate() {
+        // SAFETY: the caller passes 8W floats at o and 8W elements at v + t stride for each t.
+        *acc = _mm256_loadu_ps(o.add(8 * j));
+    }
+    for (t, &at) in a.iter().enumerate() {
+        let s = _mm256_set1_ps(at);
+        let vr = v.add(t * stride);
+        for (j, acc) in acc.iter_mut().enumerate() {
+            *acc = _mm256_add_ps(*acc, _mm256_mul_ps(s, E::load8(vr.add(8 * j))));
+        }
+    }
+    for (j, acc) in acc.iter().enumerate() {
+        _mm256_storeu_ps(o.add(8 * j), *acc);
     }
 }
 
@@ -605,7 +624,7 @@ mod tests {
     }
 
     /// The AVX2 weighted sum of value rows gives the portable one's bits (head sizes of one,
-    /// several and a partial 64-float block, and one not a multiple of 8).
+    /// several and a partial 64-float block of 32 or 8 floats, and one not a multiple of 8).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_weighted_sum_is_portable() {
@@ -617,7 +636,14 @@ mod tests {
             state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (state >> 8) as f32 / (1 << 24) as f32 - 0.5
         };
-        for (hd, heads, n) in [(64, 3, 37), (256, 2, 5), (72, 4, 9), (12, 1, 3), (8, 2, 0)] {
+        for (hd, heads, n) in [
+            (64, 3, 37),
+            (256, 2, 5),
+            (96, 2, 13),
+            (72, 4, 9),
+            (12, 1, 3),
+            (8, 2, 0),
+        ] {
             let stride = hd * 3 + 8;
             let off = hd + 8;
             let v: Vec<f32> = (0..n * stride).map(|_| next()).collect();
