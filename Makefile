@@ -307,8 +307,10 @@ bench: $(MODEL)
 	python3 tools/bench.py $(BENCH_ARGS)
 
 # Perplexity of tmac's low-bit files on SmolLM2, rounded to nearest and calibrated (GPTQ),
-# against llama.cpp's: writes its section of BENCHMARKS.md. About an hour on one core.
-bench-quant: $(MODEL)
+# against llama.cpp's, then 4-bit on Gemma 3 270M against llama.cpp's Q4_1 of the same weights
+# (`python3 tools/quant_report.py --gemma` alone, ~25 min): writes their sections of BENCHMARKS.md.
+# About 1.5 hours on one core.
+bench-quant: $(MODEL) $(GEMMA)
 	python3 tools/quant_report.py
 
 # Fuzz every parser and the C API with cargo-fuzz (nightly), FUZZ_SECONDS each (default 600);

@@ -548,12 +548,15 @@ def write_markdown(rep):
                                                                  fmt(r["prefill"]), fmt(r["decode"])))
         L.append("\nv1 and v2 are ternary after training (the original's thresholds) and do not produce "
                  "readable text from a 135M model; Q4V1 does.\n")
-    # keep the section `make bench-quant` writes (tools/quant_report.py)
+    # keep the sections `make bench-quant` writes (tools/quant_report.py)
     path = os.path.join(ROOT, "BENCHMARKS.md")
     old = open(path).read() if os.path.exists(path) else ""
-    marks = ("<!-- quant-report -->", "<!-- /quant-report -->")
-    if marks[0] in old and marks[1] in old:
-        L.append(old[old.index(marks[0]):old.index(marks[1]) + len(marks[1])])
+    kept = []
+    for section in ("quant-report", "quant-gemma"):
+        marks = ("<!-- %s -->" % section, "<!-- /%s -->" % section)
+        if marks[0] in old and marks[1] in old:
+            kept.append(old[old.index(marks[0]):old.index(marks[1]) + len(marks[1])])
+    L.append("\n\n".join(kept))
     with open(path, "w") as f:
         f.write("\n".join(L) + "\n")
     log("wrote BENCHMARKS.md")

@@ -2,7 +2,9 @@
 """`make bench-quant`: the quality of tmac's own low-bit files on SmolLM2-135M, rounded to
 nearest and calibrated (GPTQ, `tmac quantize --calibrate`), against llama.cpp's files of the
 same model. Writes the section between the quant-report markers of BENCHMARKS.md (tools/bench.py
-keeps it when it rewrites the rest) and build/bench/quant.json.
+keeps it when it rewrites the rest) and build/bench/quant.json. Then (alone with `--gemma`) the
+same for 4-bit on Gemma 3 270M, whose weights are not a 4-bit type's to begin with: tmac's q4
+against llama.cpp's Q4_1 of the same weights (section quant-gemma, build/bench/quant-gemma.json).
 
 Calibration reads Python's own documentation (pydoc_data.topics, 80% of its topics); the
 perplexities are measured on tests/data/gpl-3.0.txt, which calibration never sees, and on the
@@ -25,8 +27,10 @@ OUT = os.path.join(ROOT, "build", "bench")
 CALIB = os.path.join(ROOT, "build", "calib")
 TMAC = os.path.join(OUT, "tmac-quant-report")  # a copy: rebuilding tmac meanwhile changes nothing
 Q4_1 = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+GEMMA = os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")
 GPL = os.path.join(ROOT, "tests", "data", "gpl-3.0.txt")
 MARK = ("<!-- quant-report -->", "<!-- /quant-report -->")
+MARK_GEMMA = ("<!-- quant-gemma -->", "<!-- /quant-gemma -->")
 CHUNKS = 14  # of the held-out text, as many as the GPL has
 
 # name, quantize arguments, calibrated; a mix gives some matrices more bits, as llama.cpp's
@@ -123,12 +127,7 @@ def main(only=None):
         if only - known:
             sys.exit("unknown rows: %s (rows: %s)" % (", ".join(sorted(only - known)), ", ".join(sorted(known))))
     kept = {tag(r["name"], r["calibrated"]): r for r in old["configs"]}
-    subprocess.check_call(["cargo", "build", "--release", "--bin", "tmac"], cwd=ROOT)
-    os.makedirs(OUT, exist_ok=True)
-    shutil.copy(os.path.join(ROOT, "target", "release", "tmac"), TMAC)
-    bin_dir = subprocess.check_output([os.path.join(ROOT, "tools", "llama_cpp.sh")], text=True).strip().splitlines()[-1]
-    env = bench.llama_env(bin_dir)
-    os.environ["LD_LIBRARY_PATH"] = env["LD_LIBRARY_PATH"]
+    bin_dir, env = tools()
     f32 = bench.smollm2_f32(bin_dir, env)
     paths, _ = bench.requantized(bin_dir, env, ["Q3_K_M", "Q2_K"])
     llama = [("Q4_1", Q4_1), ("Q3_K_M", paths["Q3_K_M"]), ("Q2_K", paths["Q2_K"])]
@@ -163,6 +162,87 @@ def main(only=None):
     with open(os.path.join(OUT, "quant.json"), "w") as f:
         json.dump(rep, f, indent=1)
     write(rep)
+
+
+def tools():
+    """Builds tmac (a copy runs) and llama.cpp: (llama.cpp's bin directory, its environment)."""
+    subprocess.check_call(["cargo", "build", "--release", "--bin", "tmac"], cwd=ROOT)
+    os.makedirs(OUT, exist_ok=True)
+    shutil.copy(os.path.join(ROOT, "target", "release", "tmac"), TMAC)
+    bin_dir = subprocess.check_output([os.path.join(ROOT, "tools", "llama_cpp.sh")], text=True).strip().splitlines()[-1]
+    env = bench.llama_env(bin_dir)
+    os.environ["LD_LIBRARY_PATH"] = env["LD_LIBRARY_PATH"]
+    return bin_dir, env
+
+
+def gemma():
+    """Gemma 3 270M from its Q4_K_M file (a mix of Q5_0, Q4_K, Q6_K and Q8_0 matrices): tmac's q4
+    (groups of 32, scale and minimum per group: Q4_1's size) rounded to nearest and calibrated,
+    llama.cpp's Q4_1 requantized from the same file, both with the embedding in Q8_0, and the
+    source file itself."""
+    bin_dir, _ = tools()
+    if not os.path.exists(GEMMA):
+        subprocess.check_call(["make", "--no-print-directory", "gemma"], cwd=ROOT)
+    train, held = texts()
+    rep = {"tmac": [], "llama": []}
+    for cal in (False, True):
+        path = os.path.join(OUT, "gemma-q4%s.tmac" % ("-cal" if cal else ""))
+        cmd = [TMAC, "quantize", GEMMA, path, "--type", "q4"] + (["--calibrate", train] if cal else [])
+        _, _, secs, rss = timed(cmd)
+        row = {"calibrated": cal, "mib": os.path.getsize(path) / 1048576, "seconds": secs, "rss": rss,
+               "gpl": tmac_ppl(path, GPL), "held": tmac_ppl(path, held),
+               "answer": greedy(path, "The capital of France is", False)}
+        log(json.dumps(row))
+        rep["tmac"].append(row)
+        os.remove(path)
+    q4_1 = os.path.join(OUT, "gemma-q4_1.gguf")
+    run([os.path.join(bin_dir, "llama-quantize"), "--allow-requantize", "--token-embedding-type", "q8_0",
+         GEMMA, q4_1, "Q4_1"])
+    for name, path in (("Q4_1 (requantized)", q4_1), ("Q4_K_M (the source)", GEMMA)):
+        row = {"name": name, "mib": os.path.getsize(path) / 1048576, "gpl": llama_ppl(bin_dir, path, GPL),
+               "held": llama_ppl(bin_dir, path, held)}
+        log(json.dumps(row))
+        rep["llama"].append(row)
+    os.remove(q4_1)
+    with open(os.path.join(OUT, "quant-gemma.json"), "w") as f:
+        json.dump(rep, f, indent=1)
+    write_gemma(rep)
+
+
+def write_gemma(rep):
+    src = os.path.relpath(GEMMA, ROOT)
+    L = [MARK_GEMMA[0], "## 4-bit from weights that are not 4-bit: Gemma 3 270M\n",
+         "Generated by `make bench-quant` (tools/quant_report.py --gemma). SmolLM2's only weights are its Q4_1 "
+         "file's, so no 4-bit file can be closer to them than Q4_1 itself. Gemma 3 270M's file (`make gemma`) is "
+         "llama.cpp's Q4_K_M mix (Q5_0, Q4_K, Q6_K and Q8_0 matrices); from those weights, tmac's q4 (groups of 32, "
+         "a scale and a minimum each: Q4_1's size) against llama.cpp's Q4_1: `tmac quantize %s OUT --type q4 "
+         "[--calibrate build/calib/pydoc-train.txt]` and `llama-quantize --allow-requantize --token-embedding-type "
+         "q8_0 %s OUT Q4_1` (the embedding, which is also the head, in Q8_0 in every file). Perplexity as above "
+         "(c 512, %d chunks).\n" % (src, src, CHUNKS),
+         "| engine | type | file MiB | ppl GPL-3 | ppl held-out pydoc | quantize s | peak MiB |",
+         "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rep["tmac"]:
+        L.append("| tmac | q4, %s | %.1f | %.2f | %.2f | %.0f | %.0f |" % (
+            "GPTQ" if r["calibrated"] else "nearest", r["mib"], r["gpl"], r["held"], r["seconds"], r["rss"]))
+    for r in rep["llama"]:
+        L.append("| llama.cpp | %s | %.1f | %.2f | %.2f | - | - |" % (r["name"], r["mib"], r["gpl"], r["held"]))
+    L.append("\nGreedy continuations of \"The capital of France is\" (`tmac run FILE -i PROMPT -n 32 -t 0`; this "
+             "is the base model, not a chat model):\n")
+    for r in rep["tmac"]:
+        L.append("- q4 %s: \"%s\"" % ("GPTQ" if r["calibrated"] else "nearest", r["answer"].replace("\n", "\\n")))
+    L.append(MARK_GEMMA[1])
+    write_section(MARK_GEMMA, L)
+
+
+def write_section(marks, lines):
+    """Replaces (or appends) the section between `marks` in BENCHMARKS.md."""
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    text = open(path).read()
+    if marks[0] in text:
+        text = text[:text.index(marks[0])] + text[text.index(marks[1]) + len(marks[1]):].lstrip("\n")
+    with open(path, "w") as f:
+        f.write(text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
+    log("wrote the %s section of BENCHMARKS.md" % marks[0][5:-4])
 
 
 def tag(name, cal):
@@ -206,13 +286,7 @@ def write(rep):
                              r.get("answers", [])):
             L.append("- %s, \"%s\": \"%s\"" % (r["name"], prompt, a.replace("\n", "\\n")))
     L.append(MARK[1])
-    path = os.path.join(ROOT, "BENCHMARKS.md")
-    text = open(path).read()
-    if MARK[0] in text:
-        text = text[:text.index(MARK[0])] + text[text.index(MARK[1]) + len(MARK[1]):].lstrip("\n")
-    with open(path, "w") as f:
-        f.write(text.rstrip("\n") + "\n\n" + "\n".join(L) + "\n")
-    log("wrote the quant-report section of BENCHMARKS.md")
+    write_section(MARK, L)
 
 
 if __name__ == "__main__":
@@ -221,5 +295,8 @@ if __name__ == "__main__":
             write(json.load(f))
     elif sys.argv[1:2] == ["--only"]:  # some rows again: --only "q3k cal,q3k mix cal"
         main({r.strip() for r in sys.argv[2].split(",")})
+    elif sys.argv[1:] == ["--gemma"]:  # the Gemma 3 section alone
+        gemma()
     else:
         main()
+        gemma()
