@@ -37,8 +37,11 @@ def main():
     # a second turn is answered in the conversation: alone, the same question reads otherwise
     fresh = start(40)
     alone = ask(fresh, "What did I just ask you?")
-    fresh.sendeof()
+    # Ctrl-C at the prompt ends the chat
+    fresh.sendintr()
     fresh.expect(pexpect.EOF)
+    fresh.close()
+    assert fresh.exitstatus == 0, fresh.exitstatus
     assert second != alone, "the second turn did not see the first: %r" % second
     # /reset forgets: the first question gets the first answer again (greedy)
     c.sendline("/reset")
@@ -47,7 +50,9 @@ def main():
     again = ask(c, "What is the capital of France?")
     assert again == first, (again, first)
     # Ctrl-C stops a long answer and the chat goes on
-    c.sendline("Write a very long story about a dragon who learns to ride a bicycle.")
+    story = "Write a very long story about a dragon who learns to ride a bicycle."
+    c.sendline(story)
+    c.expect_exact(story)  # the terminal's echo: a Ctrl-C before tmac reads the line would drop it
     c.expect(r"\w+ \w+ \w+ \w+")  # some of the answer
     c.sendintr()
     c.expect_exact("(stopped)")
@@ -59,7 +64,7 @@ def main():
     c.expect(pexpect.EOF)
     c.close()
     assert c.exitstatus == 0, c.exitstatus
-    print("cli chat: OK (two turns in one conversation, /reset, Ctrl-C mid-answer, Ctrl-D)")
+    print("cli chat: OK (two turns in one conversation, /reset, Ctrl-C mid-answer and at the prompt, Ctrl-D)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 //! `tmac run`: generate from a prompt, or chat in the terminal.
 
 use super::{load_options, parse_num, stdout_failed, unknown_option};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -289,6 +289,32 @@ fn catch_sigint() {
     }
 }
 
+/// One line of standard input (None at its end). `BufRead::read_line` retries a read that a
+/// signal interrupts, so Ctrl-C at the prompt would do nothing (and the terminal drops the line
+/// being typed); here it is `ErrorKind::Interrupted`, also when it came just before the read.
+fn read_line(stdin: &std::io::Stdin) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    let mut lock = stdin.lock();
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Err(std::io::ErrorKind::Interrupted.into());
+        }
+        match lock.read(&mut byte)? {
+            0 if bytes.is_empty() => return Ok(None),
+            0 => break,
+            _ => {
+                bytes.push(byte[0]);
+                if byte[0] == b'\n' {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
 /// Chat in the terminal: each line is a user message; the conversation is kept. /reset
 /// forgets it, /bye or Ctrl-D ends, Ctrl-C stops an answer (or, at the prompt, ends).
 fn repl(s: &mut Session, a: &RunArgs) -> Result<(), String> {
@@ -302,13 +328,12 @@ fn repl(s: &mut Session, a: &RunArgs) -> Result<(), String> {
     loop {
         INTERRUPTED.store(false, Ordering::SeqCst);
         eprint!("> ");
-        let mut line = String::new();
-        match stdin.lock().read_line(&mut line) {
-            Ok(0) => break, // Ctrl-D
-            Ok(_) => {}
+        let line = match read_line(&stdin) {
+            Ok(Some(line)) => line,
+            Ok(None) => break, // Ctrl-D
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => break, // Ctrl-C at the prompt
             Err(e) => return Err(format!("reading standard input: {e}")),
-        }
+        };
         let line = line.trim_end_matches(['\r', '\n']);
         match line.trim() {
             "" => continue,
@@ -343,7 +368,16 @@ fn repl(s: &mut Session, a: &RunArgs) -> Result<(), String> {
                 eprintln!("\n(stopped)");
                 break;
             }
-            match s.next_token().map_err(|e| e.to_string())? {
+            let step = match s.next_token() {
+                // Ctrl-C during the step: the session's abort check saw it
+                Err(e) if e.kind == tmac::ErrorKind::Aborted => {
+                    emit(&mut out, &s.finish());
+                    eprintln!("\n(stopped)");
+                    break;
+                }
+                step => step.map_err(|e| e.to_string())?,
+            };
+            match step {
                 Step::Token { text, .. } => emit(&mut out, &text),
                 Step::Done { reason, text } => {
                     emit(&mut out, &text);
