@@ -13,7 +13,7 @@ usage: tmac run MODEL [options]
 Generates text from a prompt. The prompt is -i TEXT, or -f FILE, or standard input when it is
 not a terminal (or with -i -). With --chat and no prompt on a terminal, tmac chats: type a
 message and Enter; the conversation is kept; /reset forgets it, /bye (or Ctrl-D) quits, and
-Ctrl-C stops an answer.
+Ctrl-C stops an answer (at the prompt, it quits).
 
 options (llama2.c style):
   -i PROMPT     prompt text (- reads standard input)
