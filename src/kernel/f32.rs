@@ -522,6 +522,15 @@ fn weighted_sum_lanes<E: Elem>(
 
 #[cfg(test)]
 mod tests {
+    /// Pseudo-random floats in [-0.5, 0.5): a linear congruential sequence from `seed`.
+    #[cfg(target_arch = "x86_64")]
+    fn uniform(mut state: u32) -> impl FnMut() -> f32 {
+        move || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1 << 24) as f32 - 0.5
+        }
+    }
+
     /// The vector exp equals math::exp bit for bit, at the edges of its range and between.
     #[test]
     fn exp_in_place_is_math_exp() {
@@ -561,11 +570,7 @@ mod tests {
         if !super::avx2() {
             return;
         }
-        let mut state = 7u32;
-        let mut next = || {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1 << 24) as f32 - 0.5
-        };
+        let mut next = uniform(7);
         for n in [0, 1, 7, 15, 16, 17, 31, 64, 100, 577] {
             for _ in 0..20 {
                 let a: Vec<f32> = (0..n).map(|_| next() * 1e3).collect();
@@ -592,11 +597,7 @@ mod tests {
         if !super::avx2() {
             return;
         }
-        let mut state = 11u32;
-        let mut next = || {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1 << 24) as f32 - 0.5
-        };
+        let mut next = uniform(11);
         for (hd, heads, n) in [
             (64, 3, 37),
             (128, 2, 16),
@@ -631,11 +632,7 @@ mod tests {
         if !super::avx2() {
             return;
         }
-        let mut state = 3u32;
-        let mut next = || {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1 << 24) as f32 - 0.5
-        };
+        let mut next = uniform(3);
         for (hd, heads, n) in [
             (64, 3, 37),
             (256, 2, 5),
