@@ -192,6 +192,44 @@ fn random_blocks_keep_every_weight_and_agree_across_kernels() {
     }
 }
 
+/// A batch of inputs (prefill) gives, on every instruction set, the bits of one GEMV per
+/// input: the codebook GEMM's chunks of 4 inputs and its remainders of 1-3, row counts that
+/// leave a partial row group, IQ4_NL and IQ4_XS.
+#[test]
+fn codebook_batch_equals_one_gemv_per_input() {
+    let mut rng = Rng::new(23);
+    for case in 0..24 {
+        let t = [GgmlType::IQ4NL, GgmlType::IQ4XS][case % 2];
+        let f = blocks::form(t).unwrap();
+        let rows = 1 + (rng.next_u64() % 30) as usize;
+        let cols = f.block * (1 + (rng.next_u64() % 3) as usize);
+        let data = random_blocks(&mut rng, t, rows * cols / f.block);
+        let l = matrix(t, data, rows, cols);
+        let n = 2 + case % 8;
+        let xs: Vec<f32> = (0..n * cols).map(|_| rng.next_f64() as f32 - 0.5).collect();
+        for isa in Isa::all() {
+            let knobs = Knobs::default_for(isa);
+            let mut acts: Vec<Activations> = (0..n).map(|_| Activations::new()).collect();
+            Linear::prepare_batch(&mut acts, &xs, &[&l], Tables::Exact, isa);
+            let mut ys = vec![0f32; n * rows];
+            l.forward_batch(&xs, &acts, &mut ys, isa, &knobs);
+            for (i, (x, y)) in xs.chunks_exact(cols).zip(ys.chunks_exact(rows)).enumerate() {
+                let mut act = Activations::new();
+                Linear::prepare(&mut act, x, &[&l], Tables::Exact);
+                let mut one = vec![0f32; rows];
+                l.forward(x, &act, &mut one, Isa::SCALAR, &knobs);
+                assert_eq!(
+                    bits(y),
+                    bits(&one),
+                    "{} {rows}x{cols} input {i} of {n} on {}",
+                    t.name(),
+                    isa.name()
+                );
+            }
+        }
+    }
+}
+
 /// Each tiny model (one layer, every matrix in the named type) against llama.cpp's logits.
 /// The logits have a standard deviation of about 1; the models differ from their F32 origin by
 /// 0.06 (Q6_K) to 0.84 (Q2_K) RMS, and computing with f32 activations moves them by 0.06-0.11,

@@ -846,37 +846,40 @@ unsafe fn q8_inputs<const NT: usize>(
     q8_row_inputs::<NT>(m, a, bs, r)
 }
 
-/// The 8 rows of row group g of a codebook GEMV: per step of a tile's codes, one 32-byte load
-/// gives each row 8 codes (4 from the low nibbles, 4 from the high), vpshufb turns them into
-/// int8 weights, and vpmaddubsw/vpmaddwd against 4 activations broadcast to every row sum them
-/// in that row's 32-bit lane, times the group's scale. XS: IQ4_XS tiles.
+/// The 8 rows of row group g of a codebook GEMV for NT inputs at once (`a[t]`, with block
+/// scales `fs[t]`): per step of a tile's codes, one 32-byte load gives each row 8 codes (4 from
+/// the low nibbles, 4 from the high), vpshufb turns them into int8 weights, and
+/// vpmaddubsw/vpmaddwd against 4 activations broadcast to every row sum them in that row's
+/// 32-bit lane, times the group's scale. The weights are decoded once for all inputs; each
+/// input's sums run in the same order as alone (same bits). XS: IQ4_XS tiles.
 #[inline]
+#[allow(clippy::needless_range_loop)] // input t indexes the activations, scales and sums
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn iq4_rows<const XS: bool>(
+unsafe fn iq4_rows<const XS: bool, const NT: usize>(
     m: &Iq4Matrix,
-    act: &Activations,
-    fs: &[f32],
+    a: [&[i8]; NT],
+    fs: [&[f32]; NT],
     g: usize,
     prefetch: usize,
-) -> __m256 {
-    let (bl, subs) = (m.block(), m.subs());
+) -> [__m256; NT] {
+    let (bl, subs, nb) = (m.block(), m.subs(), m.cols / m.block());
+    debug_assert!(a.iter().all(|a| a.len() >= m.cols) && fs.iter().all(|f| f.len() == nb));
     let book = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4_CODEBOOK.as_ptr() as *const _));
     let low = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     let (tb, codes) = (m.tile_bytes(), m.codes_offset(0, 0));
-    let tiles = m.data.as_slice()[g * fs.len() * tb..][..fs.len() * tb].as_ptr();
-    let mut acc = _mm256_setzero_ps();
-    for (b, &fa) in fs.iter().enumerate() {
-        // SAFETY: row group g has fs.len() tiles of tb bytes (sliced above).
+    let tiles = m.data.as_slice()[g * nb * tb..][..nb * tb].as_ptr();
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for b in 0..nb {
+        // SAFETY: row group g has nb tiles of tb bytes (sliced above).
         let tp = tiles.add(b * tb);
-        let ap = act.a.as_ptr().add(b * bl);
         // Prefetch every cache line of the tile (2-3 for IQ4_NL, 17-18 for IQ4_XS): one
         // prefetch a tile left most lines to the hardware, 1.2x slower. The prefetch address
         // may run past the end; it is never dereferenced.
         for o in (0..tb).step_by(64) {
             _mm_prefetch::<_MM_HINT_T1>(tp.wrapping_add(prefetch + o) as *const i8);
         }
-        let mut li = _mm256_setzero_si256();
+        let mut li = [_mm256_setzero_si256(); NT];
         for s in 0..subs {
             // SAFETY: the tile holds 8 scale bytes per group after the 8 d and 4 steps of 32
             // code bytes per group from `codes`; the activations cover the block (checked by
@@ -895,21 +898,36 @@ unsafe fn iq4_rows<const XS: bool>(
                 let w = _mm256_loadu_si256(tp.add(codes + (4 * s + j) * 32) as *const __m256i);
                 let wl = _mm256_shuffle_epi8(book, _mm256_and_si256(w, low));
                 let wh = _mm256_shuffle_epi8(book, _mm256_and_si256(_mm256_srli_epi16(w, 4), low));
-                let a4 = |o: usize| _mm256_set1_epi32((ap.add(o) as *const i32).read_unaligned());
-                let (al, ah) = (a4(32 * s + 4 * j), a4(32 * s + 16 + 4 * j));
-                let pl = _mm256_maddubs_epi16(_mm256_sign_epi8(wl, wl), _mm256_sign_epi8(al, wl));
-                let ph = _mm256_maddubs_epi16(_mm256_sign_epi8(wh, wh), _mm256_sign_epi8(ah, wh));
-                li = _mm256_add_epi32(li, _mm256_madd_epi16(pl, k));
-                li = _mm256_add_epi32(li, _mm256_madd_epi16(ph, k));
+                let (ul, uh) = (_mm256_sign_epi8(wl, wl), _mm256_sign_epi8(wh, wh));
+                for t in 0..NT {
+                    let ap = a[t].as_ptr().add(b * bl + 32 * s + 4 * j);
+                    let a4 =
+                        |o: usize| _mm256_set1_epi32((ap.add(o) as *const i32).read_unaligned());
+                    let (al, ah) = (a4(0), a4(16));
+                    let pl = _mm256_maddubs_epi16(ul, _mm256_sign_epi8(al, wl));
+                    let ph = _mm256_maddubs_epi16(uh, _mm256_sign_epi8(ah, wh));
+                    li[t] = _mm256_add_epi32(li[t], _mm256_madd_epi16(pl, k));
+                    li[t] = _mm256_add_epi32(li[t], _mm256_madd_epi16(ph, k));
+                }
             }
         }
-        let d = _mm256_mul_ps(
-            _mm256_cvtph_ps(_mm_loadu_si128(tp as *const __m128i)),
-            _mm256_set1_ps(fa),
-        );
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(li), d));
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(tp as *const __m128i));
+        for t in 0..NT {
+            let d = _mm256_mul_ps(d, _mm256_set1_ps(fs[t][b]));
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_cvtepi32_ps(li[t]), d));
+        }
     }
     acc
+}
+
+/// Row group g's 8 outputs in `y` (rows from 8 g, as many as the matrix has).
+#[target_feature(enable = "avx2")]
+unsafe fn store_row_group(m: &Iq4Matrix, g: usize, v: __m256, y: &mut [f32]) {
+    let mut y8 = [0f32; 8];
+    _mm256_storeu_ps(y8.as_mut_ptr(), v);
+    let r0 = g * 8;
+    let n = (m.rows - r0).min(8);
+    y[r0..r0 + n].copy_from_slice(&y8[..n]);
 }
 
 /// y = W x for a codebook matrix (see scalar::iq4_gemv for the semantics).
@@ -924,19 +942,81 @@ pub(crate) unsafe fn iq4_gemv(
     knobs: &super::Knobs,
 ) {
     debug_assert!(act.a.len() >= m.cols && y.len() >= m.rows);
-    let fs: Vec<f32> = (0..m.cols / m.block())
-        .map(|b| act.scale_at(b * m.block()))
-        .collect();
+    let fs = iq4_block_scales(m, act);
     let xs = m.typ == crate::layout::ggml::GgmlType::IQ4XS;
+    let (a, fs, pf) = ([&act.a[..]], [&fs[..]], knobs.prefetch);
     for g in 0..m.row_groups() {
-        let v = match xs {
-            true => iq4_rows::<true>(m, act, &fs, g, knobs.prefetch),
-            false => iq4_rows::<false>(m, act, &fs, g, knobs.prefetch),
+        let [v] = match xs {
+            true => iq4_rows::<true, 1>(m, a, fs, g, pf),
+            false => iq4_rows::<false, 1>(m, a, fs, g, pf),
         };
-        let mut y8 = [0f32; 8];
-        _mm256_storeu_ps(y8.as_mut_ptr(), v);
-        let r0 = g * 8;
-        let n = (m.rows - r0).min(8);
-        y[r0..r0 + n].copy_from_slice(&y8[..n]);
+        store_row_group(m, g, v, y);
     }
+}
+
+/// Each block's activation scale for a codebook matrix.
+fn iq4_block_scales(m: &Iq4Matrix, act: &Activations) -> Vec<f32> {
+    (0..m.cols / m.block())
+        .map(|b| act.scale_at(b * m.block()))
+        .collect()
+}
+
+/// Y = W X for a codebook matrix and several inputs (prefill): each row group's tiles are read
+/// and decoded once for up to 4 inputs, every output the bits `iq4_gemv` gives.
+///
+/// # Safety
+/// AVX2 and F16C must be available; every input must cover the matrix's columns and `ys` hold
+/// m.rows outputs per input.
+#[target_feature(enable = "avx2,f16c")]
+pub(crate) unsafe fn iq4_gemm(
+    m: &Iq4Matrix,
+    acts: &[Activations],
+    ys: &mut [f32],
+    knobs: &super::Knobs,
+) {
+    debug_assert!(acts.iter().all(|a| a.a.len() >= m.cols) && ys.len() >= acts.len() * m.rows);
+    let scales: Vec<Vec<f32>> = acts.iter().map(|a| iq4_block_scales(m, a)).collect();
+    let xs = m.typ == crate::layout::ggml::GgmlType::IQ4XS;
+    let pf = knobs.prefetch;
+    for t0 in (0..acts.len()).step_by(4) {
+        let n = (acts.len() - t0).min(4);
+        let a: [&[i8]; 4] = std::array::from_fn(|t| &acts[t0 + t.min(n - 1)].a[..]);
+        let fs: [&[f32]; 4] = std::array::from_fn(|t| &scales[t0 + t.min(n - 1)][..]);
+        for g in 0..m.row_groups() {
+            let vs = match xs {
+                true => iq4_rows_n::<true>(m, a, fs, g, pf, n),
+                false => iq4_rows_n::<false>(m, a, fs, g, pf, n),
+            };
+            for (t, &v) in vs[..n].iter().enumerate() {
+                store_row_group(m, g, v, &mut ys[(t0 + t) * m.rows..][..m.rows]);
+            }
+        }
+    }
+}
+
+/// `iq4_rows` for the first n (1-4) of the inputs `a`, in the first n results.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn iq4_rows_n<const XS: bool>(
+    m: &Iq4Matrix,
+    a: [&[i8]; 4],
+    fs: [&[f32]; 4],
+    g: usize,
+    pf: usize,
+    n: usize,
+) -> [__m256; 4] {
+    let mut out = [_mm256_setzero_ps(); 4];
+    match n {
+        4 => out = iq4_rows::<XS, 4>(m, a, fs, g, pf),
+        3 => out[..3].copy_from_slice(&iq4_rows::<XS, 3>(
+            m,
+            [a[0], a[1], a[2]],
+            [fs[0], fs[1], fs[2]],
+            g,
+            pf,
+        )),
+        2 => out[..2].copy_from_slice(&iq4_rows::<XS, 2>(m, [a[0], a[1]], [fs[0], fs[1]], g, pf)),
+        _ => out[..1].copy_from_slice(&iq4_rows::<XS, 1>(m, [a[0]], [fs[0]], g, pf)),
+    }
+    out
 }

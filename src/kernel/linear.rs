@@ -89,7 +89,7 @@ impl Linear {
     }
 
     /// Y = W X for several inputs: `xs` and `ys` hold one row per input, `acts` their prepared
-    /// forms. LUT and 8-bit matrices read their weights once per batch.
+    /// forms. LUT, 8-bit and codebook matrices read their weights once per batch.
     pub fn forward_batch(
         &self,
         xs: &[f32],
@@ -102,6 +102,7 @@ impl Linear {
         match self {
             Linear::Lut(m) if acts.len() > 1 => super::lut_gemm(isa, m, acts, ys, knobs),
             Linear::Q8(m) if acts.len() > 1 => super::q8_gemm(isa, m, acts, ys, knobs),
+            Linear::Iq4(m) if acts.len() > 1 => super::iq4_gemm(isa, m, acts, ys, knobs),
             _ => {
                 for ((x, act), y) in xs
                     .chunks_exact(cols)

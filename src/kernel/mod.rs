@@ -314,14 +314,7 @@ pub fn q8_gemv(isa: Isa, m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: 
 /// input, each the same bits `q8_gemv` gives; AVX2 reads each row's weights once for all of
 /// them.
 pub fn q8_gemm(isa: Isa, m: &Q8Matrix, acts: &[Activations], ys: &mut [f32], knobs: &Knobs) {
-    assert!(
-        acts.iter().all(|a| a.a.len() >= m.cols),
-        "the activations are shorter than the matrix"
-    );
-    assert!(
-        ys.len() >= acts.len() * m.rows,
-        "output shorter than the batch"
-    );
+    check_batch(m.cols, m.rows, acts, ys);
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
@@ -350,6 +343,41 @@ pub(crate) fn iq4_gemv(isa: Isa, m: &Iq4Matrix, act: &Activations, y: &mut [f32]
         Isa(Kind::Neon) => unsafe { neon::iq4_gemv(m, act, y, knobs) },
         _ => scalar::iq4_gemv(m, act, y),
     }
+}
+
+/// Y = W X for a codebook matrix and several inputs (prefill): ys holds m.rows outputs per
+/// input, each the same bits `iq4_gemv` gives; AVX2 decodes each tile once for up to 4 of them.
+pub(crate) fn iq4_gemm(
+    isa: Isa,
+    m: &Iq4Matrix,
+    acts: &[Activations],
+    ys: &mut [f32],
+    knobs: &Knobs,
+) {
+    check_batch(m.cols, m.rows, acts, ys);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
+        Isa(Kind::Avx2) => unsafe { avx2::iq4_gemm(m, acts, ys, knobs) },
+        _ => {
+            for (act, y) in acts.iter().zip(ys.chunks_exact_mut(m.rows)) {
+                iq4_gemv(isa, m, act, y, knobs);
+            }
+        }
+    }
+}
+
+/// Panics unless every input covers `cols` and `ys` holds `rows` outputs per input: checked
+/// before any SIMD load of a batched kernel.
+fn check_batch(cols: usize, rows: usize, acts: &[Activations], ys: &[f32]) {
+    assert!(
+        acts.iter().all(|a| a.a.len() >= cols),
+        "the activations are shorter than the matrix"
+    );
+    assert!(
+        ys.len() >= acts.len() * rows,
+        "output shorter than the batch"
+    );
 }
 
 /// The candidates `tune` tries on `isa`: every prefetch distance, both row tiles where the
