@@ -862,12 +862,17 @@ unsafe fn iq4_rows<const XS: bool, const NT: usize>(
     g: usize,
     prefetch: usize,
 ) -> [__m256; NT] {
-    let (bl, subs, nb) = (m.block(), m.subs(), m.cols / m.block());
+    // the tile's shape as constants, so the loops over its groups and lines unroll
+    let subs = if XS { 8 } else { 1 };
+    // 8 d (f16), IQ4_XS's 8 scale bytes per group, 128 code bytes per group
+    let codes = 16 + if XS { 8 * subs } else { 0 };
+    let (bl, tb) = (32 * subs, codes + 128 * subs);
+    debug_assert!((bl, tb, codes) == (m.block(), m.tile_bytes(), m.codes_offset(0, 0)));
+    let nb = m.cols / bl;
     debug_assert!(a.iter().all(|a| a.len() >= m.cols) && fs.iter().all(|f| f.len() == nb));
     let book = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4_CODEBOOK.as_ptr() as *const _));
     let low = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
-    let (tb, codes) = (m.tile_bytes(), m.codes_offset(0, 0));
     let tiles = m.data.as_slice()[g * nb * tb..][..nb * tb].as_ptr();
     let mut acc = [_mm256_setzero_ps(); NT];
     for b in 0..nb {
