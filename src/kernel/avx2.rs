@@ -985,6 +985,7 @@ pub(crate) unsafe fn iq4_gemm(
     let pf = knobs.prefetch;
     for t0 in (0..acts.len()).step_by(4) {
         let n = (acts.len() - t0).min(4);
+        // past n, the last input again (iq4_rows_n reads only the first n)
         let a: [&[i8]; 4] = std::array::from_fn(|t| &acts[t0 + t.min(n - 1)].a[..]);
         let fs: [&[f32]; 4] = std::array::from_fn(|t| &scales[t0 + t.min(n - 1)][..]);
         for g in 0..m.row_groups() {

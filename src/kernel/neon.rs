@@ -612,6 +612,7 @@ pub(crate) unsafe fn tile_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i
 }
 
 /// Lane i = sum of a[4i..4i+4] * b[4i..4i+4] (the sdot instruction).
+#[inline]
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn dot4_sdot(a: int8x16_t, b: int8x16_t) -> int32x4_t {
     let mut r = vdupq_n_s32(0);
@@ -652,7 +653,7 @@ unsafe fn q8_row(
     first_block: usize,
     act: &Activations,
     block_scales: &[f32],
-    dot: unsafe fn(int8x16_t, int8x16_t) -> int32x4_t,
+    dot: impl Fn(int8x16_t, int8x16_t) -> int32x4_t,
 ) -> f32 {
     let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
     for (b, &fa) in block_scales.iter().enumerate() {
@@ -677,13 +678,31 @@ unsafe fn q8_row(
 /// NEON must be available; `act` must cover the matrix's columns.
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: &super::Knobs) {
+    match has_dotprod() {
+        true => q8_gemv_sdot(m, act, y, knobs),
+        false => q8_gemv_with(m, act, y, knobs, |a, b| dot4_mull(a, b)),
+    }
+}
+
+/// `q8_gemv` with sdot inlined (the dot product passed as a pointer cost a call per 16 bytes).
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn q8_gemv_sdot(m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: &super::Knobs) {
+    q8_gemv_with(m, act, y, knobs, |a, b| dot4_sdot(a, b))
+}
+
+#[inline(always)]
+unsafe fn q8_gemv_with(
+    m: &Q8Matrix,
+    act: &Activations,
+    y: &mut [f32],
+    knobs: &super::Knobs,
+    dot: impl Fn(int8x16_t, int8x16_t) -> int32x4_t + Copy,
+) {
     let (q, d) = m.parts();
     let st = m.strides();
     let nb = m.cols / Q8_BLOCK;
     debug_assert!(q.len() >= m.rows * nb * st.q_stride && act.a.len() >= m.cols);
     let block_scales: Vec<f32> = (0..nb).map(|b| act.scale_at(b * Q8_BLOCK)).collect();
-    let dot: unsafe fn(int8x16_t, int8x16_t) -> int32x4_t =
-        if has_dotprod() { dot4_sdot } else { dot4_mull };
     for (r, yr) in y.iter_mut().enumerate().take(m.rows) {
         prefetch(
             q.as_ptr()
@@ -703,7 +722,7 @@ unsafe fn iq4_rows(
     fs: &[f32],
     g: usize,
     ahead: usize,
-    dot: unsafe fn(int8x16_t, int8x16_t) -> int32x4_t,
+    dot: impl Fn(int8x16_t, int8x16_t) -> int32x4_t,
 ) -> [float32x4_t; 2] {
     let (bl, subs) = (m.block(), m.subs());
     let xs = m.typ == crate::layout::ggml::GgmlType::IQ4XS;
@@ -768,12 +787,30 @@ pub(crate) unsafe fn iq4_gemv(
     y: &mut [f32],
     knobs: &super::Knobs,
 ) {
+    match has_dotprod() {
+        true => iq4_gemv_sdot(m, act, y, knobs),
+        false => iq4_gemv_with(m, act, y, knobs, |a, b| dot4_mull(a, b)),
+    }
+}
+
+/// `iq4_gemv` with sdot inlined.
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn iq4_gemv_sdot(m: &Iq4Matrix, act: &Activations, y: &mut [f32], knobs: &super::Knobs) {
+    iq4_gemv_with(m, act, y, knobs, |a, b| dot4_sdot(a, b))
+}
+
+#[inline(always)]
+unsafe fn iq4_gemv_with(
+    m: &Iq4Matrix,
+    act: &Activations,
+    y: &mut [f32],
+    knobs: &super::Knobs,
+    dot: impl Fn(int8x16_t, int8x16_t) -> int32x4_t + Copy,
+) {
     debug_assert!(act.a.len() >= m.cols && y.len() >= m.rows);
     let fs: Vec<f32> = (0..m.cols / m.block())
         .map(|b| act.scale_at(b * m.block()))
         .collect();
-    let dot: unsafe fn(int8x16_t, int8x16_t) -> int32x4_t =
-        if has_dotprod() { dot4_sdot } else { dot4_mull };
     for g in 0..m.row_groups() {
         let v = iq4_rows(m, act, &fs, g, knobs.prefetch, dot);
         let mut y8 = [0f32; 8];
