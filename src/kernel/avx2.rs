@@ -746,7 +746,7 @@ pub(crate) unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32], kno
             && act.a.len() >= m.cols
             && y.len() >= m.rows
     );
-    let block_scales: Vec<f32> = (0..nb).map(|b| act.scale_at(b * Q8_BLOCK)).collect();
+    let block_scales = act.block_scales(Q8_BLOCK, nb);
     for (r, yr) in y.iter_mut().enumerate().take(m.rows) {
         *yr = q8_row(m, act, &block_scales, r, knobs.prefetch);
     }
@@ -806,10 +806,7 @@ unsafe fn q8_row_inputs<const NT: usize>(
 #[target_feature(enable = "avx2,f16c")]
 pub(crate) unsafe fn q8_gemm(m: &Q8Matrix, acts: &[Activations], ys: &mut [f32]) {
     let nb = m.cols / Q8_BLOCK;
-    let scales: Vec<Vec<f32>> = acts
-        .iter()
-        .map(|a| (0..nb).map(|b| a.scale_at(b * Q8_BLOCK)).collect())
-        .collect();
+    let scales: Vec<Vec<f32>> = acts.iter().map(|a| a.block_scales(Q8_BLOCK, nb)).collect();
     for r in 0..m.rows {
         let mut t0 = 0;
         while t0 < acts.len() {
@@ -947,7 +944,7 @@ pub(crate) unsafe fn iq4_gemv(
     knobs: &super::Knobs,
 ) {
     debug_assert!(act.a.len() >= m.cols && y.len() >= m.rows);
-    let fs = iq4_block_scales(m, act);
+    let fs = act.block_scales(m.block(), m.cols / m.block());
     let xs = m.typ == crate::layout::ggml::GgmlType::IQ4XS;
     let (a, fs, pf) = ([&act.a[..]], [&fs[..]], knobs.prefetch);
     for g in 0..m.row_groups() {
@@ -957,13 +954,6 @@ pub(crate) unsafe fn iq4_gemv(
         };
         store_row_group(m, g, v, y);
     }
-}
-
-/// Each block's activation scale for a codebook matrix.
-fn iq4_block_scales(m: &Iq4Matrix, act: &Activations) -> Vec<f32> {
-    (0..m.cols / m.block())
-        .map(|b| act.scale_at(b * m.block()))
-        .collect()
 }
 
 /// Y = W X for a codebook matrix and several inputs (prefill): each row group's tiles are read
@@ -980,7 +970,8 @@ pub(crate) unsafe fn iq4_gemm(
     knobs: &super::Knobs,
 ) {
     debug_assert!(acts.iter().all(|a| a.a.len() >= m.cols) && ys.len() >= acts.len() * m.rows);
-    let scales: Vec<Vec<f32>> = acts.iter().map(|a| iq4_block_scales(m, a)).collect();
+    let nb = m.cols / m.block();
+    let scales: Vec<Vec<f32>> = acts.iter().map(|a| a.block_scales(m.block(), nb)).collect();
     let xs = m.typ == crate::layout::ggml::GgmlType::IQ4XS;
     let pf = knobs.prefetch;
     for t0 in (0..acts.len()).step_by(4) {

@@ -124,6 +124,11 @@ impl Activations {
         self.scales[k / self.group]
     }
 
+    /// The dequant factor of each of `n` blocks of `block` activations (the first of each).
+    pub(crate) fn block_scales(&self, block: usize, n: usize) -> Vec<f32> {
+        (0..n).map(|b| self.scale_at(b * block)).collect()
+    }
+
     /// Build the lookup tables of `kind` (once per input; later calls for the same kind are free).
     pub fn build_tables(&mut self, kind: Tables) {
         if self.built == Some(kind) {

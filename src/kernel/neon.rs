@@ -702,7 +702,7 @@ unsafe fn q8_gemv_with(
     let st = m.strides();
     let nb = m.cols / Q8_BLOCK;
     debug_assert!(q.len() >= m.rows * nb * st.q_stride && act.a.len() >= m.cols);
-    let block_scales: Vec<f32> = (0..nb).map(|b| act.scale_at(b * Q8_BLOCK)).collect();
+    let block_scales = act.block_scales(Q8_BLOCK, nb);
     for (r, yr) in y.iter_mut().enumerate().take(m.rows) {
         prefetch(
             q.as_ptr()
@@ -808,9 +808,7 @@ unsafe fn iq4_gemv_with(
     dot: impl Fn(int8x16_t, int8x16_t) -> int32x4_t + Copy,
 ) {
     debug_assert!(act.a.len() >= m.cols && y.len() >= m.rows);
-    let fs: Vec<f32> = (0..m.cols / m.block())
-        .map(|b| act.scale_at(b * m.block()))
-        .collect();
+    let fs = act.block_scales(m.block(), m.cols / m.block());
     for g in 0..m.row_groups() {
         let v = iq4_rows(m, act, &fs, g, knobs.prefetch, dot);
         let mut y8 = [0f32; 8];
