@@ -341,6 +341,58 @@ unsafe fn tile_outputs<const RB: usize, const I8: bool, const SUB: bool>(
     out
 }
 
+/// `tile_outputs` for NT inputs over one row block of a matrix without sub-scales, where a
+/// super-block is one group: the same operations in the same order, but each group's scales
+/// are converted once for all NT inputs and no super-block sums are kept. AFFINE: the zero is
+/// `Zero::Affine`, else an offset.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+#[allow(clippy::needless_range_loop)] // one input index reads several arrays
+unsafe fn flat_outputs<const NT: usize, const AFFINE: bool>(
+    m: &LutMatrix,
+    g: &Geometry,
+    rb: usize,
+    gis: [&[GroupInput]; NT],
+    mut ints: impl FnMut(usize) -> [[__m256i; 2]; NT],
+) -> [[f32; 16]; NT] {
+    debug_assert!(m.sup.is_none() && AFFINE == (m.zero == Zero::Affine));
+    let offset = match m.zero {
+        Zero::Offset(o) => o as i32,
+        Zero::Affine => 0,
+    };
+    let mut yv = [[_mm256_setzero_ps(); 2]; NT];
+    for grp in 0..g.groups {
+        let acc = ints(grp);
+        // SAFETY: the scales of (rb, grp) are in bounds (checked at validation): 32 bytes of
+        // d, then 32 of m if affine.
+        let hp = m.scales.as_slice().as_ptr().add(g.head(rb, grp));
+        let half = |o: usize| _mm256_cvtph_ps(_mm_loadu_si128(hp.add(o) as *const __m128i));
+        let d = [half(0), half(16)];
+        let mn = if AFFINE { [half(32), half(48)] } else { d };
+        for t in 0..NT {
+            let gi = gis[t][grp];
+            let f = _mm256_set1_ps(gi.f);
+            for h in 0..2 {
+                let tv = if AFFINE {
+                    let b = _mm256_cvtepi32_ps(_mm256_set1_epi32(gi.s));
+                    let a = _mm256_cvtepi32_ps(acc[t][h]);
+                    _mm256_add_ps(_mm256_mul_ps(d[h], a), _mm256_mul_ps(mn[h], b))
+                } else {
+                    let b = _mm256_set1_epi32(offset * gi.s);
+                    _mm256_mul_ps(d[h], _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[t][h], b)))
+                };
+                yv[t][h] = _mm256_add_ps(yv[t][h], _mm256_mul_ps(f, tv));
+            }
+        }
+    }
+    let mut out = [[0f32; 16]; NT];
+    for (o, v) in out.iter_mut().zip(&yv) {
+        _mm256_storeu_ps(o.as_mut_ptr(), v[0]);
+        _mm256_storeu_ps(o.as_mut_ptr().add(8), v[1]);
+    }
+    out
+}
+
 fn store_row_block(m: &LutMatrix, rb: usize, y16: &[f32; 16], y: &mut [f32]) {
     let n = (m.rows - rb * 16).min(16);
     y[rb * 16..rb * 16 + n].copy_from_slice(&y16[..n]);
@@ -466,9 +518,12 @@ unsafe fn gemm_inputs<const BITS: usize, const NT: usize, const SUB: bool>(
         (a[t], gs[t]) = (&acts[t0 + t].a, &gis[t0 + t]);
     }
     let quads = 2 * g.chunks;
-    let out = tile_outputs::<NT, false, SUB>(m, g, [rb; NT], gs, |grp| {
-        tile_group_ints::<BITS, NT>(tile, quads, a, group_quads(g, grp))
-    });
+    let ints = |grp| tile_group_ints::<BITS, NT>(tile, quads, a, group_quads(g, grp));
+    let out = match (SUB, m.zero) {
+        (true, _) => tile_outputs::<NT, false, SUB>(m, g, [rb; NT], gs, ints),
+        (false, Zero::Affine) => flat_outputs::<NT, true>(m, g, rb, gs, ints),
+        (false, Zero::Offset(_)) => flat_outputs::<NT, false>(m, g, rb, gs, ints),
+    };
     for (t, y16) in out.iter().enumerate() {
         store_row_block(m, rb, y16, &mut ys[(t0 + t) * m.rows..][..m.rows]);
     }
