@@ -6,6 +6,7 @@ llama.cpp alternately (so drift in the machine's speed hits both), and writes BE
 docs/bench.png from the measurements. Nothing in those files is typed by hand.
 
   python3 tools/bench.py [--reps N] [--only smollm2,ggml-types,gemma3-270m,bitnet-2b,llama-7b,context]
+  (--only re-measures those sections and keeps the others from the last run's results.json)
 """
 import argparse
 import glob
@@ -388,10 +389,50 @@ def main():
                            "decode": spread([a["decode"] / b["decode"] for a, b in zip(tr, lr)]),
                            "prefill": spread([a["prefill"] / b["prefill"] for a, b in zip(tr, lr)])})
         report["families"][fam] = {"n_params": n_params, "rows": rows, "ratios": ratios, "fallbacks": fallbacks}
+    keep_earlier(report, families, context)
     with open(os.path.join(OUT, "results.json"), "w") as f:
         json.dump(report, f, indent=1)
     write_markdown(report)
     plot(report)
+
+
+def keep_earlier(report, families, context):
+    """With --only, take the sections this run skipped from the last results.json, each marked
+    with the run it came from, so that BENCHMARKS.md keeps every section."""
+    run = {k: report[k] for k in ("date", "tmac_commit", "bandwidth")}
+    for fam in report["families"].values():
+        fam["run"] = run
+    if report["context"]:
+        report["context"]["run"] = run
+    if report["legacy"]:
+        report["legacy_run"] = run
+    path = os.path.join(OUT, "results.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        old = json.load(f)
+    earlier = {k: old.get(k) for k in run}
+    fams = dict(report["families"])
+    for key, fam in old.get("families", {}).items():
+        if key not in families:
+            fam.setdefault("run", earlier)
+            fams[key] = fam
+    report["families"] = {k: fams[k] for k in FAMILIES if k in fams}
+    if not context and old.get("context"):
+        report["context"] = old["context"]
+        report["context"].setdefault("run", earlier)
+    if report["legacy"] is None and old.get("legacy"):
+        report["legacy"] = old["legacy"]
+        report["legacy_run"] = old.get("legacy_run", earlier)
+
+
+def from_run(rep, section_run):
+    """A note under a section measured by an earlier `make bench` than the header's."""
+    if not section_run or section_run.get("date") == rep["date"]:
+        return []
+    return ["Kept from an earlier run (%s, tmac commit %s, read bandwidth %.1f GB/s): `--only` did not "
+            "re-measure this section.\n" % (section_run["date"], section_run["tmac_commit"],
+                                             section_run["bandwidth"])]
 
 
 def has_avx512():
@@ -473,6 +514,7 @@ def write_markdown(rep):
     L.append("![decode speed by bits per weight](docs/bench.png)\n")
     for key, fam in rep["families"].items():
         L.append("## %s\n" % TITLES.get(key, key))
+        L += from_run(rep, fam.get("run"))
         ppl_col = any(r.get("ppl") for r in fam["rows"])
         L.append("| engine | weights | file MiB | bits/weight (file) | prefill tok/s | decode tok/s | "
                  "% of roofline | load s | peak RSS MiB |" + (" perplexity |" if ppl_col else ""))
@@ -517,6 +559,7 @@ def write_markdown(rep):
     if rep.get("context"):
         c = rep["context"]
         L.append("## Long prompts and long contexts (SmolLM2-135M)\n")
+        L += from_run(rep, c.get("run"))
         L.append("Time to first token for a %d-token prompt (its prefill time), and decode speed with %d "
                  "tokens already in the KV cache. tmac: `tmac bench MODEL -p %d -n 1` and `tmac bench MODEL "
                  "-p 1 -n %d -d %d`; llama.cpp: `llama-bench -p %d -n 0` and `llama-bench -p 0 -n %d -d %d`. "
@@ -537,6 +580,7 @@ def write_markdown(rep):
         L.append("")
     if rep.get("legacy"):
         L.append("## The original T-MAC engine's comparison, on SmolLM2\n")
+        L += from_run(rep, rep.get("legacy_run"))
         L.append("The original (Mojo) engine compared f32, int4 (Q4V1), T-MAC v1 and T-MAC v2 on stories110M. "
                  "The same four formats, written by `tmac quantize --type q4v1|v1|v2` from `tmac export "
                  "--llama2c` of SmolLM2, run by tmac (same prompt and token counts as above):\n")
