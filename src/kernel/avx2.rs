@@ -333,12 +333,7 @@ unsafe fn tile_outputs<const RB: usize, const I8: bool, const SUB: bool>(
             combine::<I8>(&mut yv[r], &si[r], hp, m.zero, gis[r][first]);
         }
     }
-    let mut out = [[0f32; 16]; RB];
-    for (o, v) in out.iter_mut().zip(&yv) {
-        _mm256_storeu_ps(o.as_mut_ptr(), v[0]);
-        _mm256_storeu_ps(o.as_mut_ptr().add(8), v[1]);
-    }
-    out
+    unpack_outputs(&yv)
 }
 
 /// `tile_outputs` for NT inputs over one row block of a matrix without sub-scales, where a
@@ -385,8 +380,16 @@ unsafe fn flat_outputs<const NT: usize, const AFFINE: bool>(
             }
         }
     }
-    let mut out = [[0f32; 16]; NT];
-    for (o, v) in out.iter_mut().zip(&yv) {
+    unpack_outputs(&yv)
+}
+
+/// Each row block's 16 float accumulators as an array.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn unpack_outputs<const RB: usize>(yv: &[[__m256; 2]; RB]) -> [[f32; 16]; RB] {
+    let mut out = [[0f32; 16]; RB];
+    for (o, v) in out.iter_mut().zip(yv) {
+        // SAFETY: o holds 16 floats.
         _mm256_storeu_ps(o.as_mut_ptr(), v[0]);
         _mm256_storeu_ps(o.as_mut_ptr().add(8), v[1]);
     }

@@ -340,9 +340,68 @@ unsafe fn tile_outputs<const RB: usize, const I8: bool, const SUB: bool>(
             }
         }
     }
+    unpack_outputs(&yv)
+}
+
+/// `tile_outputs` for NT inputs over one row block of a matrix without sub-scales, where a
+/// super-block is one group: the same operations in the same order, but each group's scales
+/// are converted (six operations per four) once for all NT inputs and no super-block sums are
+/// kept. AFFINE: the zero is `Zero::Affine`, else an offset.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // one input index reads several arrays
+unsafe fn flat_outputs<const NT: usize, const AFFINE: bool>(
+    m: &LutMatrix,
+    g: &Geometry,
+    rb: usize,
+    gis: [&[GroupInput]; NT],
+    mut ints: impl FnMut(usize) -> [[int32x4_t; 4]; NT],
+) -> [[f32; 16]; NT] {
+    debug_assert!(m.sup.is_none() && AFFINE == (m.zero == Zero::Affine));
+    let offset = match m.zero {
+        Zero::Offset(o) => o as i32,
+        Zero::Affine => 0,
+    };
+    let mut yv = [[vdupq_n_f32(0.0); 4]; NT];
+    for grp in 0..g.groups {
+        let acc = ints(grp);
+        // SAFETY: the scales of (rb, grp) are in bounds (checked at validation): 32 bytes of
+        // d, then 32 of m if affine.
+        let hp = m.scales.as_slice().as_ptr().add(g.head(rb, grp));
+        let (mut d, mut mn) = ([vdupq_n_f32(0.0); 4], [vdupq_n_f32(0.0); 4]);
+        for i in 0..4 {
+            d[i] = f16x4_to_f32(hp.add(8 * i));
+            if AFFINE {
+                mn[i] = f16x4_to_f32(hp.add(32 + 8 * i));
+            }
+        }
+        for t in 0..NT {
+            let gi = gis[t][grp];
+            let f = vdupq_n_f32(gi.f);
+            for i in 0..4 {
+                let tv = if AFFINE {
+                    let b = vcvtq_f32_s32(vdupq_n_s32(gi.s));
+                    vaddq_f32(
+                        vmulq_f32(d[i], vcvtq_f32_s32(acc[t][i])),
+                        vmulq_f32(mn[i], b),
+                    )
+                } else {
+                    let b = vdupq_n_s32(offset * gi.s);
+                    vmulq_f32(d[i], vcvtq_f32_s32(vsubq_s32(acc[t][i], b)))
+                };
+                yv[t][i] = vaddq_f32(yv[t][i], vmulq_f32(f, tv));
+            }
+        }
+    }
+    unpack_outputs(&yv)
+}
+
+/// Each row block's 16 float accumulators as an array.
+#[inline(always)]
+unsafe fn unpack_outputs<const RB: usize>(yv: &[[float32x4_t; 4]; RB]) -> [[f32; 16]; RB] {
     let mut out = [[0f32; 16]; RB];
-    for (o, v) in out.iter_mut().zip(&yv) {
+    for (o, v) in out.iter_mut().zip(yv) {
         for (i, v) in v.iter().enumerate() {
+            // SAFETY: o holds 16 floats, v's four vectors 4 each.
             vst1q_f32(o.as_mut_ptr().add(4 * i), *v);
         }
     }
@@ -517,9 +576,12 @@ unsafe fn gemm_inputs<const NT: usize, const SUB: bool>(
         (a[t], gs[t]) = (&acts[t0 + t].a, &gis[t0 + t]);
     }
     let quads = 2 * g.chunks;
-    let out = tile_outputs::<NT, false, SUB>(m, g, [rb; NT], gs, |grp| {
-        tile_group_ints::<NT>(tile, quads, a, group_quads(g, grp))
-    });
+    let ints = |grp| tile_group_ints::<NT>(tile, quads, a, group_quads(g, grp));
+    let out = match (SUB, m.zero) {
+        (true, _) => tile_outputs::<NT, false, SUB>(m, g, [rb; NT], gs, ints),
+        (false, Zero::Affine) => flat_outputs::<NT, true>(m, g, rb, gs, ints),
+        (false, Zero::Offset(_)) => flat_outputs::<NT, false>(m, g, rb, gs, ints),
+    };
     for (t, y16) in out.iter().enumerate() {
         store_row_block(m, rb, y16, &mut ys[(t0 + t) * m.rows..][..m.rows]);
     }
