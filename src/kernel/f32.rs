@@ -330,7 +330,12 @@ unsafe fn scores_avx2<E: Elem>(
             for (h, q) in qs.chunks_exact(hd).enumerate() {
                 // SAFETY: rows t..t + 8 lie in k (asserted above), att[h n + t..][..8] in att
                 // (t + 8 <= n).
-                let d = dot8_avx2(q, k.as_ptr().add(t * stride + off), stride);
+                let kp = k.as_ptr().add(t * stride + off);
+                let d = match hd {
+                    64 => dot8_fixed::<E, 4>(q, kp, stride),
+                    128 => dot8_fixed::<E, 8>(q, kp, stride),
+                    _ => dot8_avx2(q, kp, stride),
+                };
                 _mm256_storeu_ps(att.as_mut_ptr().add(h * n + t), d);
             }
             t += 8;
@@ -342,6 +347,32 @@ unsafe fn scores_avx2<E: Elem>(
             att[h * n + t] = dot_avx2(q, kr);
         }
     }
+}
+
+/// `dot8_avx2` for a head size of 16 C, known when compiled: q is loaded into registers once
+/// for the 8 keys and the loops unroll. The same operations in the same order.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn dot8_fixed<E: Elem, const C: usize>(q: &[f32], k: *const E, stride: usize) -> __m256 {
+    use std::arch::x86_64::*;
+    assert!(q.len() == 16 * C);
+    // SAFETY: q holds 16 C floats (asserted); the caller passes 8 rows of 16 C elements.
+    let qv: [[__m256; 2]; C] = std::array::from_fn(|i| {
+        let p = q.as_ptr().add(16 * i);
+        [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))]
+    });
+    let mut v = [_mm256_setzero_ps(); 8];
+    for (j, v) in v.iter_mut().enumerate() {
+        let kr = k.add(j * stride);
+        let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for (i, [q0, q1]) in qv.iter().enumerate() {
+            lo = _mm256_add_ps(lo, _mm256_mul_ps(*q0, E::load8(kr.add(16 * i))));
+            hi = _mm256_add_ps(hi, _mm256_mul_ps(*q1, E::load8(kr.add(16 * i + 8))));
+        }
+        *v = _mm256_add_ps(lo, hi);
+    }
+    reduce_keys(v)
 }
 
 /// `dot_lanes(q, key j)` for the 8 keys at `k + j stride`, in one vector, for a head size that
@@ -370,6 +401,16 @@ unsafe fn dot8_avx2<E: Elem>(q: &[f32], k: *const E, stride: usize) -> __m256 {
         // acc[l] += acc[l + 8]
         *v = _mm256_add_ps(lo, hi);
     }
+    reduce_keys(v)
+}
+
+/// The pairwise reduction of `dot_lanes` (after acc[l] += acc[l + 8]) run on 8 keys' sums side
+/// by side: key j's 8 lanes in v[j], its dot product in lane j of the result.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn reduce_keys(v: [__m256; 8]) -> __m256 {
+    use std::arch::x86_64::*;
     // acc[l] += acc[l + 4]: keys 2p and 2p + 1 in the low and high 128-bit lanes of u[p]
     let fold4 = |a, b| {
         let lo = _mm256_permute2f128_ps::<0x20>(a, b);
@@ -396,7 +437,9 @@ unsafe fn dot8_avx2<E: Elem>(q: &[f32], k: *const E, stride: usize) -> __m256 {
 }
 
 /// `weighted_sum_lanes` with each head's output kept in registers, 64 floats at a time, while
-/// t runs: the same multiply and add per element in the same order.
+/// t runs: the same multiply and add per element in the same order. The rows go by in spans of
+/// about 8 KiB, every head over a span before the next, so that the heads after the first read
+/// the span from L1.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
@@ -414,18 +457,25 @@ unsafe fn weighted_sum_avx2<E: Elem>(
         n == 0 || v.len() >= (n - 1) * stride + off + hd,
         "value rows out of range"
     );
-    for (h, out) in outs.chunks_exact_mut(hd).enumerate() {
-        let a = &att[h * n..][..n];
-        for p0 in (0..hd).step_by(64) {
-            // SAFETY: columns p0..p0 + 8w of out and of every value row's slice lie in bounds
-            // (asserted above; hd is a multiple of 8).
-            let (o, vp) = (out.as_mut_ptr().add(p0), v.as_ptr().add(off + p0));
-            match (hd - p0).min(64) / 8 {
-                8 => value_block::<E, 8>(a, vp, stride, o),
-                4 => value_block::<E, 4>(a, vp, stride, o),
-                w => {
-                    for j in 0..w {
-                        value_block::<E, 1>(a, vp.add(8 * j), stride, o.add(8 * j));
+    let span = (8192 / (hd * std::mem::size_of::<E>())).max(8);
+    for t0 in (0..n).step_by(span) {
+        let t1 = (t0 + span).min(n);
+        for (h, out) in outs.chunks_exact_mut(hd).enumerate() {
+            let a = &att[h * n + t0..h * n + t1];
+            for p0 in (0..hd).step_by(64) {
+                // SAFETY: columns p0..p0 + 8w of out and of value rows t0..t1 lie in bounds
+                // (asserted above; hd is a multiple of 8).
+                let (o, vp) = (
+                    out.as_mut_ptr().add(p0),
+                    v.as_ptr().add(t0 * stride + off + p0),
+                );
+                match (hd - p0).min(64) / 8 {
+                    8 => value_block::<E, 8>(a, vp, stride, o),
+                    4 => value_block::<E, 4>(a, vp, stride, o),
+                    w => {
+                        for j in 0..w {
+                            value_block::<E, 1>(a, vp.add(8 * j), stride, o.add(8 * j));
+                        }
                     }
                 }
             }
@@ -633,9 +683,12 @@ mod tests {
             return;
         }
         let mut next = uniform(3);
+        // n over several of weighted_sum_avx2's spans of rows, and one row past the last
         for (hd, heads, n) in [
             (64, 3, 37),
+            (64, 3, 129),
             (256, 2, 5),
+            (256, 2, 33),
             (96, 2, 13),
             (72, 4, 9),
             (12, 1, 3),

@@ -447,12 +447,14 @@ pub(crate) fn layer(
         scale_by(&mut s.q[..n * q_dim], qs);
     }
     let base = kv.at(l, 0);
-    for b in 0..n {
-        let p = pos + b; // token b sees positions first..=p
-        let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
-        let rows = base + first * kvd..base + (p + 1) * kvd;
-        let group = kv_mul * hd; // the query heads sharing key/value head kvh
-        for kvh in 0..cfg.n_head_kv {
+    let group = kv_mul * hd; // the query heads sharing key/value head kvh
+                             // key/value head outermost: the batch's tokens read the same head's rows one after the
+                             // other, while they are in cache (all heads' rows of a long prompt are not)
+    for kvh in 0..cfg.n_head_kv {
+        for b in 0..n {
+            let p = pos + b; // token b sees positions first..=p
+            let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
+            let rows = base + first * kvd..base + (p + 1) * kvd;
             let qs = &s.q[b * q_dim + kvh * group..][..group];
             let outs = &mut s.attn[b * q_dim + kvh * group..][..group];
             let att = &mut s.att[..kv_mul * (p + 1 - first)];
@@ -465,7 +467,9 @@ pub(crate) fn layer(
                 outs,
             );
         }
-        if let Some(sub) = &layer.attn_sub_norm {
+    }
+    if let Some(sub) = &layer.attn_sub_norm {
+        for b in 0..n {
             rmsnorm_inplace(&mut s.attn[b * q_dim..(b + 1) * q_dim], sub, cfg.rms_eps);
         }
     }
