@@ -9,11 +9,15 @@ use crate::kernel::rotate;
 use crate::layout::linear::Linear;
 use crate::math;
 
-/// Keys and values of every past position: `[layer][pos][kv_dim]`, in f32 or (optionally, as
-/// llama.cpp's default) f16, which halves attention's memory traffic on long contexts.
+/// Keys and values of every past position: `[layer][kv head][pos][head_dim]`, in f32 or
+/// (optionally, as llama.cpp's default) f16, which halves attention's memory traffic on long
+/// contexts. Each head's rows lie back to back, so that attention reads one unbroken run of
+/// memory per head (rows of all heads side by side would have it skip over the other heads'
+/// bytes, which the caches fetch anyway).
 pub(crate) struct KvCache {
     data: KvData,
-    kv_dim: usize,
+    n_head_kv: usize,
+    head_dim: usize,
     pub n_ctx: usize,
 }
 
@@ -45,42 +49,50 @@ impl KvCache {
         };
         KvCache {
             data,
-            kv_dim: cfg.kv_dim(),
+            n_head_kv: cfg.n_head_kv,
+            head_dim: cfg.head_dim,
             n_ctx,
         }
     }
     pub(crate) fn bytes(cfg: &Config, n_ctx: usize, f16: bool) -> usize {
         2 * (if f16 { 2 } else { 4 }) * cfg.n_layer * n_ctx * cfg.kv_dim()
     }
-    fn at(&self, layer: usize, pos: usize) -> usize {
-        (layer * self.n_ctx + pos) * self.kv_dim
+    /// Where the row of (layer, kv head, pos) starts.
+    fn at(&self, layer: usize, head: usize, pos: usize) -> usize {
+        ((layer * self.n_head_kv + head) * self.n_ctx + pos) * self.head_dim
     }
-    /// Store the key and value rows of (layer, pos).
+    /// Store the key and value rows of (layer, pos): `k` and `v` hold every kv head's.
     fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
-        let at = self.at(layer, pos);
-        let n = self.kv_dim;
-        match &mut self.data {
-            KvData::F32 { k: kc, v: vc } => {
-                kc[at..at + n].copy_from_slice(k);
-                vc[at..at + n].copy_from_slice(v);
-            }
-            KvData::F16 { k: kc, v: vc } => {
-                kf32::to_f16(k, &mut kc[at..at + n]);
-                kf32::to_f16(v, &mut vc[at..at + n]);
+        let hd = self.head_dim;
+        for h in 0..self.n_head_kv {
+            let at = self.at(layer, h, pos);
+            let (kh, vh) = (&k[h * hd..(h + 1) * hd], &v[h * hd..(h + 1) * hd]);
+            match &mut self.data {
+                KvData::F32 { k: kc, v: vc } => {
+                    kc[at..at + hd].copy_from_slice(kh);
+                    vc[at..at + hd].copy_from_slice(vh);
+                }
+                KvData::F16 { k: kc, v: vc } => {
+                    kf32::to_f16(kh, &mut kc[at..at + hd]);
+                    kf32::to_f16(vh, &mut vc[at..at + hd]);
+                }
             }
         }
     }
-    /// Attention of `qs` over the rows `rows` of layer `layer` (see `kf32::attend`).
+    /// Attention of `qs` (the query heads sharing kv head `head`) over positions `span` of
+    /// layer `layer` (see `kf32::attend`).
     #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
         qs: &[f32],
-        rows: std::ops::Range<usize>,
-        shape: (usize, usize, usize),
+        (layer, head): (usize, usize),
+        span: std::ops::Range<usize>,
         scaling: (f32, Option<f32>),
         att: &mut [f32],
         outs: &mut [f32],
     ) {
+        let rows = self.at(layer, head, span.start)..self.at(layer, head, span.end);
+        let shape = (self.head_dim, self.head_dim, 0);
         match &self.data {
             KvData::F32 { k, v } => {
                 kf32::attend(qs, &k[rows.clone()], &v[rows], shape, scaling, att, outs)
@@ -446,7 +458,6 @@ pub(crate) fn layer(
     if let Some(qs) = gr.q_scale {
         scale_by(&mut s.q[..n * q_dim], qs);
     }
-    let base = kv.at(l, 0);
     let group = kv_mul * hd; // the query heads sharing key/value head kvh
                              // key/value head outermost: the batch's tokens read the same head's rows one after the
                              // other, while they are in cache (all heads' rows of a long prompt are not)
@@ -454,18 +465,11 @@ pub(crate) fn layer(
         for b in 0..n {
             let p = pos + b; // token b sees positions first..=p
             let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
-            let rows = base + first * kvd..base + (p + 1) * kvd;
             let qs = &s.q[b * q_dim + kvh * group..][..group];
             let outs = &mut s.attn[b * q_dim + kvh * group..][..group];
             let att = &mut s.att[..kv_mul * (p + 1 - first)];
-            kv.attend(
-                qs,
-                rows.clone(),
-                (hd, kvd, kvh * hd),
-                (kq_scale, gr.attn_softcap),
-                att,
-                outs,
-            );
+            let scaling = (kq_scale, gr.attn_softcap);
+            kv.attend(qs, (l, kvh), first..p + 1, scaling, att, outs);
         }
     }
     if let Some(sub) = &layer.attn_sub_norm {
