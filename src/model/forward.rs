@@ -81,7 +81,6 @@ impl KvCache {
     }
     /// Attention of `qs` (the query heads sharing kv head `head`) over positions `span` of
     /// layer `layer` (see `kf32::attend`).
-    #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
         qs: &[f32],
@@ -458,9 +457,10 @@ pub(crate) fn layer(
     if let Some(qs) = gr.q_scale {
         scale_by(&mut s.q[..n * q_dim], qs);
     }
-    let group = kv_mul * hd; // the query heads sharing key/value head kvh
-                             // key/value head outermost: the batch's tokens read the same head's rows one after the
-                             // other, while they are in cache (all heads' rows of a long prompt are not)
+    // the query heads sharing key/value head kvh
+    let group = kv_mul * hd;
+    // key/value head outermost: the batch's tokens read the same head's rows one after the
+    // other, while they are in cache (all heads' rows of a long prompt are not)
     for kvh in 0..cfg.n_head_kv {
         for b in 0..n {
             let p = pos + b; // token b sees positions first..=p
