@@ -53,10 +53,7 @@ fn ternary_blocks(rng: &mut Rng, n: u64, typ: &str) -> Vec<u8> {
             _ => {
                 // TQ1_0: 48 bytes of 5 trits and 4 bytes of 4 trits (shifted up one trit),
                 // each stored as ceil(value * 256 / 243), as ggml's quantizer writes them
-                for n in std::iter::repeat(5u32)
-                    .take(48)
-                    .chain(std::iter::repeat(4u32).take(4))
-                {
+                for n in std::iter::repeat_n(5u32, 48).chain(std::iter::repeat_n(4u32, 4)) {
                     let mut q = 0u32;
                     for _ in 0..n {
                         q = q * 3 + code() as u32;

@@ -121,7 +121,7 @@ pub struct EnvSettings {
     pub profile: Option<std::path::PathBuf>,
 }
 
-/// `TMAC_KERNEL=scalar|avx2|neon`, the tuning profile saved by `tmac tune` for this CPU
+/// `TMAC_KERNEL=scalar|avx2|avx512|neon`, the tuning profile saved by `tmac tune` for this CPU
 /// (`TMAC_PROFILE`, else `$XDG_CONFIG_HOME` or `$HOME/.config`, `tmac/profile`), and
 /// `TMAC_TABLES=exact|int8`. What cannot be applied is said to `warn` and left at its default.
 pub fn from_env(warn: &mut dyn FnMut(String)) -> EnvSettings {

@@ -545,7 +545,7 @@ fn ternary_weight(
     let (t, m) = f.require(&name)?;
     let (r, c) = (rows as usize, cols as usize);
     if t.dtype == Dtype::U8 {
-        if rows % 4 != 0 {
+        if !rows.is_multiple_of(4) {
             return Err(Error::format(format!(
                 "{name}: {rows} rows cannot be packed 4 per byte"
             )));

@@ -217,6 +217,10 @@ pub(crate) fn q4_at(blocks: &[u8], e: usize) -> (f16, u8) {
     let byte = b[2 + j / 2];
     (
         f16::from_le_bytes([b[0], b[1]]),
-        if j % 2 == 0 { byte & 15 } else { byte >> 4 },
+        if j.is_multiple_of(2) {
+            byte & 15
+        } else {
+            byte >> 4
+        },
     )
 }

@@ -93,13 +93,13 @@ impl Header {
             shared_classifier: vocab > 0,
             seq_len: check("seq_len", seq, MAX_SEQ)?,
         };
-        if h.dim % h.n_heads != 0 || h.n_heads % h.n_kv_heads != 0 {
+        if !h.dim.is_multiple_of(h.n_heads) || !h.n_heads.is_multiple_of(h.n_kv_heads) {
             return Err(Error::format(format!(
                 "header: heads do not divide: dim {}, n_heads {}, n_kv_heads {}",
                 h.dim, h.n_heads, h.n_kv_heads
             )));
         }
-        if h.head_size() % 2 != 0 {
+        if !h.head_size().is_multiple_of(2) {
             return Err(Error::format(format!(
                 "header: head size {} is odd (RoPE rotates pairs)",
                 h.head_size()

@@ -5,9 +5,11 @@
 //! split the nibbles into two index vectors (columns 0-3 and 4-7), look up the low and the high
 //! bytes of the two tables with vpshufb, and let vpmaddubsw both pair each row's two planes and
 //! weight them by 2^plane. The lone plane of an odd code width (16 bytes, one per row) is looked
-//! up with 128-bit vpshufb, widened to 16 bits and shifted. Low-byte sums are unsigned and
-//! accumulate in 16 bits (wrapping, read back unsigned) until they are widened; high-byte sums
-//! are small and signed.
+//! up for two row blocks at once, one per lane; vpunpck{l,h}bw puts each row's two entries
+//! (columns 0-3, 4-7) side by side and vpmaddubsw adds them, weighted by 2^plane: half the
+//! shuffle-port work of a row block alone, which widens its 128-bit lookups to 16 bits and
+//! shifts them. Low-byte sums are unsigned and accumulate in 16 bits (wrapping, read back
+//! unsigned) until they are widened; high-byte sums are small and signed.
 //!
 //! With int8 tables (the `tables` knob) each table is one 16-byte vector: one vpshufb per
 //! index vector, vpmaddubsw with the plane weights as the unsigned operand, signed 16-bit sums.
@@ -25,7 +27,7 @@ use std::arch::x86_64::*;
 /// table load. I8: the tables are int8 (sums in table units), else exact.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn group_ints<const BITS: usize, const RB: usize, const I8: bool>(
+pub(super) unsafe fn group_ints<const BITS: usize, const RB: usize, const I8: bool>(
     data: &[u8],
     g: &Geometry,
     tables: &[u8],
@@ -52,6 +54,9 @@ unsafe fn group_ints<const BITS: usize, const RB: usize, const I8: bool>(
         _mm256_set1_epi16(0x2010),
     ];
     let lone_shift = _mm_cvtsi32_si128(2 * pairs as i32);
+    let lone_coef = _mm256_set1_epi8(1 << (2 * pairs));
+    // the lone plane of row blocks 2p and 2p + 1 together (the last block of an odd RB alone)
+    let duo = if lone { RB / 2 } else { 0 };
     let mut acc = [[_mm256_setzero_si256(); 2]; RB];
     let (wp, tp) = (data.as_ptr(), tables.as_ptr());
     let mut c = c0;
@@ -60,6 +65,10 @@ unsafe fn group_ints<const BITS: usize, const RB: usize, const I8: bool>(
         // exact: low-byte sums (unsigned) and high-byte sums; int8: the sums, in slo
         let mut slo = [_mm256_setzero_si256(); RB];
         let mut shi = [_mm256_setzero_si256(); RB];
+        // lone-plane sums of row-block pairs: [p][rows 0-7, rows 8-15], lane l holding block
+        // 2p + l; low and high bytes as slo and shi
+        let mut dlo = [[_mm256_setzero_si256(); 2]; RB];
+        let mut dhi = [[_mm256_setzero_si256(); 2]; RB];
         for cc in c..cend {
             // SAFETY: tables 2cc, 2cc+1 and weight blocks (rb, cc, pp) are in bounds
             // (debug-asserted above; guaranteed by LutMatrix::validate and build_tables). The
@@ -98,7 +107,7 @@ unsafe fn group_ints<const BITS: usize, const RB: usize, const I8: bool>(
                     slo[r] = _mm256_add_epi16(slo[r], lo);
                     shi[r] = _mm256_add_epi16(shi[r], signed(th0, th1));
                 }
-                if lone {
+                if lone && r >= 2 * duo {
                     // byte j is row j: widened, rows 0-7 land in lane 0 and 8-15 in lane 1,
                     // where the plane pairs put them
                     let w = _mm_loadu_si128(blk.add(pairs * 32) as *const __m128i);
@@ -122,6 +131,20 @@ unsafe fn group_ints<const BITS: usize, const RB: usize, const I8: bool>(
                     shi[r] = _mm256_add_epi16(shi[r], _mm256_sll_epi16(hi, lone_shift));
                 }
             }
+            for p in 0..duo {
+                // SAFETY: the lone planes of blocks (rb0 + 2p, cc) and (rb0 + 2p + 1, cc) are
+                // in bounds, as above
+                let blk = |r: usize| wp.add(((rb0 + r) * g.chunks + cc) * 16 * BITS + pairs * 32);
+                let w = _mm256_loadu2_m128i(blk(2 * p + 1) as _, blk(2 * p) as _);
+                lone_pair::<I8>(w, [tl0, tl1, th0, th1], lone_coef, &mut dlo[p], &mut dhi[p]);
+            }
+        }
+        for p in 0..duo {
+            let [(l0, h0), (l1, h1)] = lone_blocks::<I8>(dlo[p], dhi[p]);
+            slo[2 * p] = _mm256_add_epi16(slo[2 * p], l0);
+            slo[2 * p + 1] = _mm256_add_epi16(slo[2 * p + 1], l1);
+            shi[2 * p] = _mm256_add_epi16(shi[2 * p], h0);
+            shi[2 * p + 1] = _mm256_add_epi16(shi[2 * p + 1], h1);
         }
         // exact: value = low sum (unsigned 16-bit) + 256 * high sum (signed 16-bit);
         // int8: the signed 16-bit sum
@@ -145,6 +168,67 @@ unsafe fn group_ints<const BITS: usize, const RB: usize, const I8: bool>(
     acc
 }
 
+/// One chunk of the lone plane of two row blocks, `w` = (block a's 16 bytes, block b's), one
+/// per lane, looked up in `t` (low tables 0 and 1, high tables 0 and 1; int8: the tables
+/// twice): each row's two entries (columns 0-3, 4-7) side by side by vpunpck{l,h}bw, added
+/// and weighted by `coef` = 2^plane by vpmaddubsw, onto `lo`, `hi` = (rows 0-7, rows 8-15),
+/// lane 0 block a's and lane 1 block b's. Int8 sums go to `hi`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn lone_pair<const I8: bool>(
+    w: __m256i,
+    t: [__m256i; 4],
+    coef: __m256i,
+    lo: &mut [__m256i; 2],
+    hi: &mut [__m256i; 2],
+) {
+    let mask = _mm256_set1_epi8(0x0F);
+    let i0 = _mm256_and_si256(w, mask);
+    let i1 = _mm256_and_si256(_mm256_srli_epi16(w, 4), mask);
+    // signed bytes (int8 entries, exact high bytes) go second to vpmaddubsw
+    let rows = |t0, t1, signed: bool| {
+        let (e0, e1) = (_mm256_shuffle_epi8(t0, i0), _mm256_shuffle_epi8(t1, i1));
+        [_mm256_unpacklo_epi8(e0, e1), _mm256_unpackhi_epi8(e0, e1)].map(|e| match signed {
+            true => _mm256_maddubs_epi16(coef, e),
+            false => _mm256_maddubs_epi16(e, coef),
+        })
+    };
+    let h = rows(t[2], t[3], true);
+    for k in 0..2 {
+        hi[k] = _mm256_add_epi16(hi[k], h[k]);
+    }
+    if !I8 {
+        let l = rows(t[0], t[1], false);
+        for k in 0..2 {
+            lo[k] = _mm256_add_epi16(lo[k], l[k]);
+        }
+    }
+}
+
+/// `lone_pair`'s sums as each block's (low, high) 16-bit sums (rows 0-7, rows 8-15), the
+/// layout of the plane pairs' sums; int8: (sums, 0).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn lone_blocks<const I8: bool>(
+    [a, b]: [__m256i; 2],
+    [e, f]: [__m256i; 2],
+) -> [(__m256i, __m256i); 2] {
+    let (lo, hi) = match I8 {
+        true => ((e, f), (_mm256_setzero_si256(), _mm256_setzero_si256())),
+        false => ((a, b), (e, f)),
+    };
+    [
+        (
+            _mm256_permute2x128_si256::<0x20>(lo.0, lo.1),
+            _mm256_permute2x128_si256::<0x20>(hi.0, hi.1),
+        ),
+        (
+            _mm256_permute2x128_si256::<0x31>(lo.0, lo.1),
+            _mm256_permute2x128_si256::<0x31>(hi.0, hi.1),
+        ),
+    ]
+}
+
 /// The integer sums of one group with the tables `act` holds (for `lut_ints`).
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -163,30 +247,39 @@ unsafe fn ints<const BITS: usize, const RB: usize>(
     }
 }
 
-/// All integer accumulators, laid out `[row block][group][16]` (for tests).
+/// All integer accumulators, laid out `[row block][group][16]` (for tests). Row blocks go in
+/// pairs, as the GEMV's row tile of 2 reads them, the last of an odd count alone.
 ///
 /// # Safety
 /// AVX2 must be available; `act` must have its tables built for this matrix's width.
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn lut_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
     let g = m.geometry();
+    let d = m.data.as_slice();
     out.clear();
-    for rb in 0..g.row_blocks {
+    out.resize(g.row_blocks * g.groups * 16, 0);
+    for (rb, n) in super::row_tiles(0..g.row_blocks, 2) {
         for grp in 0..g.groups {
-            let d = m.data.as_slice();
-            let [[a, b]] = match m.bits {
-                1 => ints::<1, 1>(d, &g, act, rb, grp, 0),
-                2 => ints::<2, 1>(d, &g, act, rb, grp, 0),
-                3 => ints::<3, 1>(d, &g, act, rb, grp, 0),
-                4 => ints::<4, 1>(d, &g, act, rb, grp, 0),
-                5 => ints::<5, 1>(d, &g, act, rb, grp, 0),
-                _ => ints::<6, 1>(d, &g, act, rb, grp, 0),
+            let ints: &[[__m256i; 2]] = match (m.bits, n) {
+                (1, 2) => &ints::<1, 2>(d, &g, act, rb, grp, 0),
+                (2, 2) => &ints::<2, 2>(d, &g, act, rb, grp, 0),
+                (3, 2) => &ints::<3, 2>(d, &g, act, rb, grp, 0),
+                (4, 2) => &ints::<4, 2>(d, &g, act, rb, grp, 0),
+                (5, 2) => &ints::<5, 2>(d, &g, act, rb, grp, 0),
+                (_, 2) => &ints::<6, 2>(d, &g, act, rb, grp, 0),
+                (1, _) => &ints::<1, 1>(d, &g, act, rb, grp, 0),
+                (2, _) => &ints::<2, 1>(d, &g, act, rb, grp, 0),
+                (3, _) => &ints::<3, 1>(d, &g, act, rb, grp, 0),
+                (4, _) => &ints::<4, 1>(d, &g, act, rb, grp, 0),
+                (5, _) => &ints::<5, 1>(d, &g, act, rb, grp, 0),
+                _ => &ints::<6, 1>(d, &g, act, rb, grp, 0),
             };
-            let mut v = [0i32; 16];
-            // SAFETY: v has room for 16 i32.
-            _mm256_storeu_si256(v.as_mut_ptr() as *mut __m256i, a);
-            _mm256_storeu_si256(v.as_mut_ptr().add(8) as *mut __m256i, b);
-            out.extend_from_slice(&v);
+            for (r, [a, b]) in ints.iter().enumerate() {
+                let v = &mut out[((rb + r) * g.groups + grp) * 16..][..16];
+                // SAFETY: v has room for 16 i32.
+                _mm256_storeu_si256(v.as_mut_ptr() as *mut __m256i, *a);
+                _mm256_storeu_si256(v.as_mut_ptr().add(8) as *mut __m256i, *b);
+            }
         }
     }
 }
@@ -273,27 +366,37 @@ unsafe fn combine<const I8: bool>(
     }
 }
 
-/// RB row blocks starting at `rb0`, with int8 tables if I8 (the kind of tables is fixed once
-/// per GEMV, outside the group loop) and sub-scales if SUB.
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn lut_tile<const BITS: usize, const RB: usize, const I8: bool, const SUB: bool>(
-    m: &LutMatrix,
-    g: &Geometry,
-    act: &Activations,
-    gis: &[GroupInput],
-    rb0: usize,
-    prefetch: usize,
-    y: &mut [f32],
-) {
-    let data = m.data.as_slice();
-    let rbs = std::array::from_fn(|r| rb0 + r);
-    let ys = tile_outputs::<RB, I8, SUB>(m, g, rbs, [gis; RB], |grp| {
-        group_ints::<BITS, RB, I8>(data, g, &act.tables, rb0, grp, prefetch)
-    });
-    for (r, y16) in ys.iter().enumerate() {
-        store_row_block(m, rb0 + r, y16, y);
+/// A LUT GEMV's matrix, its geometry and its inputs' group values, for tiles of row blocks.
+pub(super) struct GemvTile<'a> {
+    m: &'a LutMatrix,
+    pub(super) g: Geometry,
+    gis: Vec<GroupInput>,
+}
+
+impl<'a> GemvTile<'a> {
+    pub(super) fn new(m: &'a LutMatrix, act: &Activations) -> GemvTile<'a> {
+        let g = m.geometry();
+        debug_assert!(m.scales.len() >= g.scales_len());
+        let gis = GroupInput::all(act, m.group, g.groups);
+        GemvTile { m, g, gis }
+    }
+
+    /// The outputs of RB row blocks starting at `rb0` into `y`, given every group's integer
+    /// sums (`ints`), with int8 tables if I8 (the kind of tables is fixed once per GEMV,
+    /// outside the group loop) and sub-scales if SUB.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn run<const RB: usize, const I8: bool, const SUB: bool>(
+        &self,
+        rb0: usize,
+        y: &mut [f32],
+        ints: impl FnMut(usize) -> [[__m256i; 2]; RB],
+    ) {
+        let rbs = std::array::from_fn(|r| rb0 + r);
+        let ys = tile_outputs::<RB, I8, SUB>(self.m, &self.g, rbs, [&self.gis; RB], ints);
+        for (r, y16) in ys.iter().enumerate() {
+            store_row_block(self.m, rb0 + r, y16, y);
+        }
     }
 }
 
@@ -629,13 +732,16 @@ unsafe fn lut_gemv_bits<const BITS: usize, const I8: bool, const SUB: bool>(
     rbs: std::ops::Range<usize>,
     knobs: &super::Knobs,
 ) {
-    let g = m.geometry();
-    debug_assert!(m.scales.len() >= g.scales_len() && y.len() >= m.rows);
-    let gis = GroupInput::all(act, m.group, g.groups);
+    debug_assert!(y.len() >= m.rows);
+    let (t, data, pf) = (GemvTile::new(m, act), m.data.as_slice(), knobs.prefetch);
     for (rb, n) in super::row_tiles(rbs, knobs.row_tile) {
         match n {
-            2 => lut_tile::<BITS, 2, I8, SUB>(m, &g, act, &gis, rb, knobs.prefetch, y),
-            _ => lut_tile::<BITS, 1, I8, SUB>(m, &g, act, &gis, rb, knobs.prefetch, y),
+            2 => t.run::<2, I8, SUB>(rb, y, |grp| {
+                group_ints::<BITS, 2, I8>(data, &t.g, &act.tables, rb, grp, pf)
+            }),
+            _ => t.run::<1, I8, SUB>(rb, y, |grp| {
+                group_ints::<BITS, 1, I8>(data, &t.g, &act.tables, rb, grp, pf)
+            }),
         }
     }
 }

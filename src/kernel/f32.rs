@@ -383,7 +383,7 @@ unsafe fn dot8_fixed<E: Elem, const C: usize>(q: &[f32], k: *const E, stride: us
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn dot8_avx2<E: Elem>(q: &[f32], k: *const E, stride: usize) -> __m256 {
     use std::arch::x86_64::*;
-    debug_assert!(q.len() % LANES == 0);
+    debug_assert!(q.len().is_multiple_of(LANES));
     let mut v = [_mm256_setzero_ps(); 8];
     for (j, v) in v.iter_mut().enumerate() {
         // SAFETY: the caller passes 8 rows of q.len() elements, `stride` apart.

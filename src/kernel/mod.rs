@@ -1,11 +1,14 @@
 //! Compute kernels. `f32` is the portable reference for full-precision weights; `lut` prepares
 //! inputs (int8 activations and lookup tables); `scalar`, `avx2` and `neon` implement the T-MAC
-//! LUT GEMV and the 8-bit GEMV with identical results. The instruction set is the CPU's best
+//! LUT GEMV and the 8-bit GEMV with identical results, and `avx512` the LUT GEMV again (the
+//! rest of its kernel set is AVX2's). The instruction set is the CPU's best
 //! (`isa()`) unless the caller asks for another; the knobs (`Knobs`) come from the caller
 //! (`crate::settings` reads them from the environment for the `tmac` tool).
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
 pub(crate) mod f32;
 pub(crate) mod linear;
 pub(crate) mod lut;
@@ -30,6 +33,8 @@ pub struct Isa(Kind);
 enum Kind {
     Scalar,
     Avx2,
+    /// AVX-512 BW for the LUT GEMV, AVX2 for the rest.
+    Avx512,
     Neon,
 }
 
@@ -38,6 +43,7 @@ impl Kind {
         match self {
             Kind::Scalar => "scalar",
             Kind::Avx2 => "avx2",
+            Kind::Avx512 => "avx512",
             Kind::Neon => "neon",
         }
     }
@@ -48,6 +54,12 @@ impl Kind {
             Kind::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             Kind::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c"),
+            #[cfg(target_arch = "x86_64")]
+            Kind::Avx512 => {
+                Kind::Avx2.detected()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+            }
             #[cfg(target_arch = "aarch64")]
             Kind::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[allow(unreachable_patterns)]
@@ -64,9 +76,9 @@ impl Isa {
         self.0.name()
     }
 
-    /// The instruction set called `s` ("scalar", "avx2", "neon"), if this CPU has it.
+    /// The instruction set called `s` ("scalar", "avx2", "avx512", "neon"), if this CPU has it.
     pub fn from_name(s: &str) -> Option<Isa> {
-        [Kind::Scalar, Kind::Avx2, Kind::Neon]
+        [Kind::Scalar, Kind::Avx2, Kind::Avx512, Kind::Neon]
             .into_iter()
             .find(|k| k.name() == s && k.detected())
             .map(Isa)
@@ -74,7 +86,7 @@ impl Isa {
 
     /// Every instruction set this CPU has, scalar first.
     pub fn all() -> Vec<Isa> {
-        [Kind::Scalar, Kind::Avx2, Kind::Neon]
+        [Kind::Scalar, Kind::Avx2, Kind::Avx512, Kind::Neon]
             .into_iter()
             .filter(|k| k.detected())
             .map(Isa)
@@ -119,9 +131,11 @@ impl Knobs {
                 prefetch: 512,
                 tables: Tables::Exact,
             },
+            // AVX2 and AVX-512 on this project's x86-64 test machine (`tmac tune`, every model
+            // of `make bench`): pairs of row blocks and 16 KiB ahead were best or within 3%
             _ => Knobs {
-                row_tile: 1,
-                prefetch: 2048,
+                row_tile: 2,
+                prefetch: 16384,
                 tables: Tables::Exact,
             },
         }
@@ -151,6 +165,10 @@ fn lut_rows(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
         Isa(Kind::Avx2) => unsafe { avx2::lut_gemv(m, act, y, rbs, knobs) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an Isa of Kind::Avx512 exists only where detection found AVX-512 BW, AVX2
+        // and F16C.
+        Isa(Kind::Avx512) => unsafe { avx512::lut_gemv(m, act, y, rbs, knobs) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: an Isa of Kind::Neon exists only where detection found NEON.
         Isa(Kind::Neon) => unsafe { neon::lut_gemv(m, act, y, rbs, knobs) },
@@ -209,8 +227,8 @@ pub fn lut_gemm(isa: Isa, m: &LutMatrix, acts: &[Activations], ys: &mut [f32], k
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
-        Isa(Kind::Avx2) => unsafe { avx2::lut_gemm(m, acts, ys) },
+        // SAFETY: an Isa of Kind::Avx2 or Avx512 exists only where detection found AVX2 and F16C.
+        Isa(Kind::Avx2 | Kind::Avx512) => unsafe { avx2::lut_gemm(m, acts, ys) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON was detected (Kind::Neon) and dotprod is checked here.
         Isa(Kind::Neon) if neon_dotprod() => unsafe { neon::lut_gemm(m, acts, ys) },
@@ -256,8 +274,8 @@ pub fn tile_ints(isa: Isa, m: &LutMatrix, act: &Activations, out: &mut Vec<i32>)
     check_width(&g, act, m.cols);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
-        Isa(Kind::Avx2) => unsafe { avx2::tile_ints(m, act, out) },
+        // SAFETY: an Isa of Kind::Avx2 or Avx512 exists only where detection found AVX2 and F16C.
+        Isa(Kind::Avx2 | Kind::Avx512) => unsafe { avx2::tile_ints(m, act, out) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON was detected (Kind::Neon) and dotprod is checked here.
         Isa(Kind::Neon) if neon_dotprod() => unsafe { neon::tile_ints(m, act, out) },
@@ -285,6 +303,10 @@ pub fn lut_ints(isa: Isa, m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) 
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
         Isa(Kind::Avx2) => unsafe { avx2::lut_ints(m, act, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an Isa of Kind::Avx512 exists only where detection found AVX-512 BW, AVX2
+        // and F16C.
+        Isa(Kind::Avx512) => unsafe { avx512::lut_ints(m, act, out) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: an Isa of Kind::Neon exists only where detection found NEON.
         Isa(Kind::Neon) => unsafe { neon::lut_ints(m, act, out) },
@@ -301,8 +323,8 @@ pub fn q8_gemv(isa: Isa, m: &Q8Matrix, act: &Activations, y: &mut [f32], knobs: 
     assert!(y.len() >= m.rows, "output shorter than the matrix");
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
-        Isa(Kind::Avx2) => unsafe { avx2::q8_gemv(m, act, y, knobs) },
+        // SAFETY: an Isa of Kind::Avx2 or Avx512 exists only where detection found AVX2 and F16C.
+        Isa(Kind::Avx2 | Kind::Avx512) => unsafe { avx2::q8_gemv(m, act, y, knobs) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: an Isa of Kind::Neon exists only where detection found NEON.
         Isa(Kind::Neon) => unsafe { neon::q8_gemv(m, act, y, knobs) },
@@ -317,8 +339,8 @@ pub fn q8_gemm(isa: Isa, m: &Q8Matrix, acts: &[Activations], ys: &mut [f32], kno
     check_batch(m.cols, m.rows, acts, ys);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
-        Isa(Kind::Avx2) => unsafe { avx2::q8_gemm(m, acts, ys) },
+        // SAFETY: an Isa of Kind::Avx2 or Avx512 exists only where detection found AVX2 and F16C.
+        Isa(Kind::Avx2 | Kind::Avx512) => unsafe { avx2::q8_gemm(m, acts, ys) },
         _ => {
             for (act, y) in acts.iter().zip(ys.chunks_exact_mut(m.rows)) {
                 q8_gemv(isa, m, act, y, knobs);
@@ -336,8 +358,8 @@ pub(crate) fn iq4_gemv(isa: Isa, m: &Iq4Matrix, act: &Activations, y: &mut [f32]
     assert!(y.len() >= m.rows, "output shorter than the matrix");
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
-        Isa(Kind::Avx2) => unsafe { avx2::iq4_gemv(m, act, y, knobs) },
+        // SAFETY: an Isa of Kind::Avx2 or Avx512 exists only where detection found AVX2 and F16C.
+        Isa(Kind::Avx2 | Kind::Avx512) => unsafe { avx2::iq4_gemv(m, act, y, knobs) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: an Isa of Kind::Neon exists only where detection found NEON.
         Isa(Kind::Neon) => unsafe { neon::iq4_gemv(m, act, y, knobs) },
@@ -357,8 +379,8 @@ pub(crate) fn iq4_gemm(
     check_batch(m.cols, m.rows, acts, ys);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
-        Isa(Kind::Avx2) => unsafe { avx2::iq4_gemm(m, acts, ys, knobs) },
+        // SAFETY: an Isa of Kind::Avx2 or Avx512 exists only where detection found AVX2 and F16C.
+        Isa(Kind::Avx2 | Kind::Avx512) => unsafe { avx2::iq4_gemm(m, acts, ys, knobs) },
         _ => {
             for (act, y) in acts.iter().zip(ys.chunks_exact_mut(m.rows)) {
                 iq4_gemv(isa, m, act, y, knobs);

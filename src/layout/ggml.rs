@@ -129,7 +129,7 @@ impl GgmlType {
     /// Bytes of one row of `n` elements; `n` must be a whole number of blocks.
     pub fn row_bytes(self, n: u64) -> Option<u64> {
         let (be, bb) = self.block();
-        if n % be != 0 {
+        if !n.is_multiple_of(be) {
             return None;
         }
         (n / be).checked_mul(bb)
@@ -140,7 +140,7 @@ impl GgmlType {
     /// ends with a scale (bitnet.cpp's ggml_nbytes: n / 4 + 32).
     pub fn tensor_bytes(self, n: u64, row: u64) -> Option<u64> {
         if self == GgmlType::I2S {
-            return (n % 128 == 0).then(|| n / 4 + I2S_TAIL);
+            return n.is_multiple_of(128).then(|| n / 4 + I2S_TAIL);
         }
         self.row_bytes(row)?.checked_mul(n / row.max(1))
     }
@@ -155,7 +155,7 @@ impl GgmlType {
 /// Quantize f32 values to ggml type `t` (Q8_0, Q4_0 or Q4_1, by ggml's reference rounding
 /// rules); None for other types or a length that is not whole blocks.
 pub fn quantize(t: GgmlType, x: &[f32]) -> Option<Vec<u8>> {
-    if x.len() % 32 != 0 {
+    if !x.len().is_multiple_of(32) {
         return None;
     }
     let f16b = |v: f32| f16::from_f32(v).to_le_bytes();

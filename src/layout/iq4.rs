@@ -53,7 +53,7 @@ impl Iq4Matrix {
             typ,
             data,
         };
-        if cols % m.block() != 0 || m.data.len() != m.tiles() * m.tile_bytes() {
+        if !cols.is_multiple_of(m.block()) || m.data.len() != m.tiles() * m.tile_bytes() {
             return Err(Error::format(format!(
                 "{} matrix {rows}x{cols} does not match its data size",
                 typ.name()
@@ -76,7 +76,7 @@ impl Iq4Matrix {
     pub fn from_ggml(typ: GgmlType, src: &[u8], rows: usize, cols: usize) -> Result<Iq4Matrix> {
         let (bl, bb) = (typ.block().0 as usize, typ.block().1 as usize);
         if !matches!(typ, GgmlType::IQ4NL | GgmlType::IQ4XS)
-            || cols % bl != 0
+            || !cols.is_multiple_of(bl)
             || src.len() != rows * cols / bl * bb
         {
             return Err(Error::format(format!(

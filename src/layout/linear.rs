@@ -73,9 +73,7 @@ impl Linear {
         match self {
             Linear::F32 { .. } => false,
             Linear::Lut(m) => m.data.is_mapped() && m.scales.is_mapped(),
-            Linear::Q8(m) => {
-                m.data.is_mapped() && m.scales.as_ref().map_or(true, |s| s.is_mapped())
-            }
+            Linear::Q8(m) => m.data.is_mapped() && m.scales.as_ref().is_none_or(|s| s.is_mapped()),
             Linear::Iq4(m) => m.data.is_mapped(),
         }
     }

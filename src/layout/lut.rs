@@ -214,7 +214,7 @@ impl LutMatrix {
         if !(1..=MAX_BITS).contains(&self.bits)
             || (self.ternary && self.bits != 2)
             || self.group == 0
-            || self.group % 8 != 0
+            || !self.group.is_multiple_of(8)
             || self.group > 1 << 20
             || matches!(self.sup, Some(n) if n == 0 || n > 64)
             || matches!(self.zero, Zero::Offset(o) if o >= 1 << self.bits)

@@ -33,7 +33,7 @@ pub struct Q8Strides {
 impl Q8Matrix {
     pub fn new(rows: usize, cols: usize, data: Blob, scales: Option<Blob>) -> Result<Q8Matrix> {
         let blocks = rows * cols / Q8_BLOCK;
-        let ok = cols % Q8_BLOCK == 0
+        let ok = cols.is_multiple_of(Q8_BLOCK)
             && match &scales {
                 None => data.len() == blocks * Q8_BYTES,
                 Some(s) => data.len() == rows * cols && s.len() == blocks * 2,

@@ -33,7 +33,7 @@ pub enum Target {
 impl Target {
     /// Parse a `--type` name with its `--group` and `--scale` options.
     pub fn parse(name: &str, group: usize, scale: &str) -> Result<Target> {
-        if group == 0 || group % 8 != 0 {
+        if group == 0 || !group.is_multiple_of(8) {
             return Err(Error::invalid(format!(
                 "group size {group} must be a positive multiple of 8"
             )));
@@ -89,7 +89,7 @@ pub(crate) const K_SUPER: usize = 16;
 /// none divides.
 fn k_super(groups: usize) -> usize {
     (8..=32)
-        .filter(|n| groups % n == 0)
+        .filter(|n| groups.is_multiple_of(*n))
         .min_by_key(|&n| (n.abs_diff(K_SUPER), usize::MAX - n))
         .unwrap_or(K_SUPER)
 }
@@ -102,7 +102,7 @@ pub fn quantize_matrix(t: Target, rows: usize, cols: usize, w: &[f32]) -> Result
             cols,
             w: w.to_vec(),
         },
-        Target::Q8 if cols % 32 == 0 => Linear::Q8(Q8Matrix::quantize(rows, cols, w)?),
+        Target::Q8 if cols.is_multiple_of(32) => Linear::Q8(Q8Matrix::quantize(rows, cols, w)?),
         Target::Q8 => Linear::F32 {
             rows,
             cols,

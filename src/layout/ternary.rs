@@ -59,7 +59,7 @@ impl Ternary {
 
 /// The codes and scale of an I2_S tensor of `n` elements.
 pub(crate) fn i2s_codes(data: &[u8], n: usize) -> Result<(Vec<u8>, f32)> {
-    if n % I2S_BLOCK != 0 {
+    if !n.is_multiple_of(I2S_BLOCK) {
         return Err(Error::format(format!(
             "I2_S tensor of {n} elements is not a whole number of {I2S_BLOCK}-element blocks"
         )));
@@ -108,7 +108,7 @@ pub(crate) fn dequantize_i2s(src: &[u8], dst: &mut [f32]) -> Result<()> {
 /// Pack codes (row-major, a multiple of 128 of them) and a scale as I2_S, as bitnet.cpp's
 /// `quantize_i2_s` lays them out on x86.
 pub(crate) fn encode_i2s(codes: &[u8], scale: f32) -> Vec<u8> {
-    assert!(codes.len() % I2S_BLOCK == 0);
+    assert!(codes.len().is_multiple_of(I2S_BLOCK));
     let mut out = vec![0u8; codes.len() / 4 + I2S_TAIL as usize];
     for (blk, q) in out.chunks_exact_mut(32).zip(codes.chunks_exact(I2S_BLOCK)) {
         for (j, b) in blk.iter_mut().enumerate() {
@@ -227,7 +227,7 @@ pub(crate) fn from_tensor(
 fn tq_blocks(typ: GgmlType, data: &[u8], n: usize) -> Option<(Vec<u8>, f32)> {
     let (be, bb) = typ.block();
     let (be, bb) = (be as usize, bb as usize);
-    if n % be != 0 || data.len() != n / be * bb {
+    if !n.is_multiple_of(be) || data.len() != n / be * bb {
         return None;
     }
     let mut codes = vec![1u8; n];
