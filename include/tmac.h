@@ -53,7 +53,7 @@
 #define TMAC_FLAG_PARSE_SPECIAL 16
 
 // `tmac_params.flags`: read the kernel settings from the environment at load, as the `tmac`
-// tool does: `TMAC_KERNEL` (scalar, avx2 or neon), the tuning profile saved by `tmac tune`
+// tool does: `TMAC_KERNEL` (scalar, avx2, avx512 or neon), the tuning profile saved by `tmac tune`
 // (`TMAC_PROFILE`, else `$XDG_CONFIG_HOME/tmac/profile` or `$HOME/.config/tmac/profile`) and
 // `TMAC_TABLES` (exact or int8). Without it the library reads no environment variable and
 // no file but the model: the best kernels for the CPU with their default settings. What
