@@ -560,10 +560,12 @@ unsafe fn unpack_tile<const BITS: usize>(data: &[u8], g: &Geometry, rb: usize, t
 
 /// Sums of q * a over quads k0..k1 of a code tile for NT inputs at once (`a[t]`: input t's
 /// int8 activations), each weight vector loaded once for all of them: vpmaddubsw of 8 rows x
-/// 4 codes with 4 broadcast activations, summed in 16 bits while that is exact, then widened.
+/// 4 codes with 4 broadcast activations, summed in 16 bits while that is exact, then widened;
+/// with VNNI (the caller checked the CPU has it), vpdpbusd adds each row's 4 products to its
+/// 32-bit sum in one step: the same exact sums.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_group_ints<const BITS: usize, const NT: usize>(
+unsafe fn tile_group_ints<const BITS: usize, const NT: usize, const VNNI: bool>(
     tile: &[u8],
     quads: usize,
     a: [&[i8]; NT],
@@ -574,6 +576,19 @@ unsafe fn tile_group_ints<const BITS: usize, const NT: usize>(
     debug_assert!(tile.len() >= (quads + k1) * 32 && a.iter().all(|a| a.len() >= 4 * k1));
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_si256(); 2]; NT];
+    if VNNI {
+        for kk in k0..k1 {
+            // SAFETY: as below.
+            let w0 = _mm256_loadu_si256(tile.as_ptr().add(kk * 32) as *const __m256i);
+            let w1 = _mm256_loadu_si256(tile.as_ptr().add((quads + kk) * 32) as *const __m256i);
+            for (acc, a) in acc.iter_mut().zip(a) {
+                let x = _mm256_set1_epi32((a.as_ptr().add(4 * kk) as *const i32).read_unaligned());
+                acc[0] = dpbusd(acc[0], w0, x);
+                acc[1] = dpbusd(acc[1], w1, x);
+            }
+        }
+        return acc;
+    }
     let mut k = k0;
     while k < k1 {
         let kend = (k + flush).min(k1);
@@ -598,6 +613,27 @@ unsafe fn tile_group_ints<const BITS: usize, const NT: usize>(
     acc
 }
 
+/// acc + the sum of each 32-bit lane's 4 byte products w (unsigned) x x (signed): AVX-512
+/// VNNI's vpdpbusd, EVEX-encoded (AVX-VNNI's VEX form is another CPUID bit). Inline assembly,
+/// so the AVX2 batched kernel can use it with no AVX-512 target_feature of its own: rustc
+/// cannot inline an intrinsic into a function without the intrinsic's features.
+///
+/// # Safety
+/// The CPU must have AVX-512 VNNI and VL.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dpbusd(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    let mut acc = acc;
+    std::arch::asm!(
+        "{{evex}} vpdpbusd {a}, {w}, {x}",
+        a = inout(ymm_reg) acc,
+        w = in(ymm_reg) w,
+        x = in(ymm_reg) x,
+        options(pure, nomem, nostack, preserves_flags),
+    );
+    acc
+}
+
 /// The quads of group `grp`.
 fn group_quads(g: &Geometry, grp: usize) -> (usize, usize) {
     let k0 = 2 * grp * g.group_chunks;
@@ -608,7 +644,7 @@ fn group_quads(g: &Geometry, grp: usize) -> (usize, usize) {
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_inputs<const BITS: usize, const NT: usize, const SUB: bool>(
+unsafe fn gemm_inputs<const BITS: usize, const NT: usize, const SUB: bool, const VNNI: bool>(
     m: &LutMatrix,
     g: &Geometry,
     tile: &[u8],
@@ -624,7 +660,7 @@ unsafe fn gemm_inputs<const BITS: usize, const NT: usize, const SUB: bool>(
         (a[t], gs[t]) = (&acts[t0 + t].a, &gis[t0 + t]);
     }
     let quads = 2 * g.chunks;
-    let ints = |grp| tile_group_ints::<BITS, NT>(tile, quads, a, group_quads(g, grp));
+    let ints = |grp| tile_group_ints::<BITS, NT, VNNI>(tile, quads, a, group_quads(g, grp));
     let out = match (SUB, m.zero) {
         (true, _) => tile_outputs::<NT, false, SUB>(m, g, [rb; NT], gs, ints),
         (false, Zero::Affine) => flat_outputs::<NT, true>(m, g, rb, gs, ints),
@@ -636,7 +672,7 @@ unsafe fn gemm_inputs<const BITS: usize, const NT: usize, const SUB: bool>(
 }
 
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn gemm_bits<const BITS: usize, const SUB: bool>(
+unsafe fn gemm_bits<const BITS: usize, const SUB: bool, const VNNI: bool>(
     m: &LutMatrix,
     acts: &[Activations],
     ys: &mut [f32],
@@ -651,27 +687,32 @@ unsafe fn gemm_bits<const BITS: usize, const SUB: bool>(
         unpack_tile::<BITS>(m.data.as_slice(), &g, rb, &mut tile);
         let mut t = 0;
         while t + 4 <= acts.len() {
-            gemm_inputs::<BITS, 4, SUB>(m, &g, &tile, rb, acts, &gis, t, ys);
+            gemm_inputs::<BITS, 4, SUB, VNNI>(m, &g, &tile, rb, acts, &gis, t, ys);
             t += 4;
         }
         match acts.len() - t {
-            3 => gemm_inputs::<BITS, 3, SUB>(m, &g, &tile, rb, acts, &gis, t, ys),
-            2 => gemm_inputs::<BITS, 2, SUB>(m, &g, &tile, rb, acts, &gis, t, ys),
-            1 => gemm_inputs::<BITS, 1, SUB>(m, &g, &tile, rb, acts, &gis, t, ys),
+            3 => gemm_inputs::<BITS, 3, SUB, VNNI>(m, &g, &tile, rb, acts, &gis, t, ys),
+            2 => gemm_inputs::<BITS, 2, SUB, VNNI>(m, &g, &tile, rb, acts, &gis, t, ys),
+            1 => gemm_inputs::<BITS, 1, SUB, VNNI>(m, &g, &tile, rb, acts, &gis, t, ys),
             _ => {}
         }
     }
 }
 
+/// `lut_gemm` with the kind of scales fixed; VNNI: vpdpbusd (see `dpbusd`).
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn gemm_sub<const SUB: bool>(m: &LutMatrix, acts: &[Activations], ys: &mut [f32]) {
+pub(super) unsafe fn gemm_sub<const SUB: bool, const VNNI: bool>(
+    m: &LutMatrix,
+    acts: &[Activations],
+    ys: &mut [f32],
+) {
     match m.bits {
-        1 => gemm_bits::<1, SUB>(m, acts, ys),
-        2 => gemm_bits::<2, SUB>(m, acts, ys),
-        3 => gemm_bits::<3, SUB>(m, acts, ys),
-        4 => gemm_bits::<4, SUB>(m, acts, ys),
-        5 => gemm_bits::<5, SUB>(m, acts, ys),
-        _ => gemm_bits::<6, SUB>(m, acts, ys),
+        1 => gemm_bits::<1, SUB, VNNI>(m, acts, ys),
+        2 => gemm_bits::<2, SUB, VNNI>(m, acts, ys),
+        3 => gemm_bits::<3, SUB, VNNI>(m, acts, ys),
+        4 => gemm_bits::<4, SUB, VNNI>(m, acts, ys),
+        5 => gemm_bits::<5, SUB, VNNI>(m, acts, ys),
+        _ => gemm_bits::<6, SUB, VNNI>(m, acts, ys),
     }
 }
 
@@ -684,8 +725,8 @@ unsafe fn gemm_sub<const SUB: bool>(m: &LutMatrix, acts: &[Activations], ys: &mu
 #[target_feature(enable = "avx2,f16c")]
 pub(crate) unsafe fn lut_gemm(m: &LutMatrix, acts: &[Activations], ys: &mut [f32]) {
     match m.sup.is_some() {
-        false => gemm_sub::<false>(m, acts, ys),
-        true => gemm_sub::<true>(m, acts, ys),
+        false => gemm_sub::<false, false>(m, acts, ys),
+        true => gemm_sub::<true, false>(m, acts, ys),
     }
 }
 
@@ -695,18 +736,32 @@ pub(crate) unsafe fn lut_gemm(m: &LutMatrix, acts: &[Activations], ys: &mut [f32
 /// As `lut_gemm`.
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn tile_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
+    tile_ints_with::<false>(m, act, out)
+}
+
+/// `tile_ints`; VNNI: vpdpbusd (see `dpbusd`).
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn tile_ints_with<const VNNI: bool>(
+    m: &LutMatrix,
+    act: &Activations,
+    out: &mut Vec<i32>,
+) {
     match m.bits {
-        1 => tile_ints_bits::<1>(m, act, out),
-        2 => tile_ints_bits::<2>(m, act, out),
-        3 => tile_ints_bits::<3>(m, act, out),
-        4 => tile_ints_bits::<4>(m, act, out),
-        5 => tile_ints_bits::<5>(m, act, out),
-        _ => tile_ints_bits::<6>(m, act, out),
+        1 => tile_ints_bits::<1, VNNI>(m, act, out),
+        2 => tile_ints_bits::<2, VNNI>(m, act, out),
+        3 => tile_ints_bits::<3, VNNI>(m, act, out),
+        4 => tile_ints_bits::<4, VNNI>(m, act, out),
+        5 => tile_ints_bits::<5, VNNI>(m, act, out),
+        _ => tile_ints_bits::<6, VNNI>(m, act, out),
     }
 }
 
 #[target_feature(enable = "avx2")]
-unsafe fn tile_ints_bits<const BITS: usize>(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
+unsafe fn tile_ints_bits<const BITS: usize, const VNNI: bool>(
+    m: &LutMatrix,
+    act: &Activations,
+    out: &mut Vec<i32>,
+) {
     let g = m.geometry();
     let mut tile = vec![0u8; super::scalar::tile_len(&g)];
     out.clear();
@@ -714,7 +769,7 @@ unsafe fn tile_ints_bits<const BITS: usize>(m: &LutMatrix, act: &Activations, ou
         unpack_tile::<BITS>(m.data.as_slice(), &g, rb, &mut tile);
         for grp in 0..g.groups {
             let quads = group_quads(&g, grp);
-            let [[a, b]] = tile_group_ints::<BITS, 1>(&tile, 2 * g.chunks, [&act.a], quads);
+            let [[a, b]] = tile_group_ints::<BITS, 1, VNNI>(&tile, 2 * g.chunks, [&act.a], quads);
             let mut v = [0i32; 16];
             // SAFETY: v has room for 16 i32.
             _mm256_storeu_si256(v.as_mut_ptr() as *mut __m256i, a);

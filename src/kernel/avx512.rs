@@ -1,10 +1,12 @@
-//! AVX-512 (BW) LUT GEMV: the AVX2 kernel's steps with two row blocks in one 512-bit register,
-//! so each vpshufb and vpmaddubsw does the work of two. The shuffle port, the AVX2 kernel's
-//! limit, then does half as many instructions per weight byte. Same integer sums, so the same
-//! outputs bit for bit as `avx2.rs` and `scalar.rs` (`tests/kernels.rs`). Only the sums of
-//! row-block pairs of even code widths are new here: odd widths (their lone plane already
-//! pairs row blocks in AVX2, and wider registers measured no faster), a last odd row block,
-//! the scales, the 8-bit and codebook kernels are the AVX2 code, which every AVX-512 CPU runs.
+//! AVX-512 kernels (F, BW, VL, VNNI). The LUT GEMV: the AVX2 kernel's steps with two row
+//! blocks in one 512-bit register, so each vpshufb and vpmaddubsw does the work of two; the
+//! shuffle port, the AVX2 kernel's limit, then does half as many instructions per weight
+//! byte. The batched LUT GEMM (prompts): the AVX2 kernel with vpdpbusd for its int8 dot
+//! products (avx2::dpbusd). Same integer sums, so the same outputs bit for bit as `avx2.rs`
+//! and `scalar.rs` (`tests/kernels.rs`). Only the GEMV's sums of row-block pairs of even code
+//! widths are new code here: odd widths (their lone plane already pairs row blocks in AVX2,
+//! and wider registers measured no faster), a last odd row block, the scales, the 8-bit and
+//! codebook kernels are the AVX2 code, which every AVX-512 CPU runs.
 
 use super::avx2::{self, GemvTile};
 use super::lut::{Activations, Tables, TABLE8_BYTES, TABLE_BYTES};
@@ -225,4 +227,26 @@ pub(crate) unsafe fn lut_gemv(
         (true, false) => lut_gemv_kind::<true, false>(m, act, y, rbs, knobs),
         (true, true) => lut_gemv_kind::<true, true>(m, act, y, rbs, knobs),
     }
+}
+
+/// Y = W X for inputs quantized without tables (see avx2::lut_gemm): the AVX2 batched kernel
+/// with vpdpbusd for its int8 dot products.
+///
+/// # Safety
+/// As avx2::lut_gemm, and AVX-512 VNNI and VL must be available.
+#[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn lut_gemm(m: &LutMatrix, acts: &[Activations], ys: &mut [f32]) {
+    match m.sup.is_some() {
+        false => avx2::gemm_sub::<false, true>(m, acts, ys),
+        true => avx2::gemm_sub::<true, true>(m, acts, ys),
+    }
+}
+
+/// The batched kernel's integer sums for one input, `[row block][group][16]` (for tests).
+///
+/// # Safety
+/// As `lut_gemm`.
+#[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn tile_ints(m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) {
+    avx2::tile_ints_with::<true>(m, act, out)
 }

@@ -33,7 +33,7 @@ pub struct Isa(Kind);
 enum Kind {
     Scalar,
     Avx2,
-    /// AVX-512 BW for the LUT GEMV, AVX2 for the rest.
+    /// AVX-512 (F, BW, VL, VNNI) for the LUT GEMV and GEMM, AVX2 for the rest.
     Avx512,
     Neon,
 }
@@ -59,6 +59,8 @@ impl Kind {
                 Kind::Avx2.detected()
                     && is_x86_feature_detected!("avx512f")
                     && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
             }
             #[cfg(target_arch = "aarch64")]
             Kind::Neon => std::arch::is_aarch64_feature_detected!("neon"),
@@ -166,8 +168,8 @@ fn lut_rows(
         // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
         Isa(Kind::Avx2) => unsafe { avx2::lut_gemv(m, act, y, rbs, knobs) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an Isa of Kind::Avx512 exists only where detection found AVX-512 BW, AVX2
-        // and F16C.
+        // SAFETY: an Isa of Kind::Avx512 exists only where detection found AVX-512 F, BW, VL
+        // and VNNI, AVX2 and F16C.
         Isa(Kind::Avx512) => unsafe { avx512::lut_gemv(m, act, y, rbs, knobs) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: an Isa of Kind::Neon exists only where detection found NEON.
@@ -227,8 +229,12 @@ pub fn lut_gemm(isa: Isa, m: &LutMatrix, acts: &[Activations], ys: &mut [f32], k
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an Isa of Kind::Avx2 or Avx512 exists only where detection found AVX2 and F16C.
-        Isa(Kind::Avx2 | Kind::Avx512) => unsafe { avx2::lut_gemm(m, acts, ys) },
+        // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
+        Isa(Kind::Avx2) => unsafe { avx2::lut_gemm(m, acts, ys) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an Isa of Kind::Avx512 exists only where detection found AVX-512 F, BW, VL
+        // and VNNI, AVX2 and F16C.
+        Isa(Kind::Avx512) => unsafe { avx512::lut_gemm(m, acts, ys) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON was detected (Kind::Neon) and dotprod is checked here.
         Isa(Kind::Neon) if neon_dotprod() => unsafe { neon::lut_gemm(m, acts, ys) },
@@ -274,8 +280,12 @@ pub fn tile_ints(isa: Isa, m: &LutMatrix, act: &Activations, out: &mut Vec<i32>)
     check_width(&g, act, m.cols);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an Isa of Kind::Avx2 or Avx512 exists only where detection found AVX2 and F16C.
-        Isa(Kind::Avx2 | Kind::Avx512) => unsafe { avx2::tile_ints(m, act, out) },
+        // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
+        Isa(Kind::Avx2) => unsafe { avx2::tile_ints(m, act, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an Isa of Kind::Avx512 exists only where detection found AVX-512 F, BW, VL
+        // and VNNI, AVX2 and F16C.
+        Isa(Kind::Avx512) => unsafe { avx512::tile_ints(m, act, out) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON was detected (Kind::Neon) and dotprod is checked here.
         Isa(Kind::Neon) if neon_dotprod() => unsafe { neon::tile_ints(m, act, out) },
@@ -304,8 +314,8 @@ pub fn lut_ints(isa: Isa, m: &LutMatrix, act: &Activations, out: &mut Vec<i32>) 
         // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
         Isa(Kind::Avx2) => unsafe { avx2::lut_ints(m, act, out) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an Isa of Kind::Avx512 exists only where detection found AVX-512 BW, AVX2
-        // and F16C.
+        // SAFETY: an Isa of Kind::Avx512 exists only where detection found AVX-512 F, BW, VL
+        // and VNNI, AVX2 and F16C.
         Isa(Kind::Avx512) => unsafe { avx512::lut_ints(m, act, out) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: an Isa of Kind::Neon exists only where detection found NEON.
