@@ -976,7 +976,7 @@ pub(crate) unsafe fn q8_gemv(m: &Q8Matrix, act: &Activations, y: &mut [f32], kno
 #[inline]
 #[allow(clippy::needless_range_loop)] // block b indexes the weights and every input's scales
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn q8_row_inputs<const NT: usize>(
+unsafe fn q8_row_inputs<const NT: usize, const VNNI: bool>(
     m: &Q8Matrix,
     a: [&[i8]; NT],
     block_scales: [&[f32]; NT],
@@ -1001,8 +1001,11 @@ unsafe fn q8_row_inputs<const NT: usize>(
         for t in 0..NT {
             let sc = dw * block_scales[t][b];
             let x = _mm256_loadu_si256(a[t].as_ptr().add(b * Q8_BLOCK) as *const __m256i);
-            let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w));
-            let s = _mm256_madd_epi16(p, ones);
+            let xw = _mm256_sign_epi8(x, w);
+            let s = match VNNI {
+                true => dpbusd(_mm256_setzero_si256(), aw, xw),
+                false => _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xw), ones),
+            };
             acc[t] = _mm256_add_ps(
                 acc[t],
                 _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(sc)),
@@ -1024,6 +1027,16 @@ unsafe fn q8_row_inputs<const NT: usize>(
 /// `m.rows` outputs per input.
 #[target_feature(enable = "avx2,f16c")]
 pub(crate) unsafe fn q8_gemm(m: &Q8Matrix, acts: &[Activations], ys: &mut [f32]) {
+    q8_gemm_with::<false>(m, acts, ys)
+}
+
+/// `q8_gemm`; VNNI: vpdpbusd (see `dpbusd`).
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn q8_gemm_with<const VNNI: bool>(
+    m: &Q8Matrix,
+    acts: &[Activations],
+    ys: &mut [f32],
+) {
     let nb = m.cols / Q8_BLOCK;
     let scales: Vec<Vec<f32>> = acts.iter().map(|a| a.block_scales(Q8_BLOCK, nb)).collect();
     for r in 0..m.rows {
@@ -1032,10 +1045,10 @@ pub(crate) unsafe fn q8_gemm(m: &Q8Matrix, acts: &[Activations], ys: &mut [f32])
             let n = (acts.len() - t0).min(4);
             let mut out = [0f32; 4];
             match n {
-                4 => out = q8_inputs::<4>(m, acts, &scales, t0, r),
-                3 => out[..3].copy_from_slice(&q8_inputs::<3>(m, acts, &scales, t0, r)),
-                2 => out[..2].copy_from_slice(&q8_inputs::<2>(m, acts, &scales, t0, r)),
-                _ => out[..1].copy_from_slice(&q8_inputs::<1>(m, acts, &scales, t0, r)),
+                4 => out = q8_inputs::<4, VNNI>(m, acts, &scales, t0, r),
+                3 => out[..3].copy_from_slice(&q8_inputs::<3, VNNI>(m, acts, &scales, t0, r)),
+                2 => out[..2].copy_from_slice(&q8_inputs::<2, VNNI>(m, acts, &scales, t0, r)),
+                _ => out[..1].copy_from_slice(&q8_inputs::<1, VNNI>(m, acts, &scales, t0, r)),
             }
             for (t, &v) in out[..n].iter().enumerate() {
                 ys[(t0 + t) * m.rows + r] = v;
@@ -1048,7 +1061,7 @@ pub(crate) unsafe fn q8_gemm(m: &Q8Matrix, acts: &[Activations], ys: &mut [f32])
 /// Row r for inputs t0..t0 + NT.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn q8_inputs<const NT: usize>(
+unsafe fn q8_inputs<const NT: usize, const VNNI: bool>(
     m: &Q8Matrix,
     acts: &[Activations],
     scales: &[Vec<f32>],
@@ -1059,7 +1072,7 @@ unsafe fn q8_inputs<const NT: usize>(
     for t in 0..NT {
         (a[t], bs[t]) = (&acts[t0 + t].a, &scales[t0 + t]);
     }
-    q8_row_inputs::<NT>(m, a, bs, r)
+    q8_row_inputs::<NT, VNNI>(m, a, bs, r)
 }
 
 /// The 8 rows of row group g of a codebook GEMV for NT inputs at once (`a[t]`, with block

@@ -1,8 +1,8 @@
 //! AVX-512 kernels (F, BW, VL, VNNI). The LUT GEMV: the AVX2 kernel's steps with two row
 //! blocks in one 512-bit register, so each vpshufb and vpmaddubsw does the work of two; the
 //! shuffle port, the AVX2 kernel's limit, then does half as many instructions per weight
-//! byte. The batched LUT GEMM (prompts): the AVX2 kernel with vpdpbusd for its int8 dot
-//! products (avx2::dpbusd). Same integer sums, so the same outputs bit for bit as `avx2.rs`
+//! byte. The batched LUT and 8-bit GEMMs (prompts): the AVX2 kernels with vpdpbusd for their
+//! int8 dot products (avx2::dpbusd). Same integer sums, so the same outputs bit for bit as `avx2.rs`
 //! and `scalar.rs` (`tests/kernels.rs`). Only the GEMV's sums of row-block pairs of even code
 //! widths are new code here: odd widths (their lone plane already pairs row blocks in AVX2,
 //! and wider registers measured no faster), a last odd row block, the scales, the 8-bit and
@@ -11,6 +11,7 @@
 use super::avx2::{self, GemvTile};
 use super::lut::{Activations, Tables, TABLE8_BYTES, TABLE_BYTES};
 use crate::layout::lut::{Geometry, LutMatrix};
+use crate::layout::q8::Q8Matrix;
 use std::arch::x86_64::*;
 
 /// Integer sums of one scale group for row blocks `rb0` and `rb0 + 1`, each as (rows 0-7,
@@ -240,6 +241,15 @@ pub(crate) unsafe fn lut_gemm(m: &LutMatrix, acts: &[Activations], ys: &mut [f32
         false => avx2::gemm_sub::<false, true>(m, acts, ys),
         true => avx2::gemm_sub::<true, true>(m, acts, ys),
     }
+}
+
+/// Y = W X for an 8-bit matrix (see avx2::q8_gemm), with vpdpbusd for the dot products.
+///
+/// # Safety
+/// As avx2::q8_gemm, and AVX-512 VNNI and VL must be available.
+#[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn q8_gemm(m: &Q8Matrix, acts: &[Activations], ys: &mut [f32]) {
+    avx2::q8_gemm_with::<true>(m, acts, ys)
 }
 
 /// The batched kernel's integer sums for one input, `[row block][group][16]` (for tests).

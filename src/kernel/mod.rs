@@ -349,8 +349,12 @@ pub fn q8_gemm(isa: Isa, m: &Q8Matrix, acts: &[Activations], ys: &mut [f32], kno
     check_batch(m.cols, m.rows, acts, ys);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an Isa of Kind::Avx2 or Avx512 exists only where detection found AVX2 and F16C.
-        Isa(Kind::Avx2 | Kind::Avx512) => unsafe { avx2::q8_gemm(m, acts, ys) },
+        // SAFETY: an Isa of Kind::Avx2 exists only where detection found AVX2 and F16C.
+        Isa(Kind::Avx2) => unsafe { avx2::q8_gemm(m, acts, ys) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an Isa of Kind::Avx512 exists only where detection found AVX-512 F, BW, VL
+        // and VNNI, AVX2 and F16C.
+        Isa(Kind::Avx512) => unsafe { avx512::q8_gemm(m, acts, ys) },
         _ => {
             for (act, y) in acts.iter().zip(ys.chunks_exact_mut(m.rows)) {
                 q8_gemv(isa, m, act, y, knobs);
