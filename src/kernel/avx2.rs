@@ -578,7 +578,8 @@ unsafe fn tile_group_ints<const BITS: usize, const NT: usize, const VNNI: bool>(
     let mut acc = [[_mm256_setzero_si256(); 2]; NT];
     if VNNI {
         for kk in k0..k1 {
-            // SAFETY: as below.
+            // SAFETY: quads kk of both halves and activations 4kk..4kk+3 are in bounds
+            // (debug-asserted above; the dispatch checks the widths); the caller checked VNNI.
             let w0 = _mm256_loadu_si256(tile.as_ptr().add(kk * 32) as *const __m256i);
             let w1 = _mm256_loadu_si256(tile.as_ptr().add((quads + kk) * 32) as *const __m256i);
             for (acc, a) in acc.iter_mut().zip(a) {
@@ -624,6 +625,8 @@ unsafe fn tile_group_ints<const BITS: usize, const NT: usize, const VNNI: bool>(
 #[target_feature(enable = "avx2")]
 unsafe fn dpbusd(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
     let mut acc = acc;
+    // SAFETY: the caller checked the CPU has AVX-512 VNNI and VL; the instruction reads and
+    // writes these registers only.
     std::arch::asm!(
         "{{evex}} vpdpbusd {a}, {w}, {x}",
         a = inout(ymm_reg) acc,
@@ -992,7 +995,8 @@ unsafe fn q8_row_inputs<const NT: usize, const VNNI: bool>(
     let mut acc = [_mm256_setzero_ps(); NT];
     for b in 0..nb {
         // SAFETY: row r exists, so do its block b and activations 32b..32b+32 (Q8Matrix::new
-        // checked the sizes; the caller keeps r < rows and checked the inputs' widths).
+        // checked the sizes; the caller keeps r < rows and checked the inputs' widths); with
+        // VNNI, the caller checked the CPU has it.
         let i = r * nb + b;
         let qp = q.as_ptr().add(i * st.q_stride + st.q_skip);
         let dw = f16_to_f32(d.as_ptr().add(i * st.d_stride));
