@@ -436,9 +436,11 @@ def from_run(rep, section_run):
 
 
 def has_avx512():
+    """Whether this CPU runs tmac's avx512 kernel set (AVX-512 F, BW, VL and VNNI)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return " avx512f" in f.read()
+            flags = f.read()
+        return all(" %s" % x in flags for x in ("avx512f", "avx512bw", "avx512vl", "avx512_vnni"))
     except OSError:
         return None
 
@@ -494,15 +496,17 @@ def write_markdown(rep):
     for fam in rep["families"].values():
         for r in fam["rows"]:
             llama_commit = llama_commit or r.get("commit")
-    isa = {True: "AVX-512 included, while tmac's x86 kernels are AVX2",
-           False: "here AVX2, no AVX-512, the same as tmac's x86 kernels"}.get(rep.get("avx512"), "")
+    isa = {True: "AVX-512 included, as tmac's kernels do (its `avx512` set)",
+           False: "while tmac's x86 kernels here are AVX2"}.get(rep.get("avx512"), "")
     L.append("- tmac commit %s; llama.cpp commit %s (from llama-cpp-python 0.3.36 on PyPI, built with "
-             "cmake, Release, GGML_NATIVE=ON: it uses every instruction set this CPU has, %s)."
+             "cmake, Release, GGML_NATIVE=ON but no AMX, whose matmul crashes at this commit: it uses "
+             "every other instruction set this CPU has, %s)."
              % (rep["tmac_commit"], llama_commit, isa))
     L.append("- Each configuration ran %d times, tmac and llama.cpp alternating; figures are the median "
              "with (min-max). Prefill: a %d-token prompt; decode: %d new tokens. tmac: `tmac bench MODEL "
              "-p %d -n %d -r 1 --json`; llama.cpp: `llama-bench -m MODEL -t 1 -p %d -n %d -r 1 -o json`, "
-             "load time from `llama-completion -n 1`. Peak RSS is each process's maximum resident set."
+             "load time from `llama-completion -n 1`; both warm up first (one untimed prompt and one "
+             "token). Peak RSS is each process's maximum resident set."
              % (rep["reps"], N_PROMPT, N_GEN, N_PROMPT, N_GEN, N_PROMPT, N_GEN))
     L.append("- Roofline: the decode speed one core's read bandwidth allows, given the bytes of weights "
              "tmac reads per token.%s" % (

@@ -31,7 +31,8 @@ pub struct BenchSpec {
 }
 
 /// Prefill `n_prompt` tokens, then, from a fresh context holding `depth` tokens, decode `n_gen`
-/// tokens greedily; `reps` times.
+/// tokens greedily; `reps` times, after one untimed prefill and one token (llama-bench's
+/// warmup: the first pass over a mapped file also faults its pages in, and allocates).
 pub fn run(model: &Arc<Model>, spec: &BenchSpec) -> Result<BenchResult> {
     let (n_prompt, n_gen, reps) = (spec.n_prompt, spec.n_gen, spec.reps);
     let depth = spec.depth.max(1);
@@ -51,6 +52,8 @@ pub fn run(model: &Arc<Model>, spec: &BenchSpec) -> Result<BenchResult> {
         prefill: Vec::new(),
         decode: Vec::new(),
     };
+    s.feed(&prompt[..n_prompt.max(1)])?;
+    s.next_token_unchecked()?;
     for _ in 0..reps {
         s.reset();
         let t = Instant::now();
