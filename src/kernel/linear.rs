@@ -81,7 +81,7 @@ impl Linear {
     /// y (rows) = W x (cols); `act` holds x prepared by `prepare`.
     pub fn forward(&self, x: &[f32], act: &Activations, y: &mut [f32], isa: Isa, knobs: &Knobs) {
         match self {
-            Linear::F32 { cols, w, .. } => kf32::matvec(w, *cols, x, y),
+            Linear::F32 { cols, w, .. } => kf32::matvec(w, *cols, x, y, knobs.prefetch),
             Linear::Lut(m) => super::lut_gemv(isa, m, act, y, knobs),
             Linear::Q8(m) => super::q8_gemv(isa, m, act, y, knobs),
             Linear::Iq4(m) => super::iq4_gemv(isa, m, act, y, knobs),
