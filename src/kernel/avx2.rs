@@ -907,7 +907,7 @@ pub(crate) unsafe fn exact_tables(a: &[i8], out: &mut [u8]) {
 /// f16 bits to f32 with F16C.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn f16_to_f32(p: *const u8) -> f32 {
+pub(super) unsafe fn f16_to_f32(p: *const u8) -> f32 {
     let bits = u16::from_le_bytes([*p, *p.add(1)]);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
@@ -915,7 +915,7 @@ unsafe fn f16_to_f32(p: *const u8) -> f32 {
 /// The 8 float lanes summed in scalar::reduce8's order.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn reduce8(acc: __m256) -> f32 {
+pub(super) unsafe fn reduce8(acc: __m256) -> f32 {
     let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
     let q = _mm_add_ps(h, _mm_movehl_ps(h, h));
     _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)))
