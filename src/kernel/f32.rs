@@ -194,6 +194,68 @@ unsafe fn matvec_avx2(w: &[f32], cols: usize, x: &[f32], y: &mut [f32], prefetch
     })
 }
 
+/// Y = W X for T inputs: `xs` holds T rows of `cols`, `ys` T rows of W's row count; every
+/// output is `matvec`'s, bit for bit.
+pub(crate) fn matmul(w: &[f32], cols: usize, xs: &[f32], ys: &mut [f32], prefetch: usize) {
+    let t = xs.len() / cols.max(1);
+    let rows = ys.len() / t.max(1);
+    #[cfg(target_arch = "x86_64")]
+    if avx512() && t > 1 && w.len() >= rows * cols {
+        // SAFETY: the CPU has AVX-512 F and AVX2 (checked above); W holds rows x cols.
+        return unsafe { matmul_avx512(w, cols, xs, ys, rows) };
+    }
+    for (x, y) in xs.chunks_exact(cols).zip(ys.chunks_exact_mut(rows)) {
+        matvec(w, cols, x, y, prefetch);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    avx2() && std::is_x86_feature_detected!("avx512f")
+}
+
+/// `matmul` with AVX-512 in blocks of 4 rows by 6 inputs: the 16 lanes of `dot_lanes` in one
+/// register per (row, input), so each weight load serves 6 inputs and each input load 4 rows
+/// (a prompt is compute-bound where a single input is memory-bound). The lane sums are
+/// `dot_avx2`'s, split into its two halves for the same tail and reduction. A last block of
+/// fewer rows or inputs repeats the last one and drops the copies' outputs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c,avx512f")]
+unsafe fn matmul_avx512(w: &[f32], cols: usize, xs: &[f32], ys: &mut [f32], rows: usize) {
+    use std::arch::x86_64::*;
+    const B: usize = 4;
+    const BT: usize = 6;
+    let n = xs.len() / cols;
+    let main = cols - cols % LANES;
+    for r0 in (0..rows).step_by(B) {
+        let row: [&[f32]; B] = std::array::from_fn(|i| &w[(r0 + i).min(rows - 1) * cols..][..cols]);
+        for t0 in (0..n).step_by(BT) {
+            let x: [&[f32]; BT] =
+                std::array::from_fn(|i| &xs[(t0 + i).min(n - 1) * cols..][..cols]);
+            let mut acc = [[_mm512_setzero_ps(); BT]; B];
+            for i in (0..main).step_by(LANES) {
+                // SAFETY: i + 16 <= main <= cols, the length of every row and input slice.
+                let wv: [__m512; B] =
+                    std::array::from_fn(|r| _mm512_loadu_ps(row[r].as_ptr().add(i)));
+                for (t, x) in x.iter().enumerate() {
+                    let xv = _mm512_loadu_ps(x.as_ptr().add(i));
+                    for (acc, wv) in acc.iter_mut().zip(&wv) {
+                        acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(*wv, xv));
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate().take(rows - r0) {
+                for (t, acc) in acc.iter().enumerate().take(n - t0) {
+                    let lo = _mm512_castps512_ps256(*acc);
+                    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*acc)));
+                    ys[(t0 + t) * rows + r0 + r] =
+                        finish_avx2(lo, hi, &x[t][main..], &row[r][main..]);
+                }
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn matvec_lanes(
     w: &[f32],
@@ -709,6 +771,37 @@ mod tests {
                 let got: Vec<u32> = y.iter().map(|v| v.to_bits()).collect();
                 assert_eq!(want, got, "rows {rows} cols {cols}");
             }
+        }
+    }
+
+    /// The batched product (4 x 6 blocks with AVX-512 where the CPU has it) gives `matvec`'s
+    /// bits for every input: row and input counts with and without a remainder of 4, column
+    /// counts with and without a remainder of 16.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn matmul_is_matvec() {
+        let mut next = uniform(9);
+        for (rows, cols, n) in [
+            (1, 16, 2),
+            (5, 17, 3),
+            (8, 64, 4),
+            (9, 100, 7),
+            (13, 577, 5),
+        ] {
+            let w: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+            let xs: Vec<f32> = (0..n * cols).map(|_| next() * 1e3).collect();
+            let mut want = vec![0f32; n * rows];
+            for (x, y) in xs.chunks_exact(cols).zip(want.chunks_exact_mut(rows)) {
+                super::matvec_lanes(&w, cols, x, y, super::dot_lanes::<f32>);
+            }
+            let mut got = vec![f32::NAN; n * rows];
+            super::matmul(&w, cols, &xs, &mut got, 0);
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&want),
+                bits(&got),
+                "rows {rows} cols {cols} inputs {n}"
+            );
         }
     }
 

@@ -103,6 +103,7 @@ impl Linear {
             Linear::Lut(m) if acts.len() > 1 => super::lut_gemm(isa, m, acts, ys, knobs),
             Linear::Q8(m) if acts.len() > 1 => super::q8_gemm(isa, m, acts, ys, knobs),
             Linear::Iq4(m) if acts.len() > 1 => super::iq4_gemm(isa, m, acts, ys, knobs),
+            Linear::F32 { cols, w, .. } => kf32::matmul(w, *cols, xs, ys, knobs.prefetch),
             _ => {
                 for ((x, act), y) in xs
                     .chunks_exact(cols)
