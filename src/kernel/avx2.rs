@@ -1088,7 +1088,7 @@ unsafe fn q8_inputs<const NT: usize, const VNNI: bool>(
 #[inline]
 #[allow(clippy::needless_range_loop)] // input t indexes the activations, scales and sums
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn iq4_rows<const XS: bool, const NT: usize>(
+unsafe fn iq4_rows<const XS: bool, const NT: usize, const VNNI: bool>(
     m: &Iq4Matrix,
     a: [&[i8]; NT],
     fs: [&[f32]; NT],
@@ -1122,8 +1122,8 @@ unsafe fn iq4_rows<const XS: bool, const NT: usize>(
             // SAFETY: the tile holds 8 scale bytes per group after the 8 d and 4 steps of 32
             // code bytes per group from `codes`; the activations cover the block (checked by
             // the dispatch).
+            let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(tp.add(16 + 8 * s) as *const _));
             let k = if XS {
-                let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(tp.add(16 + 8 * s) as *const _));
                 // (sc, sc) as the two 16-bit halves of each row's lane
                 _mm256_or_si256(
                     _mm256_and_si256(sc, _mm256_set1_epi32(0xFFFF)),
@@ -1132,6 +1132,8 @@ unsafe fn iq4_rows<const XS: bool, const NT: usize>(
             } else {
                 ones
             };
+            // with VNNI, the group's plain sums, times its scale once (XS) or added as they are
+            let mut si = [_mm256_setzero_si256(); NT];
             for j in 0..4 {
                 let w = _mm256_loadu_si256(tp.add(codes + (4 * s + j) * 32) as *const __m256i);
                 let wl = _mm256_shuffle_epi8(book, _mm256_and_si256(w, low));
@@ -1142,10 +1144,19 @@ unsafe fn iq4_rows<const XS: bool, const NT: usize>(
                     let a4 =
                         |o: usize| _mm256_set1_epi32((ap.add(o) as *const i32).read_unaligned());
                     let (al, ah) = (a4(0), a4(16));
-                    let pl = _mm256_maddubs_epi16(ul, _mm256_sign_epi8(al, wl));
-                    let ph = _mm256_maddubs_epi16(uh, _mm256_sign_epi8(ah, wh));
+                    let (xl, xh) = (_mm256_sign_epi8(al, wl), _mm256_sign_epi8(ah, wh));
+                    if VNNI {
+                        si[t] = dpbusd(dpbusd(si[t], ul, xl), uh, xh);
+                        continue;
+                    }
+                    let (pl, ph) = (_mm256_maddubs_epi16(ul, xl), _mm256_maddubs_epi16(uh, xh));
                     li[t] = _mm256_add_epi32(li[t], _mm256_madd_epi16(pl, k));
                     li[t] = _mm256_add_epi32(li[t], _mm256_madd_epi16(ph, k));
+                }
+            }
+            if VNNI {
+                for (li, si) in li.iter_mut().zip(si) {
+                    *li = _mm256_add_epi32(*li, if XS { _mm256_mullo_epi32(si, sc) } else { si });
                 }
             }
         }
@@ -1185,8 +1196,8 @@ pub(crate) unsafe fn iq4_gemv(
     let (a, fs, pf) = ([&act.a[..]], [&fs[..]], knobs.prefetch);
     for g in 0..m.row_groups() {
         let [v] = match xs {
-            true => iq4_rows::<true, 1>(m, a, fs, g, pf),
-            false => iq4_rows::<false, 1>(m, a, fs, g, pf),
+            true => iq4_rows::<true, 1, false>(m, a, fs, g, pf),
+            false => iq4_rows::<false, 1, false>(m, a, fs, g, pf),
         };
         store_row_group(m, g, v, y);
     }
@@ -1205,6 +1216,17 @@ pub(crate) unsafe fn iq4_gemm(
     ys: &mut [f32],
     knobs: &super::Knobs,
 ) {
+    iq4_gemm_with::<false>(m, acts, ys, knobs)
+}
+
+/// `iq4_gemm`; VNNI: vpdpbusd (see `dpbusd`) for the dot products, the same integer sums.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn iq4_gemm_with<const VNNI: bool>(
+    m: &Iq4Matrix,
+    acts: &[Activations],
+    ys: &mut [f32],
+    knobs: &super::Knobs,
+) {
     debug_assert!(acts.iter().all(|a| a.a.len() >= m.cols) && ys.len() >= acts.len() * m.rows);
     let nb = m.cols / m.block();
     let scales: Vec<Vec<f32>> = acts.iter().map(|a| a.block_scales(m.block(), nb)).collect();
@@ -1217,8 +1239,8 @@ pub(crate) unsafe fn iq4_gemm(
         let fs: [&[f32]; 4] = std::array::from_fn(|t| &scales[t0 + t.min(n - 1)][..]);
         for g in 0..m.row_groups() {
             let vs = match xs {
-                true => iq4_rows_n::<true>(m, a, fs, g, pf, n),
-                false => iq4_rows_n::<false>(m, a, fs, g, pf, n),
+                true => iq4_rows_n::<true, VNNI>(m, a, fs, g, pf, n),
+                false => iq4_rows_n::<false, VNNI>(m, a, fs, g, pf, n),
             };
             for (t, &v) in vs[..n].iter().enumerate() {
                 store_row_group(m, g, v, &mut ys[(t0 + t) * m.rows..][..m.rows]);
@@ -1230,7 +1252,7 @@ pub(crate) unsafe fn iq4_gemm(
 /// `iq4_rows` for the first n (1-4) of the inputs `a`, in the first n results.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn iq4_rows_n<const XS: bool>(
+unsafe fn iq4_rows_n<const XS: bool, const VNNI: bool>(
     m: &Iq4Matrix,
     a: [&[i8]; 4],
     fs: [&[f32]; 4],
@@ -1240,16 +1262,22 @@ unsafe fn iq4_rows_n<const XS: bool>(
 ) -> [__m256; 4] {
     let mut out = [_mm256_setzero_ps(); 4];
     match n {
-        4 => out = iq4_rows::<XS, 4>(m, a, fs, g, pf),
-        3 => out[..3].copy_from_slice(&iq4_rows::<XS, 3>(
+        4 => out = iq4_rows::<XS, 4, VNNI>(m, a, fs, g, pf),
+        3 => out[..3].copy_from_slice(&iq4_rows::<XS, 3, VNNI>(
             m,
             [a[0], a[1], a[2]],
             [fs[0], fs[1], fs[2]],
             g,
             pf,
         )),
-        2 => out[..2].copy_from_slice(&iq4_rows::<XS, 2>(m, [a[0], a[1]], [fs[0], fs[1]], g, pf)),
-        _ => out[..1].copy_from_slice(&iq4_rows::<XS, 1>(m, [a[0]], [fs[0]], g, pf)),
+        2 => out[..2].copy_from_slice(&iq4_rows::<XS, 2, VNNI>(
+            m,
+            [a[0], a[1]],
+            [fs[0], fs[1]],
+            g,
+            pf,
+        )),
+        _ => out[..1].copy_from_slice(&iq4_rows::<XS, 1, VNNI>(m, [a[0]], [fs[0]], g, pf)),
     }
     out
 }

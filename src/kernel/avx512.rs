@@ -10,6 +10,7 @@
 
 use super::avx2::{self, GemvTile};
 use super::lut::{Activations, Tables, TABLE8_BYTES, TABLE_BYTES};
+use crate::layout::iq4::Iq4Matrix;
 use crate::layout::lut::{Geometry, LutMatrix};
 use crate::layout::q8::{Q8Matrix, Q8_BLOCK};
 use std::arch::x86_64::*;
@@ -333,6 +334,20 @@ unsafe fn q8_pairs<const NP: usize>(
         out[2 * p + 1] = avx2::reduce8(_mm256_castpd_ps(hi));
     }
     out
+}
+
+/// Y = W X for a codebook matrix (see avx2::iq4_gemm), with vpdpbusd for the dot products.
+///
+/// # Safety
+/// As avx2::iq4_gemm, and AVX-512 VNNI and VL must be available.
+#[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn iq4_gemm(
+    m: &Iq4Matrix,
+    acts: &[Activations],
+    ys: &mut [f32],
+    knobs: &super::Knobs,
+) {
+    avx2::iq4_gemm_with::<true>(m, acts, ys, knobs)
 }
 
 /// The batched kernel's integer sums for one input, `[row block][group][16]` (for tests).

@@ -394,7 +394,10 @@ pub(crate) fn iq4_gemm(
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an Isa of Kind::Avx2 or Avx512 exists only where detection found AVX2 and F16C.
-        Isa(Kind::Avx2 | Kind::Avx512) => unsafe { avx2::iq4_gemm(m, acts, ys, knobs) },
+        Isa(Kind::Avx2) => unsafe { avx2::iq4_gemm(m, acts, ys, knobs) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an Isa of Kind::Avx512 exists only where detection found AVX-512 VNNI and VL.
+        Isa(Kind::Avx512) => unsafe { avx512::iq4_gemm(m, acts, ys, knobs) },
         _ => {
             for (act, y) in acts.iter().zip(ys.chunks_exact_mut(m.rows)) {
                 iq4_gemv(isa, m, act, y, knobs);
