@@ -1,12 +1,13 @@
 //! AVX-512 kernels (F, BW, VL, VNNI). The LUT GEMV: the AVX2 kernel's steps with two row
 //! blocks in one 512-bit register, so each vpshufb and vpmaddubsw does the work of two; the
 //! shuffle port, the AVX2 kernel's limit, then does half as many instructions per weight
-//! byte. The batched LUT and 8-bit GEMMs (prompts): the AVX2 kernels with vpdpbusd for their
-//! int8 dot products (avx2::dpbusd). Same integer sums, so the same outputs bit for bit as `avx2.rs`
-//! and `scalar.rs` (`tests/kernels.rs`). Only the GEMV's sums of row-block pairs of even code
-//! widths are new code here: odd widths (their lone plane already pairs row blocks in AVX2,
-//! and wider registers measured no faster), a last odd row block, the scales, the 8-bit and
-//! codebook kernels are the AVX2 code, which every AVX-512 CPU runs.
+//! byte. The batched 8-bit GEMM (prompts): two inputs per 512-bit register. The batched LUT
+//! and codebook GEMMs: the AVX2 kernels with vpdpbusd for their int8 dot products
+//! (avx2::dpbusd). Same integer sums and float steps, so the same outputs bit for bit as
+//! `avx2.rs` and `scalar.rs` (`tests/kernels.rs`, `tests/quant_types.rs`). Odd code widths in
+//! the GEMV (their lone plane already pairs row blocks in AVX2, and wider registers measured
+//! no faster), a last odd row block or input, the scales, and the 8-bit and codebook GEMVs
+//! are the AVX2 code, which every AVX-512 CPU runs.
 
 use super::avx2::{self, GemvTile};
 use super::lut::{Activations, Tables, TABLE8_BYTES, TABLE_BYTES};
