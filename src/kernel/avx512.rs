@@ -247,8 +247,8 @@ pub(crate) unsafe fn lut_gemm(m: &LutMatrix, acts: &[Activations], ys: &mut [f32
 
 /// Y = W X for an 8-bit matrix (see avx2::q8_gemm): the inputs in pairs, side by side in one
 /// 512-bit register (lanes 0-7 the first input's 256-bit accumulator in avx2, 8-15 the
-/// second's), with vpdpbusd for the dot products, so each block's integer and float steps are
-/// one instruction for two inputs. An odd last input runs avx2's code. Same bits.
+/// second's), so each block's integer and float steps are one instruction for two inputs. An
+/// odd last input runs avx2's code. Same bits.
 ///
 /// # Safety
 /// As avx2::q8_gemm, and AVX-512 VNNI and VL must be available.
@@ -256,28 +256,47 @@ pub(crate) unsafe fn lut_gemm(m: &LutMatrix, acts: &[Activations], ys: &mut [f32
 pub(crate) unsafe fn q8_gemm(m: &Q8Matrix, acts: &[Activations], ys: &mut [f32]) {
     let nb = m.cols / Q8_BLOCK;
     let pairs = acts.len() / 2;
-    // [pair][block][16]: each input's block scale in its 8 lanes
+    // [pair][block]: the two inputs' 32 activations each, plus 128 (vpdpbusd's unsigned side),
+    // and their block scales in 8 lanes each
+    let mut xu = vec![0u8; pairs * nb * 64];
     let mut scales = vec![0f32; pairs * nb * 16];
     for (t, act) in acts[..2 * pairs].iter().enumerate() {
+        let (p, h) = (t / 2, t % 2);
+        for (b, x) in act.a[..m.cols].chunks_exact(Q8_BLOCK).enumerate() {
+            let o = &mut xu[(p * nb + b) * 64 + 32 * h..][..32];
+            for (o, &x) in o.iter_mut().zip(x) {
+                *o = x as u8 ^ 0x80;
+            }
+        }
         for (b, s) in act.block_scales(Q8_BLOCK, nb).into_iter().enumerate() {
-            scales[((t / 2) * nb + b) * 16 + 8 * (t % 2)..][..8].fill(s);
+            scales[(p * nb + b) * 16 + 8 * h..][..8].fill(s);
         }
     }
-    for r in 0..m.rows {
+    // rows in fours, so that each load of the activations serves four rows
+    let mut r0 = 0;
+    while r0 < m.rows {
+        let nr = if m.rows - r0 >= 4 { 4 } else { 1 };
         let mut p0 = 0;
         while p0 < pairs {
             let n = (pairs - p0).min(4);
-            let out = match n {
-                4 => q8_pairs::<4>(m, acts, &scales, p0, r),
-                3 => q8_pairs::<3>(m, acts, &scales, p0, r),
-                2 => q8_pairs::<2>(m, acts, &scales, p0, r),
-                _ => q8_pairs::<1>(m, acts, &scales, p0, r),
+            let out = match (nr, n) {
+                (4, 4) => q8_pairs::<4, 4>(m, &xu, &scales, p0, r0),
+                (4, 3) => q8_pairs::<4, 3>(m, &xu, &scales, p0, r0),
+                (4, 2) => q8_pairs::<4, 2>(m, &xu, &scales, p0, r0),
+                (4, _) => q8_pairs::<4, 1>(m, &xu, &scales, p0, r0),
+                (_, 4) => q8_pairs::<1, 4>(m, &xu, &scales, p0, r0),
+                (_, 3) => q8_pairs::<1, 3>(m, &xu, &scales, p0, r0),
+                (_, 2) => q8_pairs::<1, 2>(m, &xu, &scales, p0, r0),
+                _ => q8_pairs::<1, 1>(m, &xu, &scales, p0, r0),
             };
-            for (t, &v) in out[..2 * n].iter().enumerate() {
-                ys[(2 * p0 + t) * m.rows + r] = v;
+            for (r, out) in out[..nr].iter().enumerate() {
+                for (t, &v) in out[..2 * n].iter().enumerate() {
+                    ys[(2 * p0 + t) * m.rows + r0 + r] = v;
+                }
             }
             p0 += n;
         }
+        r0 += nr;
     }
     if acts.len() % 2 == 1 {
         let t = acts.len() - 1;
@@ -285,54 +304,61 @@ pub(crate) unsafe fn q8_gemm(m: &Q8Matrix, acts: &[Activations], ys: &mut [f32])
     }
 }
 
-/// Row r of an 8-bit matrix for the NP input pairs from pair p0 (`scales` as `q8_gemm` lays
-/// them out): avx2::q8_row_inputs's steps, two inputs per register. vpsignb has no 512-bit
-/// form: the activations are negated where the weight is negative (a masked subtraction from
-/// zero) and multiplied by |w|, the same products (where w is 0, |w| is, so the product is).
+/// Rows r0..r0 + R of an 8-bit matrix for the NP input pairs from pair p0 (`xu` and `scales`
+/// as `q8_gemm` lays them out): avx2::q8_row_inputs's steps, two inputs per register.
+/// vpdpbusd multiplies unsigned by signed bytes: it takes the activations plus 128 and the
+/// weights as they are, and starts each lane from -128 times the sum of its 4 weights, so it
+/// ends at the same sum of x w.
 #[inline]
 #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q8_pairs<const NP: usize>(
+unsafe fn q8_pairs<const R: usize, const NP: usize>(
     m: &Q8Matrix,
-    acts: &[Activations],
+    xu: &[u8],
     scales: &[f32],
     p0: usize,
-    r: usize,
-) -> [f32; 8] {
+    r0: usize,
+) -> [[f32; 8]; 4] {
     let (q, d) = m.parts();
     let st = m.strides();
     let nb = m.cols / Q8_BLOCK;
-    let a: [[&[i8]; 2]; NP] =
-        std::array::from_fn(|p| [&acts[2 * (p0 + p)].a[..], &acts[2 * (p0 + p) + 1].a[..]]);
-    debug_assert!(a.iter().flatten().all(|a| a.len() >= m.cols));
-    assert!(scales.len() >= (p0 + NP) * nb * 16);
-    let mut acc = [_mm512_setzero_ps(); NP];
+    assert!(r0 + R <= m.rows && R <= 4);
+    assert!(xu.len() >= (p0 + NP) * nb * 64 && scales.len() >= (p0 + NP) * nb * 16);
+    let (xp, sp) = (xu.as_ptr(), scales.as_ptr());
+    let bias = _mm512_set1_epi8(-128);
+    let mut acc = [[_mm512_setzero_ps(); NP]; R];
     for b in 0..nb {
-        // SAFETY: row r exists, so do its block b and activations 32b..32b+32 (Q8Matrix::new
-        // checked the sizes; the caller keeps r < rows and checked the inputs' widths); the
-        // scales of pairs p0..p0 + NP are in `scales` (asserted above).
-        let i = r * nb + b;
-        let qp = q.as_ptr().add(i * st.q_stride + st.q_skip);
-        let dw = _mm512_set1_ps(avx2::f16_to_f32(d.as_ptr().add(i * st.d_stride)));
-        let w = _mm512_broadcast_i64x4(_mm256_loadu_si256(qp as *const __m256i));
-        let (aw, neg) = (_mm512_abs_epi8(w), _mm512_movepi8_mask(w));
-        for (p, [a0, a1]) in a.iter().enumerate() {
-            let x0 = _mm256_loadu_si256(a0.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
-            let x1 = _mm256_loadu_si256(a1.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
-            let x = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x0), x1);
-            let xw = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
-            let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, xw);
-            let sc = _mm512_mul_ps(
-                dw,
-                _mm512_loadu_ps(scales.as_ptr().add(((p0 + p) * nb + b) * 16)),
+        // SAFETY: rows r0..r0 + R exist (asserted), so do their blocks b (Q8Matrix::new
+        // checked the sizes); the activations and scales of pairs p0..p0 + NP are in `xu` and
+        // `scales` (asserted above).
+        let w: [(__m512, __m512i, __m512i); R] = std::array::from_fn(|r| {
+            let i = (r0 + r) * nb + b;
+            let qp = q.as_ptr().add(i * st.q_stride + st.q_skip);
+            let dw = _mm512_set1_ps(avx2::f16_to_f32(d.as_ptr().add(i * st.d_stride)));
+            let w = _mm512_broadcast_i64x4(_mm256_loadu_si256(qp as *const __m256i));
+            let start = _mm512_sub_epi32(
+                _mm512_setzero_si512(),
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, w),
             );
-            acc[p] = _mm512_add_ps(acc[p], _mm512_mul_ps(_mm512_cvtepi32_ps(s), sc));
+            (dw, w, start)
+        });
+        for p in 0..NP {
+            let at = (p0 + p) * nb + b;
+            let x = _mm512_loadu_si512(xp.add(at * 64) as *const _);
+            let bs = _mm512_loadu_ps(sp.add(at * 16));
+            for (acc, &(dw, w, start)) in acc.iter_mut().zip(&w) {
+                let s = _mm512_dpbusd_epi32(start, x, w);
+                let sc = _mm512_mul_ps(dw, bs);
+                acc[p] = _mm512_add_ps(acc[p], _mm512_mul_ps(_mm512_cvtepi32_ps(s), sc));
+            }
         }
     }
-    let mut out = [0f32; 8];
-    for (p, acc) in acc.iter().enumerate() {
-        out[2 * p] = avx2::reduce8(_mm512_castps512_ps256(*acc));
-        let hi = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*acc));
-        out[2 * p + 1] = avx2::reduce8(_mm256_castpd_ps(hi));
+    let mut out = [[0f32; 8]; 4];
+    for (out, acc) in out.iter_mut().zip(&acc) {
+        for (p, acc) in acc.iter().enumerate() {
+            out[2 * p] = avx2::reduce8(_mm512_castps512_ps256(*acc));
+            let hi = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*acc));
+            out[2 * p + 1] = avx2::reduce8(_mm256_castpd_ps(hi));
+        }
     }
     out
 }
