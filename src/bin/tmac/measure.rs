@@ -95,6 +95,8 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         reps: reps.max(1),
         kv_f16,
     };
+    // the counts measured: at least one token each
+    (n_prompt, n_gen) = (spec.n_prompt, spec.n_gen);
     let r = tmac::tools::bench::run(&m, &spec).map_err(|e| e.to_string())?;
     let (p, d) = (
         tmac::tools::bench::spread(&r.prefill),
