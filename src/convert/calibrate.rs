@@ -65,8 +65,16 @@ impl Hessian {
             }
         }
         let mut y = vec![0f32; n];
+        let isa = crate::kernel::isa();
         for i in 0..n {
-            kf32::matvec(&xt[i * b..], b, &xt[i * b..(i + 1) * b], &mut y[..n - i], 0);
+            kf32::matvec(
+                &xt[i * b..],
+                b,
+                &xt[i * b..(i + 1) * b],
+                &mut y[..n - i],
+                0,
+                isa,
+            );
             for (h, &v) in self.h[i * n + i..(i + 1) * n].iter_mut().zip(&y) {
                 *h += v as f64;
             }

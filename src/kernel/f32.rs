@@ -1,16 +1,20 @@
 //! The f32 reference kernels. Sums run in a fixed order over 16 independent lanes, so the
 //! compiler can vectorize them without reassociating, and the result is the same bit for bit
 //! on every CPU. On x86-64 the same code is also compiled with AVX2 enabled (wider vectors, the
-//! same operations in the same order, no fused multiply-adds) and used when the CPU has it.
+//! same operations in the same order, no fused multiply-adds) and used where the caller's `Isa`
+//! is avx2 or avx512 (so `scalar` runs the portable code, as for every other kernel).
 
 const LANES: usize = 16;
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::__m256;
 
+use super::Isa;
+
+/// Whether `isa` runs these kernels with AVX2 (an `Isa` exists only where the CPU has it).
 #[cfg(target_arch = "x86_64")]
-fn avx2() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("f16c")
+fn avx2(isa: Isa) -> bool {
+    isa.float_avx2()
 }
 
 /// An element of a key or value row: f32, or the bits of an f16 (a KV cache in f16). Reading
@@ -141,13 +145,13 @@ fn axpy_lanes<E: Elem>(a: f32, x: &[E], y: &mut [f32]) {
 
 /// y = W x for a row-major (rows, cols) matrix W, each y[r] `dot_lanes(W[r], x)`; `prefetch`
 /// is how many bytes ahead of the weights to ask for (0 = none; the AVX2 path uses it).
-pub(crate) fn matvec(w: &[f32], cols: usize, x: &[f32], y: &mut [f32], prefetch: usize) {
+pub(crate) fn matvec(w: &[f32], cols: usize, x: &[f32], y: &mut [f32], prefetch: usize, isa: Isa) {
     #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: the CPU has AVX2 (checked above).
+    if avx2(isa) {
+        // SAFETY: the CPU has AVX2 (isa says so).
         return unsafe { matvec_avx2(w, cols, x, y, prefetch) };
     }
-    let _ = prefetch;
+    let _ = (prefetch, isa);
     matvec_lanes(w, cols, x, y, dot_lanes::<f32>)
 }
 
@@ -196,22 +200,24 @@ unsafe fn matvec_avx2(w: &[f32], cols: usize, x: &[f32], y: &mut [f32], prefetch
 
 /// Y = W X for T inputs: `xs` holds T rows of `cols`, `ys` T rows of W's row count; every
 /// output is `matvec`'s, bit for bit.
-pub(crate) fn matmul(w: &[f32], cols: usize, xs: &[f32], ys: &mut [f32], prefetch: usize) {
+pub(crate) fn matmul(
+    w: &[f32],
+    cols: usize,
+    xs: &[f32],
+    ys: &mut [f32],
+    prefetch: usize,
+    isa: Isa,
+) {
     let t = xs.len() / cols.max(1);
     let rows = ys.len() / t.max(1);
     #[cfg(target_arch = "x86_64")]
-    if avx512() && t > 1 && w.len() >= rows * cols {
-        // SAFETY: the CPU has AVX-512 F and AVX2 (checked above); W holds rows x cols.
+    if isa.float_avx512() && t > 1 && w.len() >= rows * cols {
+        // SAFETY: the CPU has AVX-512 F and AVX2 (isa says so); W holds rows x cols.
         return unsafe { matmul_avx512(w, cols, xs, ys, rows) };
     }
     for (x, y) in xs.chunks_exact(cols).zip(ys.chunks_exact_mut(rows)) {
-        matvec(w, cols, x, y, prefetch);
+        matvec(w, cols, x, y, prefetch, isa);
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn avx512() -> bool {
-    avx2() && std::is_x86_feature_detected!("avx512f")
 }
 
 /// `matmul` with AVX-512 in blocks of 4 rows by 6 inputs: the 16 lanes of `dot_lanes` in one
@@ -270,12 +276,12 @@ fn matvec_lanes(
 }
 
 /// Softmax in place: max-subtracted, f64 sum, as ggml's soft_max.
-pub(crate) fn softmax(x: &mut [f32]) {
+pub(crate) fn softmax(x: &mut [f32], isa: Isa) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     for v in x.iter_mut() {
         *v -= max;
     }
-    exp_in_place(x);
+    exp_in_place(x, isa);
     let sum: f64 = x.iter().map(|&v| v as f64).sum();
     let inv = (1.0 / sum) as f32;
     for v in x.iter_mut() {
@@ -284,26 +290,27 @@ pub(crate) fn softmax(x: &mut [f32]) {
 }
 
 /// x = e^x element-wise, each exactly `math::exp`.
-pub(crate) fn exp_in_place(x: &mut [f32]) {
+pub(crate) fn exp_in_place(x: &mut [f32], isa: Isa) {
     #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: the CPU has AVX2 (checked above).
+    if avx2(isa) {
+        // SAFETY: the CPU has AVX2 (isa says so).
         return unsafe { exp_in_place_avx2(x) };
     }
+    let _ = isa;
     for v in x {
         *v = crate::math::exp(*v);
     }
 }
 
 /// g = silu(g) * u = g / (1 + e^-g) * u element-wise (the SwiGLU gate), e^ as `math::exp`.
-pub(crate) fn silu_mul(g: &mut [f32], u: &[f32]) {
+pub(crate) fn silu_mul(g: &mut [f32], u: &[f32], isa: Isa) {
     let mut e = [0f32; 64];
     for (g, u) in g.chunks_mut(64).zip(u.chunks(64)) {
         let e = &mut e[..g.len()];
         for (e, &g) in e.iter_mut().zip(g.iter()) {
             *e = -g;
         }
-        exp_in_place(e);
+        exp_in_place(e, isa);
         for ((g, &u), &e) in g.iter_mut().zip(u).zip(e.iter()) {
             *g = *g / (1.0 + e) * u;
         }
@@ -369,6 +376,7 @@ unsafe fn exp4(x: std::arch::x86_64::__m128) -> std::arch::x86_64::__m128 {
 /// heads of `hd` floats back to back; row t of `k` and `v` starts at t * stride, the shared
 /// head's slice of it at `off` (`shape` = (hd, stride, off)). Each key and value row is read once
 /// for all g heads; one call per group keeps the work in one vectorized function.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attend<E: Elem>(
     qs: &[f32],
     k: &[E],
@@ -377,11 +385,12 @@ pub(crate) fn attend<E: Elem>(
     (scale, softcap): (f32, Option<f32>),
     att: &mut [f32],
     outs: &mut [f32],
+    isa: Isa,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: the CPU has AVX2 (checked above).
-        return unsafe { attend_avx2(qs, k, v, shape, (scale, softcap), att, outs) };
+    if avx2(isa) {
+        // SAFETY: the CPU has AVX2 (isa says so).
+        return unsafe { attend_avx2(qs, k, v, shape, (scale, softcap), att, outs, isa) };
     }
     attend_lanes(
         qs,
@@ -391,13 +400,13 @@ pub(crate) fn attend<E: Elem>(
         (scale, softcap),
         att,
         outs,
-        scores_lanes,
-        weighted_sum_lanes,
+        (scores_lanes, weighted_sum_lanes, isa),
     )
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn attend_avx2<E: Elem>(
     qs: &[f32],
     k: &[E],
@@ -406,6 +415,7 @@ unsafe fn attend_avx2<E: Elem>(
     scaling: (f32, Option<f32>),
     att: &mut [f32],
     outs: &mut [f32],
+    isa: Isa,
 ) {
     // SAFETY: this function runs only where AVX2 is (its caller checked).
     let dots =
@@ -414,7 +424,7 @@ unsafe fn attend_avx2<E: Elem>(
     let sum = |att: &[f32], v: &[E], shape, outs: &mut [f32]| unsafe {
         weighted_sum_avx2(att, v, shape, outs)
     };
-    attend_lanes(qs, k, v, shape, scaling, att, outs, dots, sum)
+    attend_lanes(qs, k, v, shape, scaling, att, outs, (dots, sum, isa))
 }
 
 /// `scores_lanes` with AVX2: where the head size is a multiple of 16, eight keys at a time
@@ -627,8 +637,11 @@ fn attend_lanes<E: Elem>(
     (scale, softcap): (f32, Option<f32>),
     att: &mut [f32],
     outs: &mut [f32],
-    scores: impl Fn(&[f32], &[E], (usize, usize, usize), &mut [f32]),
-    weighted_sum: impl Fn(&[f32], &[E], (usize, usize, usize), &mut [f32]),
+    (scores, weighted_sum, isa): (
+        impl Fn(&[f32], &[E], (usize, usize, usize), &mut [f32]),
+        impl Fn(&[f32], &[E], (usize, usize, usize), &mut [f32]),
+        Isa,
+    ),
 ) {
     let g = qs.len() / hd;
     let n = att.len() / g;
@@ -638,7 +651,7 @@ fn attend_lanes<E: Elem>(
             let capped = softcap.map_or(*s, |c| c * crate::math::tanh(*s * (1.0 / c)));
             *s = capped * scale;
         }
-        softmax(a);
+        softmax(a, isa);
     }
     outs.fill(0.0);
     weighted_sum(att, v, (hd, stride, off), outs);
@@ -716,10 +729,12 @@ mod tests {
             x.push(f32::from_bits(state) % 120.0);
         }
         let want: Vec<u32> = x.iter().map(|&v| crate::math::exp(v).to_bits()).collect();
-        let mut got = x.clone();
-        super::exp_in_place(&mut got);
-        for ((w, g), v) in want.iter().zip(&got).zip(&x) {
-            assert_eq!(*w, g.to_bits(), "exp({v})");
+        for isa in crate::kernel::Isa::all() {
+            let mut got = x.clone();
+            super::exp_in_place(&mut got, isa);
+            for ((w, g), v) in want.iter().zip(&got).zip(&x) {
+                assert_eq!(*w, g.to_bits(), "exp({v}) on {}", isa.name());
+            }
         }
     }
 
@@ -727,7 +742,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_dot_is_dot_lanes() {
-        if !super::avx2() {
+        if crate::kernel::Isa::from_name("avx2").is_none() {
             return;
         }
         let mut next = uniform(7);
@@ -754,7 +769,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_matvec_is_dot_lanes() {
-        if !super::avx2() {
+        if crate::kernel::Isa::from_name("avx2").is_none() {
             return;
         }
         let mut next = uniform(5);
@@ -794,14 +809,13 @@ mod tests {
             for (x, y) in xs.chunks_exact(cols).zip(want.chunks_exact_mut(rows)) {
                 super::matvec_lanes(&w, cols, x, y, super::dot_lanes::<f32>);
             }
-            let mut got = vec![f32::NAN; n * rows];
-            super::matmul(&w, cols, &xs, &mut got, 0);
-            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(
-                bits(&want),
-                bits(&got),
-                "rows {rows} cols {cols} inputs {n}"
-            );
+            for isa in crate::kernel::Isa::all() {
+                let mut got = vec![f32::NAN; n * rows];
+                super::matmul(&w, cols, &xs, &mut got, 0, isa);
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                let at = format!("rows {rows} cols {cols} inputs {n} on {}", isa.name());
+                assert_eq!(bits(&want), bits(&got), "{at}");
+            }
         }
     }
 
@@ -811,7 +825,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_scores_are_portable() {
-        if !super::avx2() {
+        if crate::kernel::Isa::from_name("avx2").is_none() {
             return;
         }
         let mut next = uniform(11);
@@ -846,7 +860,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_weighted_sum_is_portable() {
-        if !super::avx2() {
+        if crate::kernel::Isa::from_name("avx2").is_none() {
             return;
         }
         let mut next = uniform(3);

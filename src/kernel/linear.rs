@@ -81,7 +81,7 @@ impl Linear {
     /// y (rows) = W x (cols); `act` holds x prepared by `prepare`.
     pub fn forward(&self, x: &[f32], act: &Activations, y: &mut [f32], isa: Isa, knobs: &Knobs) {
         match self {
-            Linear::F32 { cols, w, .. } => kf32::matvec(w, *cols, x, y, knobs.prefetch),
+            Linear::F32 { cols, w, .. } => kf32::matvec(w, *cols, x, y, knobs.prefetch, isa),
             Linear::Lut(m) => super::lut_gemv(isa, m, act, y, knobs),
             Linear::Q8(m) => super::q8_gemv(isa, m, act, y, knobs),
             Linear::Iq4(m) => super::iq4_gemv(isa, m, act, y, knobs),
@@ -103,7 +103,7 @@ impl Linear {
             Linear::Lut(m) if acts.len() > 1 => super::lut_gemm(isa, m, acts, ys, knobs),
             Linear::Q8(m) if acts.len() > 1 => super::q8_gemm(isa, m, acts, ys, knobs),
             Linear::Iq4(m) if acts.len() > 1 => super::iq4_gemm(isa, m, acts, ys, knobs),
-            Linear::F32 { cols, w, .. } => kf32::matmul(w, *cols, xs, ys, knobs.prefetch),
+            Linear::F32 { cols, w, .. } => kf32::matmul(w, *cols, xs, ys, knobs.prefetch, isa),
             _ => {
                 for ((x, act), y) in xs
                     .chunks_exact(cols)

@@ -103,6 +103,18 @@ impl Isa {
     pub fn is_scalar(self) -> bool {
         self.0 == Kind::Scalar
     }
+
+    /// Whether this set runs the float kernels (`f32.rs`) with AVX2 and F16C: avx2 and avx512.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn float_avx2(self) -> bool {
+        matches!(self.0, Kind::Avx2 | Kind::Avx512)
+    }
+
+    /// Whether it runs the batched f32 product with AVX-512 F: avx512.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn float_avx512(self) -> bool {
+        self.0 == Kind::Avx512
+    }
 }
 
 /// The instruction set used when the caller asks for none: the best this CPU has.

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::kernel::f32 as kf32;
 use crate::kernel::lut::Activations;
 use crate::kernel::rotate;
+use crate::kernel::Isa;
 use crate::layout::linear::Linear;
 use crate::math;
 
@@ -81,6 +82,7 @@ impl KvCache {
     }
     /// Attention of `qs` (the query heads sharing kv head `head`) over positions `span` of
     /// layer `layer` (see `kf32::attend`).
+    #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
         qs: &[f32],
@@ -89,16 +91,31 @@ impl KvCache {
         scaling: (f32, Option<f32>),
         att: &mut [f32],
         outs: &mut [f32],
+        isa: Isa,
     ) {
         let rows = self.at(layer, head, span.start)..self.at(layer, head, span.end);
         let shape = (self.head_dim, self.head_dim, 0);
         match &self.data {
-            KvData::F32 { k, v } => {
-                kf32::attend(qs, &k[rows.clone()], &v[rows], shape, scaling, att, outs)
-            }
-            KvData::F16 { k, v } => {
-                kf32::attend(qs, &k[rows.clone()], &v[rows], shape, scaling, att, outs)
-            }
+            KvData::F32 { k, v } => kf32::attend(
+                qs,
+                &k[rows.clone()],
+                &v[rows],
+                shape,
+                scaling,
+                att,
+                outs,
+                isa,
+            ),
+            KvData::F16 { k, v } => kf32::attend(
+                qs,
+                &k[rows.clone()],
+                &v[rows],
+                shape,
+                scaling,
+                att,
+                outs,
+                isa,
+            ),
         }
     }
 }
@@ -469,7 +486,7 @@ pub(crate) fn layer(
             let outs = &mut s.attn[b * q_dim + kvh * group..][..group];
             let att = &mut s.att[..kv_mul * (p + 1 - first)];
             let scaling = (kq_scale, gr.attn_softcap);
-            kv.attend(qs, (l, kvh), first..p + 1, scaling, att, outs);
+            kv.attend(qs, (l, kvh), first..p + 1, scaling, att, outs, isa);
         }
     }
     if let Some(sub) = &layer.attn_sub_norm {
@@ -499,7 +516,7 @@ pub(crate) fn layer(
     scale_by(&mut s.hb[..n * ff], sg);
     scale_by(&mut s.hb2[..n * ff], su);
     match cfg.act {
-        Activation::Silu => kf32::silu_mul(&mut s.hb[..n * ff], &s.hb2[..n * ff]),
+        Activation::Silu => kf32::silu_mul(&mut s.hb[..n * ff], &s.hb2[..n * ff], isa),
         Activation::Relu2 => {
             for (g, &u) in s.hb[..n * ff].iter_mut().zip(&s.hb2) {
                 let r = g.max(0.0);
