@@ -1122,7 +1122,10 @@ unsafe fn iq4_rows<const XS: bool, const NT: usize, const VNNI: bool>(
             // SAFETY: the tile holds 8 scale bytes per group after the 8 d and 4 steps of 32
             // code bytes per group from `codes`; the activations cover the block (checked by
             // the dispatch).
-            let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(tp.add(16 + 8 * s) as *const _));
+            let sc = match XS {
+                true => _mm256_cvtepi8_epi32(_mm_loadl_epi64(tp.add(16 + 8 * s) as *const _)),
+                false => ones, // IQ4_NL has no group scales (unused)
+            };
             let k = if XS {
                 // (sc, sc) as the two 16-bit halves of each row's lane
                 _mm256_or_si256(

@@ -11,12 +11,6 @@ use std::arch::x86_64::__m256;
 
 use super::Isa;
 
-/// Whether `isa` runs these kernels with AVX2 (an `Isa` exists only where the CPU has it).
-#[cfg(target_arch = "x86_64")]
-fn avx2(isa: Isa) -> bool {
-    isa.float_avx2()
-}
-
 /// An element of a key or value row: f32, or the bits of an f16 (a KV cache in f16). Reading
 /// one as f32 is exact, so a kernel computes the same on either once the element is read.
 pub(crate) trait Elem: Copy {
@@ -147,7 +141,7 @@ fn axpy_lanes<E: Elem>(a: f32, x: &[E], y: &mut [f32]) {
 /// is how many bytes ahead of the weights to ask for (0 = none; the AVX2 path uses it).
 pub(crate) fn matvec(w: &[f32], cols: usize, x: &[f32], y: &mut [f32], prefetch: usize, isa: Isa) {
     #[cfg(target_arch = "x86_64")]
-    if avx2(isa) {
+    if isa.float_avx2() {
         // SAFETY: the CPU has AVX2 (isa says so).
         return unsafe { matvec_avx2(w, cols, x, y, prefetch) };
     }
@@ -292,7 +286,7 @@ pub(crate) fn softmax(x: &mut [f32], isa: Isa) {
 /// x = e^x element-wise, each exactly `math::exp`.
 pub(crate) fn exp_in_place(x: &mut [f32], isa: Isa) {
     #[cfg(target_arch = "x86_64")]
-    if avx2(isa) {
+    if isa.float_avx2() {
         // SAFETY: the CPU has AVX2 (isa says so).
         return unsafe { exp_in_place_avx2(x) };
     }
@@ -388,7 +382,7 @@ pub(crate) fn attend<E: Elem>(
     isa: Isa,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if avx2(isa) {
+    if isa.float_avx2() {
         // SAFETY: the CPU has AVX2 (isa says so).
         return unsafe { attend_avx2(qs, k, v, shape, (scale, softcap), att, outs, isa) };
     }
