@@ -3,7 +3,9 @@
 //! column's rounding error, scaled by the inverse Hessian's Cholesky factor, off the columns
 //! not yet rounded, so that the layer's outputs on its calibration inputs (H = sum of x x^T)
 //! move as little as they can. Rows are independent (each row fits its own group parameters),
-//! so the sweep runs row by row over one shared factor.
+//! so the sweep runs row by row over one shared factor. GPTQ fits those parameters to the
+//! weights before it rounds; afterwards tmac refits them to the codes it chose against H
+//! itself (a least-squares problem per row), and sweeps again with them.
 
 use half::f16;
 
@@ -135,19 +137,23 @@ fn least_squares(codes: impl Iterator<Item = f32>, x: &[f32], imp: &[f32]) -> Op
     (d.is_finite() && m.is_finite() && d > 0.0).then_some((d as f32, m as f32))
 }
 
-/// The GPTQ sweep of one matrix: the columns in `order` and the inverse factor `u` of the
-/// inputs' Hessian permuted to that order (`inverse_factor(&permuted(h, order), ..)`).
+/// The GPTQ sweep of one matrix: the columns in `order`, the inverse factor `u` of the
+/// inputs' Hessian permuted to that order (`inverse_factor(&permuted(h, order), ..)`), and
+/// the damped Hessian itself (`damped`: n x n, both triangles, natural order), against which
+/// the group parameters are refitted to the codes (`refit`).
 pub(crate) struct Sweep<'a> {
     pub order: &'a [usize],
     pub u: &'a [f32],
+    pub h: &'a [f64],
+    /// Refits of the group parameters to a sweep's codes, each but the last followed by
+    /// another sweep with the refitted parameters.
+    pub refits: usize,
 }
 
 /// A matrix rounded to its grid: what the layout stores.
 pub(crate) struct Rounded {
     /// rows x cols.
     pub codes: Vec<u8>,
-    /// Per (row, group): the parameters as the kernels apply them.
-    pub params: Vec<Params>,
     /// Per (row, super-block): f16 (d, m); without sub-scales a super-block is one group.
     pub heads: Vec<(f16, f16)>,
     /// Per (row, group), with sub-scales only: the integers (sc, mn).
@@ -160,7 +166,8 @@ pub(crate) struct Rounded {
 /// to nearest; with one, GPTQ rounds the columns in the sweep's order (largest Hessian
 /// diagonal first, GPTQ's "act order", keeps the most important columns away from
 /// accumulated corrections) and the groups keep the parameters fitted up front ("static
-/// groups"), so codes stay in contiguous groups as the layout stores them.
+/// groups"), so codes stay in contiguous groups as the layout stores them; then the sweep's
+/// `refits` rounds of `refit` and another sweep (none after the last refit).
 pub(crate) fn round_matrix(
     w: &[f32],
     (rows, cols, g): (usize, usize, usize),
@@ -169,53 +176,257 @@ pub(crate) fn round_matrix(
     imp: &[f32],
 ) -> Rounded {
     let ng = (cols.div_ceil(8) * 8).div_ceil(g);
-    let mut r = Rounded {
-        codes: vec![0u8; rows * cols],
-        params: Vec::with_capacity(rows * ng),
-        heads: Vec::with_capacity(rows * ng.div_ceil(sup.unwrap_or(1))),
-        subs: Vec::with_capacity(if sup.is_some() { rows * ng } else { 0 }),
-    };
-    let mut x = vec![0f32; cols];
-    for (row, out) in w.chunks_exact(cols).zip(r.codes.chunks_exact_mut(cols)) {
-        let first = r.params.len();
-        for grp in 0..ng {
-            let span = (grp * g).min(cols)..((grp + 1) * g).min(cols);
-            r.params.push(grid.fit(&row[span.clone()], &imp[span]));
+    let mut params: Vec<Params> = w
+        .chunks_exact(cols)
+        .flat_map(|row| {
+            (0..ng).map(move |grp| {
+                let span = (grp * g).min(cols)..((grp + 1) * g).min(cols);
+                grid.fit(&row[span.clone()], &imp[span])
+            })
+        })
+        .collect();
+    let mut codes = vec![0u8; rows * cols];
+    let mut stored = store(grid, (cols, g, sup), (w, imp), &mut params);
+    let Some(sw) = sweep else {
+        for (c, (q, &v)) in codes.iter_mut().zip(w).enumerate() {
+            *q = grid.code(params[c / cols * ng + c % cols / g], v);
         }
-        let p = &mut r.params[first..];
+        return Rounded {
+            codes,
+            heads: stored.0,
+            subs: stored.1,
+        };
+    };
+    let sums = group_sums(sw.h, cols, g, ng);
+    let mut x = vec![0f32; cols];
+    let mut sweep_rows = |params: &[Params], codes: &mut [u8]| {
+        for ((row, out), p) in w
+            .chunks_exact(cols)
+            .zip(codes.chunks_exact_mut(cols))
+            .zip(params.chunks_exact(ng))
+        {
+            gptq_row(grid, g, p, row, sw, &mut x, out);
+        }
+    };
+    sweep_rows(&params, &mut codes);
+    for round in 0..sw.refits {
+        if !matches!(grid, Grid::Affine { .. }) {
+            break;
+        }
+        for r0 in (0..rows).step_by(LANES) {
+            let n = LANES.min(rows - r0);
+            let span = r0 * cols..(r0 + n) * cols;
+            let fits = refit(
+                (&w[span.clone()], &codes[span]),
+                (cols, g),
+                (sw.h, &sums),
+                &params[r0 * ng..(r0 + n) * ng],
+            );
+            for (p, fit) in params[r0 * ng..].chunks_exact_mut(ng).zip(fits) {
+                if let Some(fit) = fit {
+                    p.copy_from_slice(&fit);
+                }
+            }
+        }
+        stored = store(grid, (cols, g, sup), (w, imp), &mut params);
+        if round + 1 < sw.refits {
+            sweep_rows(&params, &mut codes);
+        }
+    }
+    Rounded {
+        codes,
+        heads: stored.0,
+        subs: stored.1,
+    }
+}
+
+/// The heads and sub-scales of `Rounded`.
+type Stored = (Vec<(f16, f16)>, Vec<(i8, u8)>);
+
+/// The group parameters `p` of every row (`cols` columns each) as the layout stores them:
+/// K-quant style with `sup` (`to_super`, which changes `p` to what is stored), else each
+/// (d, m) in f16.
+fn store(
+    grid: &Grid,
+    (cols, g, sup): (usize, usize, Option<usize>),
+    (w, imp): (&[f32], &[f32]),
+    p: &mut [Params],
+) -> Stored {
+    let (mut heads, mut subs) = (Vec::new(), Vec::new());
+    let ng = p.len() / (w.len() / cols).max(1);
+    for (row, p) in w.chunks_exact(cols).zip(p.chunks_exact_mut(ng.max(1))) {
         match sup {
             Some(n) => {
                 for (s, p) in p.chunks_mut(n).enumerate() {
                     // every group starts inside the row (groups are multiples of 8 columns)
                     let span = (s * n * g).min(cols)..((s + 1) * n * g).min(cols);
                     let groups = row[span.clone()].chunks(g).zip(imp[span].chunks(g));
-                    r.heads.push(to_super(grid, p, groups, &mut r.subs));
+                    heads.push(to_super(grid, p, groups, &mut subs));
                 }
             }
-            None => r.heads.extend(p.iter().map(|&(d, m)| (h16(d), h16(m)))),
-        }
-        let p = &r.params[first..];
-        let Some(Sweep { order, u }) = sweep else {
-            for (c, (q, &v)) in out.iter_mut().zip(row).enumerate() {
-                *q = grid.code(p[c / g], v);
-            }
-            continue;
-        };
-        for (xk, &c) in x.iter_mut().zip(*order) {
-            *xk = row[c];
-        }
-        for (k, &c) in order.iter().enumerate() {
-            let q = grid.code(p[c / g], x[k]);
-            out[c] = q;
-            // the error, scaled by the factor's diagonal, off the columns not yet rounded
-            let e = (x[k] - grid.value(p[c / g], q)) / u[k * cols + k];
-            let (rest, ur) = (&mut x[k + 1..], &u[k * cols + k + 1..(k + 1) * cols]);
-            for (v, &uv) in rest.iter_mut().zip(ur) {
-                *v -= e * uv;
+            None => {
+                for p in p.iter_mut() {
+                    let (d, m) = (h16(p.0), h16(p.1));
+                    *p = (d.to_f32(), m.to_f32());
+                    heads.push((d, m));
+                }
             }
         }
     }
-    r
+    (heads, subs)
+}
+
+/// GPTQ on one row: the columns rounded in the sweep's order with the static group parameters
+/// `p`, each rounding error, scaled by the factor's diagonal, taken off the columns not yet
+/// rounded. `x` is scratch of the row's length.
+fn gptq_row(
+    grid: &Grid,
+    g: usize,
+    p: &[Params],
+    row: &[f32],
+    sw: &Sweep,
+    x: &mut [f32],
+    out: &mut [u8],
+) {
+    let (cols, Sweep { order, u, .. }) = (row.len(), sw);
+    for (xk, &c) in x.iter_mut().zip(*order) {
+        *xk = row[c];
+    }
+    for (k, &c) in order.iter().enumerate() {
+        let q = grid.code(p[c / g], x[k]);
+        out[c] = q;
+        let e = (x[k] - grid.value(p[c / g], q)) / u[k * cols + k];
+        let (rest, ur) = (&mut x[k + 1..], &u[k * cols + k + 1..(k + 1) * cols]);
+        for (v, &uv) in rest.iter_mut().zip(ur) {
+            *v -= e * uv;
+        }
+    }
+}
+
+/// Per column c and group j of `g` columns: the sum of H[c][c'] over the group's columns c'
+/// (n x ng, row-major), `h` n x n.
+fn group_sums(h: &[f64], n: usize, g: usize, ng: usize) -> Vec<f64> {
+    let mut s = vec![0f64; n * ng];
+    for (hr, sr) in h.chunks_exact(n).zip(s.chunks_exact_mut(ng)) {
+        for (v, hg) in sr.iter_mut().zip(hr.chunks(g)) {
+            *v = hg.iter().sum();
+        }
+    }
+    s
+}
+
+/// Rows refitted together: H is read once per block, the rows' sums side by side.
+const LANES: usize = 8;
+
+/// For fixed codes, the affine group parameters of up to `LANES` rows (`w` and `q`, `cols`
+/// each) that minimize each row's output error e^T H e, e = w - (d q + m) per group, over all
+/// its groups at once: GPTQ's static parameters were fitted to the weights alone, each group
+/// by itself. The normal equations have two unknowns per group, with a pull of 1e-6 of their
+/// mean diagonal towards the current parameters `p` (which settles a group whose codes are all
+/// equal). None for a row whose system cannot be solved. `sums` = `group_sums(h)`.
+fn refit(
+    (w, q): (&[f32], &[u8]),
+    (n, g): (usize, usize),
+    (h, sums): (&[f64], &[f64]),
+    p: &[Params],
+) -> Vec<Option<Vec<Params>>> {
+    let (rows, ng) = (w.len() / n, p.len() / (w.len() / n));
+    // the block's codes and weights, column-major: [c][lane]
+    let (mut qt, mut wt) = (vec![0f64; n * LANES], vec![0f64; n * LANES]);
+    for r in 0..rows {
+        for c in 0..n {
+            qt[c * LANES + r] = q[r * n + c] as f64;
+            wt[c * LANES + r] = w[r * n + c] as f64;
+        }
+    }
+    // hq[c][j][lane] = sum over group j's columns c' of H[c][c'] q[c'], hw[c][lane] = (H w)[c]
+    let (mut hq, mut hw) = (vec![0f64; n * ng * LANES], vec![0f64; n * LANES]);
+    for (c, hr) in h.chunks_exact(n).enumerate() {
+        let mut sw = [0f64; LANES];
+        for (j, hg) in hr.chunks(g).enumerate() {
+            let (mut sq, mut sx) = ([0f64; LANES], [0f64; LANES]);
+            for (k, &hv) in hg.iter().enumerate() {
+                let at = (j * g + k) * LANES;
+                let (qk, wk) = (&qt[at..at + LANES], &wt[at..at + LANES]);
+                for l in 0..LANES {
+                    sq[l] += hv * qk[l];
+                    sx[l] += hv * wk[l];
+                }
+            }
+            hq[(c * ng + j) * LANES..(c * ng + j + 1) * LANES].copy_from_slice(&sq);
+            for l in 0..LANES {
+                sw[l] += sx[l];
+            }
+        }
+        hw[c * LANES..(c + 1) * LANES].copy_from_slice(&sw);
+    }
+    (0..rows)
+        .map(|r| {
+            let hq = |c: usize, j: usize| hq[(c * ng + j) * LANES + r];
+            solve_row(
+                (&qt, &hw),
+                r,
+                (n, g, ng),
+                (hq, sums),
+                &p[r * ng..(r + 1) * ng],
+            )
+        })
+        .collect()
+}
+
+/// One row's normal equations from its sums (`refit`), solved.
+fn solve_row(
+    (qt, hw): (&[f64], &[f64]),
+    r: usize,
+    (n, g, ng): (usize, usize, usize),
+    (hq, sums): (impl Fn(usize, usize) -> f64, &[f64]),
+    p: &[Params],
+) -> Option<Vec<Params>> {
+    // a theta = b, theta = (d0, m0, d1, m1, ..)
+    let k = 2 * ng;
+    let (mut a, mut b) = (vec![0f64; k * k], vec![0f64; k]);
+    for c in 0..n {
+        let (j, qc, hwc) = (c / g, qt[c * LANES + r], hw[c * LANES + r]);
+        let sc = &sums[c * ng..(c + 1) * ng];
+        for j2 in 0..ng {
+            let hqc = hq(c, j2);
+            a[2 * j * k + 2 * j2] += qc * hqc;
+            a[2 * j * k + 2 * j2 + 1] += qc * sc[j2];
+            a[(2 * j + 1) * k + 2 * j2] += hqc;
+            a[(2 * j + 1) * k + 2 * j2 + 1] += sc[j2];
+        }
+        b[2 * j] += qc * hwc;
+        b[2 * j + 1] += hwc;
+    }
+    let pull = 1e-6 * (0..k).map(|i| a[i * k + i]).sum::<f64>() / k as f64;
+    for (i, &(d, m)) in p.iter().enumerate() {
+        a[2 * i * k + 2 * i] += pull;
+        a[(2 * i + 1) * k + 2 * i + 1] += pull;
+        b[2 * i] += pull * d as f64;
+        b[2 * i + 1] += pull * m as f64;
+    }
+    let l = cholesky(k, |i, j| a[i * k + j])?;
+    let t = solve_cholesky(&l, k, &b);
+    let fit: Vec<Params> = t
+        .chunks_exact(2)
+        .map(|v| (v[0] as f32, v[1] as f32))
+        .collect();
+    fit.iter()
+        .all(|&(d, m)| d.is_finite() && m.is_finite())
+        .then_some(fit)
+}
+
+/// x with L L^T x = b, L lower (row-major, n x n).
+fn solve_cholesky(l: &[f64], n: usize, b: &[f64]) -> Vec<f64> {
+    let mut y = vec![0f64; n];
+    for i in 0..n {
+        y[i] = (b[i] - dot(&l[i * n..i * n + i], &y[..i])) / l[i * n + i];
+    }
+    for i in (0..n).rev() {
+        let s: f64 = (i + 1..n).map(|j| l[j * n + i] * y[j]).sum();
+        y[i] = (y[i] - s) / l[i * n + i];
+    }
+    y
 }
 
 fn h16(v: f32) -> f16 {
@@ -319,6 +530,25 @@ pub(crate) fn inverse_factor(h: &[f64], n: usize, damp: f64) -> Vec<f32> {
         }
         damp *= 10.0;
     }
+}
+
+/// The Hessian `h` (upper triangle read, n x n) damped as `inverse_factor` damps it, with
+/// both triangles: what `refit` weighs the errors by.
+pub(crate) fn damped(h: &[f64], n: usize, damp: f64) -> Vec<f64> {
+    let mean = (0..n).map(|i| h[i * n + i]).sum::<f64>() / n.max(1) as f64;
+    let damp = damp * if mean > 0.0 { mean } else { 1.0 };
+    let mut d = vec![0f64; n * n];
+    for i in 0..n {
+        for j in i..n {
+            let v = match (i == j, h[i * n + i] == 0.0) {
+                (true, true) => 1.0,
+                (true, false) => h[i * n + i] + damp,
+                _ => h[i * n + j],
+            };
+            (d[i * n + j], d[j * n + i]) = (v, v);
+        }
+    }
+    d
 }
 
 /// Lower L with A = L L^T (row-major), A given by its lower triangle; None if A is not
@@ -469,7 +699,7 @@ mod tests {
     #[test]
     fn gptq_lowers_the_output_error() {
         let mut seed = 11u64;
-        let (rows, cols, k) = (8, 48, 200);
+        let (rows, cols, k) = (11, 48, 200);
         // correlated inputs: a shared component
         let x: Vec<f64> = (0..k)
             .flat_map(|_| {
@@ -489,14 +719,16 @@ mod tests {
         }
         let w: Vec<f32> = (0..rows * cols).map(|_| rng(&mut seed) as f32).collect();
         let grid = Grid::Affine { levels: 3 };
-        let err = |codes: &[u8], params: &[Params]| -> f64 {
+        // flat groups: the heads are the parameters
+        let err = |r: &Rounded| -> f64 {
+            let (codes, params) = (&r.codes, &r.heads);
             let mut e = 0.0;
             for t in 0..k {
                 for r in 0..rows {
                     let mut y = 0f64;
                     for c in 0..cols {
-                        let p = params[r * 3 + c / 16];
-                        let dq = grid.value(p, codes[r * cols + c]) as f64;
+                        let (d, m) = params[r * 3 + c / 16];
+                        let dq = grid.value((d.to_f32(), m.to_f32()), codes[r * cols + c]) as f64;
                         y += (w[r * cols + c] as f64 - dq) * x[t * cols + c];
                     }
                     e += y * y;
@@ -505,20 +737,36 @@ mod tests {
             e
         };
         let imp = vec![1f32; cols];
-        let r0 = round_matrix(&w, (rows, cols, 16), (&grid, None), None, &imp);
-        let (c0, p0) = (r0.codes, r0.params);
+        let e0 = err(&round_matrix(
+            &w,
+            (rows, cols, 16),
+            (&grid, None),
+            None,
+            &imp,
+        ));
         let diag: Vec<f32> = (0..cols).map(|i| h[i * cols + i] as f32).collect();
         for order in [(0..cols).collect(), act_order(&diag)] {
             let u = inverse_factor(&permuted(&h, cols, &order), cols, 0.01);
-            let sweep = Sweep {
-                order: &order,
-                u: &u,
+            let hd = damped(&h, cols, 0.01);
+            let round = |refits| {
+                let sweep = Sweep {
+                    order: &order,
+                    u: &u,
+                    h: &hd,
+                    refits,
+                };
+                err(&round_matrix(
+                    &w,
+                    (rows, cols, 16),
+                    (&grid, None),
+                    Some(&sweep),
+                    &imp,
+                ))
             };
-            let r1 = round_matrix(&w, (rows, cols, 16), (&grid, None), Some(&sweep), &imp);
-            let (c1, p1) = (r1.codes, r1.params);
-            assert_eq!(p0, p1, "static groups");
-            let (e0, e1) = (err(&c0, &p0), err(&c1, &p1));
-            assert!(e1 < 0.85 * e0, "gptq {e1} vs nearest {e0}");
+            let (e1, e2) = (round(0), round(1));
+            assert!(e1 < 0.9 * e0, "gptq {e1} vs nearest {e0}");
+            // the parameters refitted to GPTQ's codes against H
+            assert!(e2 < 0.9 * e1, "refit {e2} vs gptq {e1}");
         }
     }
 }

@@ -36,10 +36,11 @@ layer's (blk.3.ffn_down) or a range's (blk.26-29.ffn_up); repeatable, the first 
 --calibrate TEXT (q1-q4, q2k-q4k, tq): GPTQ. The blocks' matrices are rounded against the inputs they
 see on the text file TEXT (its first N tokens, default 4096, in chunks of C, default 512),
 layer by layer through the model as it is quantized, instead of each weight to its nearest
-code. Same layout and speed; about 3 minutes and 1.2 GB for a 135M model. Deterministic: the
-same files give the same bytes. --rotate also turns the residual stream by a random
-block-Hadamard rotation folded into the weights (QuaRot); on SmolLM2 it helps ternary files
-and hurts q2/q3 ones (BENCHMARKS.md).
+code; then each row's scales and minimums are refitted to the codes GPTQ chose. Same layout
+and speed; about 3 minutes and 1.2 GB for a 135M model. Deterministic: the same files give
+the same bytes. --rotate also turns the residual stream by a random block-Hadamard rotation
+folded into the weights (QuaRot); on SmolLM2 it helps ternary files and hurts q2/q3 ones
+(BENCHMARKS.md).
 
 the original T-MAC engine's files, from a llama2.c checkpoint, by its scripts' exact rules:
   v1    .tmac.bin: ternary, threshold 0.7 x mean|w| per stacked tensor, no scales
