@@ -42,6 +42,12 @@ MIX3 = ["--tensor-type", "attn_v=q4", "--tensor-type", "ffn_down=q4"]
 MIX3K = ["--tensor-type", "attn_v=q4", "--tensor-type", "ffn_down=q4", "--tensor-type", "attn_output=q4",
          "--tensor-type", "blk.26-29.ffn_gate=q4", "--tensor-type", "blk.26-29.ffn_up=q4"]
 MIX2K = ["--tensor-type", "attn_v=q4k", "--tensor-type", "ffn_down=q3k", "--tensor-type", "attn_output=q3k"]
+# 2 bits where most of the weights are, ffn_gate and ffn_up, except in the first and last four
+# layers (q3k there); every other matrix q4, which on this model is its Q4_1 source exactly
+MIX2KF = ["--tensor-type", "attn_q=q4", "--tensor-type", "attn_k=q4", "--tensor-type", "attn_v=q4",
+          "--tensor-type", "attn_output=q4", "--tensor-type", "ffn_down=q4",
+          "--tensor-type", "blk.0-3.ffn_gate=q3k", "--tensor-type", "blk.0-3.ffn_up=q3k",
+          "--tensor-type", "blk.26-29.ffn_gate=q3k", "--tensor-type", "blk.26-29.ffn_up=q3k"]
 CONFIGS = [
     ("q4", ["--type", "q4"], False),
     ("q4 g128", ["--type", "q4", "--group", "128"], False),
@@ -60,6 +66,8 @@ CONFIGS = [
     ("q2k", ["--type", "q2k"], False),
     ("q2k", ["--type", "q2k"], True),
     ("q2k mix", ["--type", "q2k"] + MIX2K, True),
+    ("q2k ffn mix", ["--type", "q2k"] + MIX2KF, False),
+    ("q2k ffn mix", ["--type", "q2k"] + MIX2KF, True),
     ("tq", ["--type", "tq"], False),
     ("tq", ["--type", "tq"], True),
     ("tq + rotation", ["--type", "tq", "--rotate"], True),
@@ -145,7 +153,7 @@ def main(only=None):
         bpw = float(re.search(r"([0-9.]+) bits per weight", out).group(1))
         row = {"name": name, "calibrated": cal, "args": args, "bpw": bpw, "mib": os.path.getsize(path) / 1048576,
                "seconds": secs, "rss": rss, "gpl": tmac_ppl(path, GPL), "held": tmac_ppl(path, held)}
-        if name in ("q3", "q2", "q3 mix", "q2 mix", "q3k", "q2k", "q3k mix", "q2k mix") and cal:
+        if name in ("q3", "q2", "q3 mix", "q2 mix", "q3k", "q2k", "q3k mix", "q2k mix", "q2k ffn mix") and cal:
             row["answers"] = [greedy(path, "The capital of France is", False),
                               greedy(path, "What is the capital of France?", True)]
         log(json.dumps(row))
@@ -277,9 +285,12 @@ def write(rep):
     L.append("\nq3k and q2k store scale and minimum per 16 columns as 8-bit integers under f16 factors per "
              "super-block (ggml's K-quant scheme, read by the same kernels as ggml's K-quant files). Mixes: "
              "`q3 mix` = `--type q3 %s`, `q2 mix` = `--type q2 %s`, `q3k mix` = `--type q3k %s`, `q2k mix` = "
-             "`--type q2k %s` (llama.cpp's Q2_K and Q3_K_M mix types the same way; on this model most of their "
-             "matrices fall back to Q4_0 and Q5_0, as 576 columns are not a multiple of 256: see the fallbacks "
-             "listed above).\n" % (" ".join(MIX3), " ".join(MIX2), " ".join(MIX3K), " ".join(MIX2K)))
+             "`--type q2k %s`, `q2k ffn mix` = `--type q2k %s` (2-bit ffn_gate and ffn_up in 22 of the 30 layers, "
+             "37%% of the blocks' weights; the other matrices q4, which on this model is their Q4_1 source "
+             "exactly). llama.cpp's Q2_K and Q3_K_M mix types the same way; on this model most of their matrices "
+             "fall back to Q4_0 and Q5_0, as 576 columns are not a multiple of 256 (see the fallbacks listed "
+             "above): its Q2_K here is Q4_0 but for ffn_down, which is Q3_K, and has no 2-bit matrix.\n"
+             % (" ".join(MIX3), " ".join(MIX2), " ".join(MIX3K), " ".join(MIX2K), " ".join(MIX2KF)))
     L.append("Greedy answers of the calibrated files (`tmac run FILE -i PROMPT -n 32 -t 0`, the second with `--chat`):\n")
     for r in rep["configs"]:
         for prompt, a in zip(["The capital of France is", "What is the capital of France? (chat)"],
