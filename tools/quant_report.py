@@ -243,13 +243,15 @@ def write_gemma(rep):
 
 
 def write_section(marks, lines):
-    """Replaces (or appends) the section between `marks` in BENCHMARKS.md."""
+    """Replaces the section between `marks` in BENCHMARKS.md where it is (or appends it)."""
     path = os.path.join(ROOT, "BENCHMARKS.md")
     text = open(path).read()
     if marks[0] in text:
-        text = text[:text.index(marks[0])] + text[text.index(marks[1]) + len(marks[1]):].lstrip("\n")
+        text = text[:text.index(marks[0])] + "\n".join(lines) + text[text.index(marks[1]) + len(marks[1]):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
     with open(path, "w") as f:
-        f.write(text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
+        f.write(text)
     log("wrote the %s section of BENCHMARKS.md" % marks[0][5:-4])
 
 
@@ -268,7 +270,8 @@ def write(rep):
          "is the published Q4_1 file dequantized (no other weights of this model are on hand), so q4 with groups of "
          "32 reproduces those weights exactly and any other type is measured against them. Calibrated files: "
          "`tmac quantize build/SmolLM2-135M-Instruct.F32.gguf OUT --type T --calibrate build/calib/pydoc-train.txt` "
-         "(GPTQ on 4096 tokens of 80%% of Python's pydoc topics). Perplexity (lower is better) on the GPL-3 text "
+         "(GPTQ, then each row's scales and minimums refitted to its codes against the same Hessian, on 4096 tokens "
+         "of 80%% of Python's pydoc topics). Perplexity (lower is better) on the GPL-3 text "
          "and on the other 20%% of the topics, both unseen by calibration: `tmac perplexity FILE -f TEXT -c 512 "
          "--chunks %d`, `llama-perplexity -m FILE -f TEXT -c 512 -t 1 --chunks %d`. Embedding and head are q8 in "
          "every tmac file (`--head`); bits per weight count the whole file. (`--only ROWS` re-runs some rows and "
